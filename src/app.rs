@@ -1,0 +1,413 @@
+//! The commands: `plan`, `get` and `verify`, wired from the validated configuration.
+//!
+//! Owns the order of a run (lock, plan, shard, skip what is complete, token check, transfer,
+//! manifest), the plan summary, and the exit code: 0 all done, 1 some files failed, were
+//! excluded or did not verify, 2 usage or fatal errors (returned as `Err`).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
+use crate::https::{self, MastHttps};
+use crate::input;
+use crate::manifest::{self, Entry, Status};
+use crate::mast::Mast;
+use crate::plan::{self, Format, Plan, Source};
+use crate::progress::{self, FileEvent, Progress};
+use crate::resolve::Resolver;
+use crate::retry::RetryPolicy;
+use crate::s3::S3;
+use crate::transfer::{self, Engine};
+use crate::verify::{self, Verdict};
+
+pub async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Plan(args) => plan_cmd(args).await,
+        Command::Get(args) => get_cmd(args).await,
+        Command::Verify(args) => verify_cmd(args).await,
+    }
+}
+
+/// Everything planning needs, built once.
+struct Sources {
+    s3: S3,
+    mast: Option<Mast>,
+}
+
+async fn sources(cfg: &Config) -> Result<Sources> {
+    let retry = RetryPolicy::default();
+    let s3 = S3::connect(&cfg.s3, retry).await;
+    let mast = if cfg.s3_only && !cfg.query.is_query() {
+        None
+    } else {
+        Some(Mast::new(cfg.mast_url.clone(), retry, 8).context("cannot set up the MAST client")?)
+    };
+    Ok(Sources { s3, mast })
+}
+
+async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
+    let parsed = input::parse_items(&cfg.items)?;
+    let resolver = Resolver {
+        s3: &src.s3,
+        mast: src.mast.as_ref(),
+        mast_base: cfg.mast_url.clone(),
+        layout: cfg.layout,
+        s3_only: cfg.s3_only,
+        mast_only: cfg.mast_only,
+        query: cfg.query.clone(),
+        catalog: cfg.catalog,
+        parallel: cfg.jobs.min(32),
+    };
+    let mut plan = resolver.resolve(parsed).await?;
+    if let Some((k, n)) = cfg.shard {
+        plan.shard(n, k);
+    }
+    Ok(plan)
+}
+
+/// The human summary of a plan (stderr) and its `--json` event.
+fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
+    let from_s3 = plan.files.iter().filter(|f| f.source == Source::S3).count();
+    let from_mast = plan.files.len() - from_s3;
+    let exclusive = plan.files.iter().filter(|f| f.is_exclusive()).count();
+    let stats = &src.s3.stats;
+    let lists = stats.lists.load(std::sync::atomic::Ordering::Relaxed);
+    let heads = stats.heads.load(std::sync::atomic::Ordering::Relaxed);
+    let mast = src.mast.as_ref().map(Mast::stats).unwrap_or_default();
+    for p in &plan.problems {
+        eprintln!("mastfetch: error: {}: {}", p.item, p.message);
+    }
+    if !opts.quiet {
+        let mut line = format!(
+            "plan: {} files, {}: {from_s3} from S3, {from_mast} from MAST",
+            plan.files.len(),
+            bytesize::ByteSize(plan.total_bytes()).display().iec()
+        );
+        if exclusive > 0 {
+            line.push_str(&format!(" ({exclusive} exclusive access)"));
+        }
+        if !plan.duplicates.is_empty() {
+            line.push_str(&format!(", {} duplicates", plan.duplicates.len()));
+        }
+        if !plan.problems.is_empty() {
+            line.push_str(&format!(", {} not planned", plan.problems.len()));
+        }
+        if let Some(c) = &plan.catalog {
+            line.push_str(&format!("; query answered by {c}"));
+        }
+        line.push_str(&format!(
+            "; requests: {lists} S3 list, {heads} S3 head, {} MAST observation, {} MAST product, {} MAST path lookup",
+            mast.observation_requests, mast.product_requests, mast.path_lookups
+        ));
+        eprintln!("mastfetch: {line}");
+    }
+    if opts.json {
+        progress::emit(&json!({
+            "event": "plan",
+            "files": plan.files.len(),
+            "bytes": plan.total_bytes(),
+            "from_s3": from_s3,
+            "from_mast": from_mast,
+            "exclusive_access": exclusive,
+            "duplicates": plan.duplicates.len(),
+            "problems": plan.problems.len(),
+            "catalog": plan.catalog,
+            "requests": {"s3_list": lists, "s3_head": heads,
+                         "mast_observations": mast.observation_requests,
+                         "mast_products": mast.product_requests,
+                         "mast_path_lookups": mast.path_lookups},
+        }));
+    }
+}
+
+fn print_plan(plan: &Plan, format: Option<Format>) -> Result<()> {
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Jsonl
+    });
+    let mut out = std::io::stdout().lock();
+    plan::write_plan(&mut out, plan, format).context("cannot write the plan")?;
+    out.flush().ok();
+    Ok(())
+}
+
+async fn plan_cmd(args: PlanArgs) -> Result<u8> {
+    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let src = sources(&cfg).await?;
+    let plan = make_plan(&cfg, &src).await?;
+    print_plan(&plan, args.format)?;
+    let mut quiet = cfg.progress;
+    quiet.json = false; // stdout holds the plan itself
+    summarize(&plan, &src, quiet);
+    Ok(u8::from(!plan.problems.is_empty()))
+}
+
+async fn get_cmd(args: GetArgs) -> Result<u8> {
+    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    if args.dry_run {
+        let src = sources(&cfg).await?;
+        let plan = make_plan(&cfg, &src).await?;
+        print_plan(&plan, args.format)?;
+        let mut quiet = cfg.progress;
+        quiet.json = false;
+        summarize(&plan, &src, quiet);
+        return Ok(u8::from(!plan.problems.is_empty()));
+    }
+    let dir = args.dest.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Lock before planning: a second writer learns at once, not after a long query.
+    let writer = manifest::Writer::open(&dir, cfg.shard)?;
+    let src = sources(&cfg).await?;
+    let plan = make_plan(&cfg, &src).await?;
+    summarize(&plan, &src, cfg.progress);
+
+    let (todo, skipped) = split_complete(&dir, &plan, &writer, &src.s3).await;
+    let needs_token = todo
+        .iter()
+        .any(|f| f.source == Source::Mast && f.is_exclusive());
+    let token = if cfg.s3_only {
+        None
+    } else {
+        https::load_token(cfg.token_file.as_deref(), needs_token)
+            .context("cannot read the MAST token")?
+    };
+    let mast_https = if cfg.s3_only {
+        None
+    } else {
+        let m = MastHttps::new(cfg.mast_url.clone(), token, RetryPolicy::default())
+            .context("cannot set up the MAST download client")?;
+        if needs_token && m.has_token() {
+            m.check_token()
+                .await
+                .context("the MAST token was checked before downloading")?;
+        }
+        Some(Arc::new(m))
+    };
+    let has_token = mast_https.as_ref().is_some_and(|m| m.has_token());
+
+    let total_bytes = plan.total_bytes();
+    let progress = Progress::start(
+        cfg.progress,
+        plan.files.len() as u64 + plan.duplicates.len() as u64,
+        total_bytes,
+    );
+    let engine = Engine::new(
+        src.s3.clone(),
+        mast_https,
+        dir.clone(),
+        cfg.jobs,
+        cfg.part_size,
+        RetryPolicy::default(),
+        progress.clone(),
+        writer,
+    );
+    let mut excluded = 0;
+    {
+        let mut w = engine.manifest.lock().unwrap();
+        for (entry, prev) in &skipped {
+            let mut line = Entry::from_plan(entry, Status::Skipped, None);
+            line.sha256 = prev.sha256.clone();
+            line.size = entry.size.or(prev.size);
+            line.etag = entry.etag.clone().or(prev.etag.clone());
+            w.record(line)?;
+            progress.file(&event(
+                entry,
+                Status::Skipped,
+                entry.size.unwrap_or(0),
+                None,
+            ));
+        }
+        for d in &plan.duplicates {
+            let msg = format!("same URI as {}", d.first_dest);
+            w.record(Entry::from_plan(
+                &d.entry,
+                Status::Duplicate,
+                Some(msg.clone()),
+            ))?;
+            progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+        }
+        for p in &plan.problems {
+            if let Some(entry) = &p.entry {
+                w.record(Entry::from_plan(
+                    entry,
+                    Status::Failed,
+                    Some(p.message.clone()),
+                ))?;
+            }
+        }
+    }
+    let mut fetch = Vec::with_capacity(todo.len());
+    for f in todo {
+        if f.source == Source::Mast && f.is_exclusive() && !has_token {
+            excluded += 1;
+            let msg = "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
+            engine.manifest.lock().unwrap().record(Entry::from_plan(
+                &f,
+                Status::Excluded,
+                Some(msg.into()),
+            ))?;
+            progress.file(&event(&f, Status::Excluded, 0, None));
+        } else {
+            fetch.push(f);
+        }
+    }
+    if excluded > 0 {
+        progress.note(&format!(
+            "{excluded} exclusive-access files excluded: no MAST token (set MAST_API_TOKEN or --token-file)"
+        ));
+    }
+    engine.run(fetch).await;
+    let counts = progress.finish();
+    let engine = Arc::try_unwrap(engine)
+        .ok()
+        .context("transfer tasks still running at the end")?;
+    engine.manifest.into_inner().unwrap().finish()?;
+    let bad = counts.failed > 0 || counts.excluded > 0 || !plan.problems.is_empty();
+    Ok(u8::from(bad))
+}
+
+fn event<'a>(
+    e: &'a plan::PlanEntry,
+    status: Status,
+    bytes: u64,
+    message: Option<&'a str>,
+) -> FileEvent<'a> {
+    FileEvent {
+        status,
+        path: &e.dest,
+        uri: &e.uri,
+        source: e.source.as_str(),
+        bytes,
+        seconds: 0.0,
+        message,
+    }
+}
+
+/// Split the plan into what to fetch and what an earlier run already completed: same size and
+/// ETag as the manifest recorded, file present with that size. Without a listing ETag, one HEAD
+/// for such a candidate tells whether the archive still holds the same object.
+async fn split_complete(
+    dir: &Path,
+    plan: &Plan,
+    writer: &manifest::Writer,
+    s3: &S3,
+) -> (Vec<plan::PlanEntry>, Vec<(plan::PlanEntry, Entry)>) {
+    let mut todo = Vec::new();
+    let mut skipped = Vec::new();
+    for f in &plan.files {
+        let Some(prev) = writer
+            .previous(&f.dest)
+            .filter(|p| p.status.is_complete() && p.uri == f.uri)
+        else {
+            todo.push(f.clone());
+            continue;
+        };
+        let on_disk = plan::dest_path(dir, &f.dest)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len());
+        let size_ok = on_disk.is_some()
+            && on_disk == prev.size
+            && f.size.is_none_or(|s| Some(s) == prev.size);
+        let etag_ok = match (f.source, &f.etag, &prev.etag) {
+            (Source::Mast, _, _) => true,
+            (Source::S3, Some(now), Some(then)) => now == then,
+            (Source::S3, None, Some(then)) => {
+                let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
+                    todo.push(f.clone());
+                    continue;
+                };
+                matches!(s3.head(b, k).await, Ok(Some(info)) if info.etag.as_deref() == Some(then))
+            }
+            (Source::S3, _, None) => false,
+        };
+        if size_ok && etag_ok {
+            skipped.push((f.clone(), prev.clone()));
+        } else {
+            todo.push(f.clone());
+        }
+    }
+    (todo, skipped)
+}
+
+async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
+    let dir = &args.dir;
+    let entries = manifest::read_all(dir)?;
+    if entries.is_empty() {
+        bail!(
+            "no mastfetch manifest in {} (mastfetch-manifest*.jsonl)",
+            dir.display()
+        );
+    }
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let dir2 = dir.clone();
+    let entries2 = entries.clone();
+    let mut findings =
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries2, jobs))
+            .await
+            .context("verify worker failed")?;
+    if args.remote {
+        let s3_opts = crate::cli::s3_options(&args.sources)?;
+        let s3 = S3::connect(&s3_opts, RetryPolicy::default()).await;
+        let stale = verify::verify_remote(&s3, &entries)
+            .await
+            .context("checking the archive failed")?;
+        for s in stale {
+            if let Some(f) = findings
+                .iter_mut()
+                .find(|f| f.path == s.path && f.status == Verdict::Ok)
+            {
+                *f = s;
+            }
+        }
+    }
+    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+        VerifyFormat::Table
+    } else {
+        VerifyFormat::Jsonl
+    });
+    let mut out = std::io::stdout().lock();
+    let mut counts = std::collections::BTreeMap::new();
+    for f in &findings {
+        *counts
+            .entry(format!("{:?}", f.status).to_lowercase())
+            .or_insert(0u64) += 1;
+        match format {
+            VerifyFormat::Jsonl => {
+                serde_json::to_writer(&mut out, f)?;
+                writeln!(out)?;
+            }
+            VerifyFormat::Table if f.status != Verdict::Ok => {
+                let status = format!("{:?}", f.status).to_lowercase();
+                writeln!(
+                    out,
+                    "{status:<8} {}  {}",
+                    f.path,
+                    f.message.as_deref().unwrap_or("")
+                )?;
+            }
+            VerifyFormat::Table => {}
+        }
+    }
+    out.flush().ok();
+    let bad = findings.iter().filter(|f| f.status != Verdict::Ok).count();
+    if !args.quiet {
+        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!(
+            "mastfetch: verify: {} files: {}",
+            findings.len(),
+            parts.join(", ")
+        );
+    }
+    Ok(u8::from(bad > 0))
+}
+
+/// Re-exported for tests that build temporary names.
+pub use transfer::temp_paths;

@@ -1,0 +1,451 @@
+//! The command line: raw clap flags, then one validated configuration.
+//!
+//! Owns flag names, defaults and help text (the contract in cli.md), the parsing of sizes,
+//! lists and shard indices from the batch schedulers' environment, and the checks that turn bad
+//! flags into one clear usage error. Nothing downstream reads raw flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use regex::Regex;
+use reqwest::Url;
+
+use crate::plan::{Format, Layout};
+use crate::query::{Catalog, Query};
+use crate::s3::S3Options;
+
+/// Default part size: S3's guidance is 8-16 MiB ranged GETs (each connection sustains about
+/// 85-90 MB/s, so a 16 MiB part takes ~0.2 s: long enough to amortize the request, short enough
+/// that a retried part costs little and a large file spreads across many connections).
+pub const DEFAULT_PART_SIZE: u64 = 16 << 20;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mastfetch",
+    version,
+    about = "Bulk, resumable, verifiable downloads of MAST (JWST, HST) data products, cloud-first",
+    long_about = "Plans, fetches and verifies MAST data products: from the STScI open-data bucket \
+                  s3://stpubdata when they are there, from MAST over HTTPS when they are not.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Resolve a selection into a download plan and print it; downloads nothing.
+    Plan(PlanArgs),
+    /// Fetch a selection into DIR: resumable, idempotent, verified.
+    Get(GetArgs),
+    /// Check a local mirror against its manifest (and with --remote against the archive).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// mast: URIs, product file names, s3://BUCKET/PREFIX, @FILE (a list, a MAST curl script,
+    /// a CSV export, a plan or a manifest; @- reads standard input).
+    #[arg(value_name = "SELECTION")]
+    pub items: Vec<String>,
+    /// Program (proposal) id(s), e.g. 2731 or 2731,2733.
+    #[arg(long, value_delimiter = ',', help_heading = "Query")]
+    pub program: Vec<u32>,
+    /// Observation id pattern (* and % are wildcards), e.g. 'jw02731001*'.
+    #[arg(long, help_heading = "Query")]
+    pub obs_id: Option<String>,
+    /// Instrument name(s): NIRCAM, MIRI, NIRSPEC, NIRISS, FGS, WFC3, ACS, ...
+    #[arg(long, value_delimiter = ',', help_heading = "Query")]
+    pub instrument: Vec<String>,
+    /// Calibration level(s): 1 uncalibrated, 2 calibrated, 3 combined, 4 contributed.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u8).range(0..=4), help_heading = "Query")]
+    pub calib_level: Vec<u8>,
+    /// Product suffix(es) without `_` or extension: cal,i2d,rate,x1d,...
+    #[arg(long, value_delimiter = ',', help_heading = "Query")]
+    pub suffix: Vec<String>,
+    /// Product type(s): SCIENCE, AUXILIARY, PREVIEW, INFO, CATALOG, THUMBNAIL.
+    #[arg(long, value_delimiter = ',', help_heading = "Query")]
+    pub product_type: Vec<String>,
+    /// Minimum Recommended Products only.
+    #[arg(long, help_heading = "Query")]
+    pub recommended: bool,
+    /// Include guide-star products (left out of queries by default: ~70% of a program's files).
+    #[arg(long, help_heading = "Query")]
+    pub include_guidestars: bool,
+    /// Keep only file names matching this regular expression.
+    #[arg(long = "match", value_name = "REGEX", help_heading = "Query")]
+    pub match_: Option<String>,
+    /// Leave out file names matching this regular expression.
+    #[arg(long, value_name = "REGEX", help_heading = "Query")]
+    pub exclude: Option<String>,
+    /// Where a query is answered: auto (a bucket listing when file names suffice), mast, s3.
+    #[arg(long, value_enum, default_value_t = Catalog::Auto, help_heading = "Query")]
+    pub catalog: Catalog,
+}
+
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    /// Public bucket.
+    #[arg(long, default_value = "stpubdata", help_heading = "Sources")]
+    pub bucket: String,
+    #[arg(long, default_value = "us-east-1", help_heading = "Sources")]
+    pub region: String,
+    /// S3 endpoint for S3-compatible mirrors and tests (path-style addressing).
+    #[arg(long, env = "AWS_ENDPOINT_URL", help_heading = "Sources")]
+    pub endpoint_url: Option<String>,
+    /// Sign S3 requests with the standard AWS credential chain (default: anonymous).
+    #[arg(long, help_heading = "Sources")]
+    pub sign: bool,
+    /// MAST base URL.
+    #[arg(
+        long,
+        env = "MASTFETCH_MAST_URL",
+        default_value = "https://mast.stsci.edu",
+        help_heading = "Sources"
+    )]
+    pub mast_url: String,
+    /// File holding the MAST API token (default: env MAST_API_TOKEN; needed only for
+    /// exclusive-access files).
+    #[arg(long, value_name = "PATH", help_heading = "Sources")]
+    pub token_file: Option<PathBuf>,
+    /// Only the bucket: never fall back to MAST.
+    #[arg(long, conflicts_with = "mast_only", help_heading = "Sources")]
+    pub s3_only: bool,
+    /// Only MAST over HTTPS.
+    #[arg(long, help_heading = "Sources")]
+    pub mast_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// nested: DIR/<COLLECTION>/<obs_id>/<file>; flat: DIR/<file>; mirror: DIR/<s3 key>.
+    #[arg(long, value_enum, default_value_t = Layout::Nested)]
+    pub layout: Layout,
+    /// Requests in flight, shared by all files and parts ("auto" or a number).
+    #[arg(long, default_value = "auto")]
+    pub jobs: String,
+    /// Ranged-GET part size (8MiB, 16MiB, ...).
+    #[arg(long, value_parser = parse_size)]
+    pub part_size: Option<u64>,
+    /// Take one shard of the plan: the number of shards.
+    #[arg(long, default_value_t = 1)]
+    pub shards: u32,
+    /// Which shard (0-based); default from AWS_BATCH_JOB_ARRAY_INDEX, JOB_COMPLETION_INDEX or
+    /// SLURM_ARRAY_TASK_ID.
+    #[arg(long)]
+    pub shard_index: Option<u32>,
+    /// No progress bar or periodic lines.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Only errors.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// JSON-lines events on stdout (plan summary, one per file, progress, summary).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Output format (default: table on a terminal, jsonl otherwise).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Destination folder.
+    #[arg(long, default_value = ".")]
+    pub dest: PathBuf,
+    /// Plan only, print it like `plan`.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of --dry-run.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyFormat {
+    Table,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The mirror folder (holding mastfetch-manifest*.jsonl).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Also ask the archive whether each file is still current (reports `stale`).
+    #[arg(long)]
+    pub remote: bool,
+    #[arg(long, value_enum)]
+    pub format: Option<VerifyFormat>,
+    /// Files hashed at once (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+}
+
+/// `16MiB`, `8MB`, `1048576`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let v: bytesize::ByteSize = s
+        .trim()
+        .parse()
+        .map_err(|e| format!("not a size: {s:?} ({e}); use e.g. 8MiB or 16MiB"))?;
+    let n = v.as_u64();
+    // S3 serves ranges of any size, but below 1 MiB the request overhead dominates and above
+    // 5 GiB no S3 part exists.
+    if !(1 << 20..=5 << 30).contains(&n) {
+        return Err(format!("part size {s} out of range: 1MiB to 5GiB"));
+    }
+    Ok(n)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{flag}: {message}")]
+    Flag { flag: &'static str, message: String },
+}
+
+fn flag(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Flag {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// Validated settings shared by plan and get.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub items: Vec<String>,
+    pub query: Query,
+    pub catalog: Catalog,
+    pub s3: S3Options,
+    pub mast_url: Url,
+    pub token_file: Option<PathBuf>,
+    pub s3_only: bool,
+    pub mast_only: bool,
+    pub layout: Layout,
+    pub jobs: usize,
+    pub part_size: u64,
+    pub shard: Option<(u32, u32)>,
+    pub progress: crate::progress::Options,
+}
+
+/// Requests in flight by default. Real S3 sustains ~85-90 MB/s per connection, so ~15 requests
+/// fill 10 Gb/s and ~150 fill 100 Gb/s; small files are latency-bound and want more requests
+/// than cores. 64 keeps a 25 Gb/s EC2 link full while memory stays flat (bodies stream to disk).
+pub const DEFAULT_JOBS: usize = 64;
+
+fn parse_jobs(s: &str) -> Result<usize, ConfigError> {
+    if s == "auto" {
+        return Ok(DEFAULT_JOBS);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(flag(
+            "jobs",
+            format!("{s:?} is not auto or a number from 1 to 4096"),
+        )),
+    }
+}
+
+/// The MAST base URL with a trailing `/`, so that API paths join under it.
+pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
+    let mut url = Url::parse(s).map_err(|e| flag("mast-url", format!("{s:?}: {e}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(flag("mast-url", format!("{s:?}: not an http(s) URL")));
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+pub fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
+    if let Some(ep) = &src.endpoint_url {
+        Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
+    }
+    Ok(S3Options {
+        bucket: src.bucket.clone(),
+        region: src.region.clone(),
+        endpoint_url: src.endpoint_url.clone().filter(|s| !s.is_empty()),
+        sign: src.sign,
+    })
+}
+
+/// The shard index from the flag or the batch scheduler's environment.
+fn shard_index(given: Option<u32>, shards: u32) -> Result<u32, ConfigError> {
+    const VARS: [&str; 3] = [
+        "AWS_BATCH_JOB_ARRAY_INDEX",
+        "JOB_COMPLETION_INDEX",
+        "SLURM_ARRAY_TASK_ID",
+    ];
+    let (k, from) = match given {
+        Some(k) => (k, "--shard-index".to_string()),
+        None => {
+            let found = VARS
+                .iter()
+                .find_map(|v| std::env::var(v).ok().map(|val| (v, val)));
+            match found {
+                Some((var, val)) => {
+                    let k = val.trim().parse().map_err(|_| {
+                        flag("shard-index", format!("{var}={val:?} is not a shard index"))
+                    })?;
+                    (k, var.to_string())
+                }
+                None if shards > 1 => return Err(flag(
+                    "shard-index",
+                    "--shards given without --shard-index, and none of AWS_BATCH_JOB_ARRAY_INDEX, \
+                         JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID is set",
+                )),
+                None => (0, String::new()),
+            }
+        }
+    };
+    if k >= shards {
+        return Err(flag(
+            "shard-index",
+            format!(
+                "{from} gives {k}, but shards are numbered 0 to {} (Slurm: use --array=0-{})",
+                shards - 1,
+                shards - 1
+            ),
+        ));
+    }
+    Ok(k)
+}
+
+fn regex(flag_name: &'static str, s: &Option<String>) -> Result<Option<Regex>, ConfigError> {
+    s.as_deref()
+        .map(|r| Regex::new(r).map_err(|e| flag(flag_name, format!("bad regular expression: {e}"))))
+        .transpose()
+}
+
+impl Config {
+    pub fn new(
+        sel: &SelectionArgs,
+        src: &SourceArgs,
+        run: &RunArgs,
+    ) -> Result<Config, ConfigError> {
+        if sel.items.is_empty() && sel.program.is_empty() && sel.obs_id.is_none() {
+            return Err(flag(
+                "program",
+                "nothing selected: give items (mast: URIs, file names, s3:// prefixes, @FILE) \
+                 or a query (--program, --obs-id)",
+            ));
+        }
+        let query = Query {
+            programs: sel.program.clone(),
+            obs_id: sel.obs_id.clone(),
+            instruments: sel
+                .instrument
+                .iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect(),
+            calib_levels: sel.calib_level.clone(),
+            suffixes: sel
+                .suffix
+                .iter()
+                .map(|s| s.trim_start_matches('_').to_string())
+                .collect(),
+            product_types: sel
+                .product_type
+                .iter()
+                .map(|s| s.to_ascii_uppercase())
+                .collect(),
+            recommended: sel.recommended,
+            include_guidestars: sel.include_guidestars,
+            matches: regex("match", &sel.match_)?,
+            excludes: regex("exclude", &sel.exclude)?,
+        };
+        if run.shards == 0 {
+            return Err(flag("shards", "must be at least 1"));
+        }
+        let k = shard_index(run.shard_index, run.shards)?;
+        Ok(Config {
+            items: sel.items.clone(),
+            query,
+            catalog: sel.catalog,
+            s3: s3_options(src)?,
+            mast_url: mast_base(&src.mast_url)?,
+            token_file: src.token_file.clone(),
+            s3_only: src.s3_only,
+            mast_only: src.mast_only,
+            layout: run.layout,
+            jobs: parse_jobs(&run.jobs)?,
+            part_size: run.part_size.unwrap_or(DEFAULT_PART_SIZE),
+            shard: (run.shards > 1).then_some((k, run.shards)),
+            progress: crate::progress::Options {
+                quiet: run.quiet,
+                no_progress: run.no_progress,
+                json: run.json,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB").unwrap(), 16 << 20);
+        assert_eq!(parse_size("8 MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("8MB").unwrap(), 8_000_000);
+        assert!(parse_size("12").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn jobs() {
+        assert_eq!(parse_jobs("auto").unwrap(), DEFAULT_JOBS);
+        assert_eq!(parse_jobs("8").unwrap(), 8);
+        assert!(parse_jobs("0").is_err());
+        assert!(parse_jobs("many").is_err());
+    }
+
+    #[test]
+    fn mast_urls_get_a_trailing_slash() {
+        assert_eq!(
+            mast_base("https://mast.stsci.edu").unwrap().as_str(),
+            "https://mast.stsci.edu/"
+        );
+        assert_eq!(
+            mast_base("http://127.0.0.1:9/x").unwrap().as_str(),
+            "http://127.0.0.1:9/x/"
+        );
+        assert!(mast_base("ftp://x").is_err());
+    }
+
+    #[test]
+    fn shard_index_must_fit() {
+        assert_eq!(shard_index(Some(3), 4).unwrap(), 3);
+        assert!(shard_index(Some(4), 4).is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,484 @@
+//! Downloads from MAST over HTTPS, for what the bucket does not hold (exclusive access, not yet
+//! mirrored) and for `--mast-only`.
+//!
+//! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
+//! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
+//! single-stream download with Range resume where the server honours it, retries, hashing and
+//! the rename into place. Uses the same temporary-file naming as the S3 engine.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use tokio::sync::Semaphore;
+
+use crate::plan::PlanEntry;
+use crate::progress::Progress;
+use crate::retry::{RetryPolicy, Transient};
+use crate::transfer::{hash_file, temp_paths};
+
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
+     make a new one at https://auth.mast.stsci.edu/token and pass it with --token-file or \
+     MAST_API_TOKEN";
+
+/// A MAST API token. Its Debug and Display never show it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: &str) -> Option<Token> {
+        let t = s.trim();
+        (!t.is_empty()).then(|| Token(t.to_string()))
+    }
+    fn header(&self) -> String {
+        format!("token {}", self.0)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpsError {
+    #[error("GET {url}: HTTP {status}{hint}")]
+    Status {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("GET {url}: {what}")]
+    Request {
+        url: String,
+        what: &'static str,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{url}: received {got} bytes, MAST said {want}")]
+    Size { url: String, got: u64, want: u64 },
+    #[error("the MAST token was refused by {url}: {TOKEN_HELP}")]
+    BadToken { url: String },
+    #[error("{url}: not a MAST address this token may be sent to (only {base} over HTTPS)")]
+    TokenTarget { url: String, base: String },
+}
+
+impl Transient for HttpsError {
+    fn is_transient(&self) -> bool {
+        match self {
+            HttpsError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            HttpsError::Request { .. } | HttpsError::Size { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+pub struct MastHttps {
+    client: reqwest::Client,
+    base: Url,
+    token: Option<Token>,
+    retry: RetryPolicy,
+}
+
+/// `http://` is only for a MAST stand-in on this machine (tests); real MAST is HTTPS.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+impl MastHttps {
+    pub fn new(base: Url, token: Option<Token>, retry: RetryPolicy) -> reqwest::Result<MastHttps> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(MastHttps {
+            client,
+            base,
+            token,
+            retry,
+        })
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The token may go with this request: same host and port as the MAST base, over HTTPS
+    /// (or plain HTTP to loopback).
+    fn may_send_token(&self, url: &Url) -> bool {
+        let secure = url.scheme() == "https" || (url.scheme() == "http" && is_loopback(url));
+        secure
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+    }
+
+    fn request(&self, url: &Url) -> Result<reqwest::RequestBuilder, HttpsError> {
+        let mut req = self.client.get(url.clone());
+        if let Some(t) = &self.token {
+            if !self.may_send_token(url) {
+                return Err(HttpsError::TokenTarget {
+                    url: url.to_string(),
+                    base: self.base.to_string(),
+                });
+            }
+            req = req.header(AUTHORIZATION, t.header());
+        }
+        Ok(req)
+    }
+
+    /// `Download/file?uri=` URL of a product.
+    pub fn download_url(base: &Url, uri: &str) -> String {
+        let mut url = base
+            .join("api/v0.1/Download/file")
+            .expect("static path joins");
+        url.query_pairs_mut().append_pair("uri", uri);
+        url.to_string()
+    }
+
+    /// Ask MAST whether the token is valid, once, before any download needs it.
+    pub async fn check_token(&self) -> Result<(), HttpsError> {
+        let url = self.base.join("whoami").expect("static path joins");
+        let resp = self
+            .retry
+            .run(|| async {
+                let resp = self
+                    .request(&url)?
+                    .send()
+                    .await
+                    .map_err(|e| HttpsError::Request {
+                        url: url.to_string(),
+                        what: "no answer",
+                        source: Some(e),
+                    })?;
+                let status = resp.status();
+                if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                    return Err(HttpsError::BadToken {
+                        url: url.to_string(),
+                    });
+                }
+                if !status.is_success() {
+                    return Err(HttpsError::Status {
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                        hint: "",
+                    });
+                }
+                resp.json::<serde_json::Value>()
+                    .await
+                    .map_err(|e| HttpsError::Request {
+                        url: url.to_string(),
+                        what: "unreadable answer",
+                        source: Some(e),
+                    })
+            })
+            .await?;
+        if resp
+            .get("anon")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true)
+        {
+            return Err(HttpsError::BadToken {
+                url: url.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetch one product into `dest`: returns its SHA-256 and size.
+    pub async fn download(
+        &self,
+        entry: &PlanEntry,
+        dest: &Path,
+        progress: &Progress,
+        hashers: Arc<Semaphore>,
+    ) -> Result<(String, u64), HttpsError> {
+        let url = Url::parse(&entry.url).map_err(|_| HttpsError::Request {
+            url: entry.url.clone(),
+            what: "not a URL",
+            source: None,
+        })?;
+        let (tmp, state) = temp_paths(dest);
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HttpsError::Io { what, path, source }
+        };
+        let parent = dest.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
+        // A partial file continues only if an earlier run fetched this very URL into it.
+        let resume_ok = fs::read_to_string(&state).is_ok_and(|s| s.trim() == entry.url);
+        if !resume_ok {
+            File::create(&tmp).map_err(io("cannot create", &tmp))?;
+            fs::write(&state, format!("{}\n", entry.url)).map_err(io("cannot write", &state))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&tmp)
+            .map_err(io("cannot open", &tmp))?;
+        let mut have = file.metadata().map_err(io("cannot stat", &tmp))?.len();
+        if have > 0 {
+            progress.done(have);
+        }
+        let mut attempt = 0;
+        loop {
+            match self
+                .fetch_once(&url, &file, &tmp, &mut have, entry.size, progress)
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && attempt < self.retry.max_retries => {
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(want) = entry.size {
+            if have != want {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&state);
+                return Err(HttpsError::Size {
+                    url: entry.url.clone(),
+                    got: have,
+                    want,
+                });
+            }
+        }
+        let permit = hashers.acquire_owned().await.expect("semaphore open");
+        let (tmp2, dest2) = (tmp.clone(), dest.to_path_buf());
+        let sha = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            file.sync_data().ok();
+            let (sha, _) = hash_file(&tmp2, false).map_err(io("cannot read", &tmp2))?;
+            fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
+            Ok::<_, HttpsError>(sha)
+        })
+        .await
+        .expect("hash task does not panic")?;
+        let _ = fs::remove_file(&state);
+        Ok((sha, have))
+    }
+
+    /// One request from byte `have` on, appending what arrives.
+    async fn fetch_once(
+        &self,
+        url: &Url,
+        file: &File,
+        tmp: &Path,
+        have: &mut u64,
+        size: Option<u64>,
+        progress: &Progress,
+    ) -> Result<(), HttpsError> {
+        if size.is_some_and(|s| s == *have && s > 0) {
+            return Ok(());
+        }
+        let mut req = self.request(url)?;
+        if *have > 0 {
+            req = req.header(RANGE, format!("bytes={have}-"));
+        }
+        let resp = req.send().await.map_err(|e| HttpsError::Request {
+            url: url.to_string(),
+            what: "no answer",
+            source: Some(e),
+        })?;
+        let status = resp.status();
+        match status {
+            StatusCode::OK => {
+                if *have > 0 {
+                    // Range not honoured: start over rather than mix.
+                    progress.undone(*have);
+                    file.set_len(0).map_err(|source| HttpsError::Io {
+                        what: "cannot truncate",
+                        path: tmp.to_path_buf(),
+                        source,
+                    })?;
+                    *have = 0;
+                }
+            }
+            StatusCode::PARTIAL_CONTENT => {
+                let start = resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::s3::parse_content_range)
+                    .map(|(s, _, _)| s);
+                if start != Some(*have) {
+                    progress.undone(*have);
+                    file.set_len(0).ok();
+                    *have = 0;
+                    return Err(HttpsError::Request {
+                        url: url.to_string(),
+                        what: "answered another range than asked",
+                        source: None,
+                    });
+                }
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if size.is_none() && *have > 0 => return Ok(()),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(if self.token.is_some() {
+                    HttpsError::BadToken {
+                        url: url.to_string(),
+                    }
+                } else {
+                    HttpsError::Status {
+                        url: url.to_string(),
+                        status: status.as_u16(),
+                        hint: " (exclusive access: needs a MAST token)",
+                    }
+                });
+            }
+            StatusCode::NOT_FOUND => {
+                return Err(HttpsError::Status {
+                    url: url.to_string(),
+                    status: 404,
+                    hint: " (MAST has no such product)",
+                })
+            }
+            s => {
+                return Err(HttpsError::Status {
+                    url: url.to_string(),
+                    status: s.as_u16(),
+                    hint: "",
+                })
+            }
+        }
+        let expected = resp.content_length();
+        let mut stream = resp.bytes_stream();
+        let mut got = 0u64;
+        loop {
+            let next = tokio::time::timeout(STALL_TIMEOUT, stream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    return Err(HttpsError::Request {
+                        url: url.to_string(),
+                        what: "stalled",
+                        source: None,
+                    })
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(HttpsError::Request {
+                        url: url.to_string(),
+                        what: "body interrupted",
+                        source: Some(e),
+                    })
+                }
+                Ok(Some(Ok(c))) => c,
+            };
+            file.write_all_at(&chunk, *have)
+                .map_err(|source| HttpsError::Io {
+                    what: "cannot write",
+                    path: tmp.to_path_buf(),
+                    source,
+                })?;
+            *have += chunk.len() as u64;
+            got += chunk.len() as u64;
+            progress.transferred(chunk.len() as u64);
+        }
+        if let Some(want) = expected {
+            if got != want {
+                return Err(HttpsError::Size {
+                    url: url.to_string(),
+                    got,
+                    want,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
+/// person is at the terminal and `needed`.
+pub fn load_token(token_file: Option<&Path>, needed: bool) -> Result<Option<Token>, io::Error> {
+    if let Some(p) = token_file {
+        let mut s = String::new();
+        File::open(p)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot read token file {}: {e}", p.display()),
+                )
+            })?;
+        return Ok(Token::new(&s));
+    }
+    if let Some(t) = std::env::var("MAST_API_TOKEN")
+        .ok()
+        .as_deref()
+        .and_then(Token::new)
+    {
+        return Ok(Some(t));
+    }
+    use std::io::IsTerminal;
+    if needed && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("MAST API token (input hidden; empty to skip exclusive-access files): ");
+        let _ = io::stderr().flush();
+        let t = rpassword::read_password()?;
+        return Ok(Token::new(&t));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_never_shows() {
+        let t = Token::new(" secret123 \n").unwrap();
+        assert_eq!(format!("{t:?}"), "Token(<redacted>)");
+        assert!(Token::new("  ").is_none());
+    }
+
+    #[test]
+    fn token_goes_only_to_mast_over_https() {
+        let m = MastHttps::new(
+            Url::parse("https://mast.stsci.edu/").unwrap(),
+            Token::new("x"),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert!(m.may_send_token(&Url::parse("https://mast.stsci.edu/api/v0.1/x").unwrap()));
+        assert!(!m.may_send_token(&Url::parse("http://mast.stsci.edu/api").unwrap()));
+        assert!(!m.may_send_token(&Url::parse("https://evil.example/api").unwrap()));
+        assert!(!m.may_send_token(&Url::parse("https://mast.stsci.edu:8443/api").unwrap()));
+        let local = MastHttps::new(
+            Url::parse("http://127.0.0.1:8080/").unwrap(),
+            Token::new("x"),
+            RetryPolicy::default(),
+        )
+        .unwrap();
+        assert!(local.may_send_token(&Url::parse("http://127.0.0.1:8080/whoami").unwrap()));
+    }
+
+    #[test]
+    fn download_urls_quote_the_uri() {
+        let base = Url::parse("https://mast.stsci.edu/").unwrap();
+        let u = MastHttps::download_url(&base, "mast:JWST/product/a&b?.fits");
+        assert_eq!(
+            u,
+            "https://mast.stsci.edu/api/v0.1/Download/file?uri=mast%3AJWST%2Fproduct%2Fa%26b%3F.fits"
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! mastfetch: bulk, resumable, verifiable downloads of MAST data products, cloud-first.
+//!
+//! The library holds everything; `main.rs` only parses, runs and maps the outcome to an exit
+//! code. Modules, in the order data flows through them: `cli` (flags -> config), `input`
+//! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
+//! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
+//! `s3` and `https` (the two sources), `transfer` (the engine), `manifest`, `verify`, `fits`,
+//! `progress`, `retry`, and `app` (the commands).
+
+pub mod app;
+pub mod cli;
+pub mod fits;
+pub mod https;
+pub mod input;
+pub mod manifest;
+pub mod mast;
+pub mod names;
+pub mod plan;
+pub mod progress;
+pub mod query;
+pub mod resolve;
+pub mod retry;
+pub mod s3;
+pub mod transfer;
+pub mod verify;

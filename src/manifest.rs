@@ -1,0 +1,363 @@
+//! The record of a mirror: `mastfetch-manifest.jsonl` and `SHA256SUMS` under DIR.
+//!
+//! Owns the manifest line format, reading every manifest of a folder (shards included), the
+//! append-as-files-complete writer (a crash loses nothing already done), the compaction to one
+//! line per file at the end of a run, and the lock that keeps a second writer out. It does not
+//! decide what to download or how to verify.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{PlanEntry, Source};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Skipped,
+    Duplicate,
+    Excluded,
+    Failed,
+}
+
+impl Status {
+    /// The file is on disk, complete, with a known SHA-256.
+    pub fn is_complete(self) -> bool {
+        matches!(self, Status::Ok | Status::Skipped)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub uri: String,
+    /// Relative to DIR.
+    pub path: String,
+    pub source: Source,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub url: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    pub etag: Option<String>,
+    pub access: Option<String>,
+    pub status: Status,
+    pub message: Option<String>,
+}
+
+impl Entry {
+    pub fn from_plan(p: &PlanEntry, status: Status, message: Option<String>) -> Entry {
+        Entry {
+            uri: p.uri.clone(),
+            path: p.dest.clone(),
+            source: p.source,
+            bucket: p.bucket.clone(),
+            key: p.key.clone(),
+            url: p.url.clone(),
+            size: p.size,
+            sha256: None,
+            etag: p.etag.clone(),
+            access: p.access.clone(),
+            status,
+            message,
+        }
+    }
+}
+
+/// `mastfetch-manifest.jsonl`, or one file per shard so that shards never share a writer.
+pub fn manifest_name(shard: Option<(u32, u32)>) -> String {
+    match shard {
+        Some((k, n)) if n > 1 => format!("mastfetch-manifest.shard-{k}-of-{n}.jsonl"),
+        _ => "mastfetch-manifest.jsonl".to_string(),
+    }
+}
+
+/// `SHA256SUMS`, per shard for the same reason as the manifest.
+pub fn sums_name(shard: Option<(u32, u32)>) -> String {
+    match shard {
+        Some((k, n)) if n > 1 => format!("SHA256SUMS.shard-{k}-of-{n}"),
+        _ => "SHA256SUMS".to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read manifest {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}:{line}: not a manifest line")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "another mastfetch is writing {path} (lock {lock} is held); wait for it to finish, \
+         or give this run another --dest or its own --shard-index"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+}
+
+/// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
+/// A torn last line (crash mid-write) is ignored; any other bad line is an error.
+pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
+    let file = File::open(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut by_path: BTreeMap<String, Entry> = BTreeMap::new();
+    let last = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Entry>(line) {
+            Ok(e) => {
+                by_path.insert(e.path.clone(), e);
+            }
+            Err(_) if i + 1 == last && !line.ends_with('}') => {}
+            Err(source) => {
+                return Err(ManifestError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(by_path.into_values().collect())
+}
+
+/// Every manifest in `dir` (the plain one and each shard's).
+pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("mastfetch-manifest") && name.ends_with(".jsonl") {
+            found.push(dir.join(name.as_ref()));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// All entries of all manifests in `dir`, keyed by path (later manifests win ties).
+pub fn read_all(dir: &Path) -> Result<BTreeMap<String, Entry>, ManifestError> {
+    let mut all = BTreeMap::new();
+    let paths = manifests_in(dir).map_err(|source| ManifestError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for p in paths {
+        for e in read(&p)? {
+            all.insert(e.path.clone(), e);
+        }
+    }
+    Ok(all)
+}
+
+/// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.
+pub struct Writer {
+    dir: PathBuf,
+    manifest_path: PathBuf,
+    sums_path: PathBuf,
+    manifest: File,
+    sums: File,
+    entries: BTreeMap<String, Entry>,
+    // Held for the writer's lifetime: the OS releases it if the process dies.
+    _lock: File,
+}
+
+fn open_append(path: &Path) -> Result<File, ManifestError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ManifestError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl Writer {
+    /// Take the lock and load what an earlier run of this manifest recorded.
+    pub fn open(dir: &Path, shard: Option<(u32, u32)>) -> Result<Writer, ManifestError> {
+        let manifest_path = dir.join(manifest_name(shard));
+        let sums_path = dir.join(sums_name(shard));
+        let lock_path = dir.join(format!(".{}.lock", manifest_name(shard)));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| ManifestError::Write {
+                path: lock_path.clone(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(ManifestError::Locked {
+                path: manifest_path,
+                lock: lock_path,
+            });
+        }
+        let entries = if manifest_path.exists() {
+            read(&manifest_path)?
+                .into_iter()
+                .map(|e| (e.path.clone(), e))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            manifest: open_append(&manifest_path)?,
+            sums: open_append(&sums_path)?,
+            manifest_path,
+            sums_path,
+            entries,
+            _lock: lock,
+        })
+    }
+
+    /// What an earlier run recorded for `path`.
+    pub fn previous(&self, path: &str) -> Option<&Entry> {
+        self.entries.get(path)
+    }
+
+    /// Record one file now: one `write` per line so that a crash leaves at most a torn last line.
+    pub fn record(&mut self, entry: Entry) -> Result<(), ManifestError> {
+        let mut line = serde_json::to_vec(&entry).expect("manifest entries serialize");
+        line.push(b'\n');
+        self.manifest
+            .write_all(&line)
+            .map_err(|source| ManifestError::Write {
+                path: self.manifest_path.clone(),
+                source,
+            })?;
+        if let (true, Some(sha)) = (entry.status.is_complete(), &entry.sha256) {
+            self.sums
+                .write_all(format!("{sha}  {}\n", entry.path).as_bytes())
+                .map_err(|source| ManifestError::Write {
+                    path: self.sums_path.clone(),
+                    source,
+                })?;
+        }
+        self.entries.insert(entry.path.clone(), entry);
+        Ok(())
+    }
+
+    /// Rewrite both files with one line per file, atomically.
+    pub fn finish(self) -> Result<(), ManifestError> {
+        let mut manifest = Vec::new();
+        let mut sums = String::new();
+        for e in self.entries.values() {
+            serde_json::to_writer(&mut manifest, e).expect("manifest entries serialize");
+            manifest.push(b'\n');
+            if let (true, Some(sha)) = (e.status.is_complete(), &e.sha256) {
+                sums.push_str(&format!("{sha}  {}\n", e.path));
+            }
+        }
+        replace(&self.dir, &self.manifest_path, &manifest)?;
+        replace(&self.dir, &self.sums_path, sums.as_bytes())
+    }
+}
+
+fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
+    let err = |source| ManifestError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, data).map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, status: Status, sha: Option<&str>) -> Entry {
+        Entry {
+            uri: format!("mast:JWST/product/{path}"),
+            path: path.into(),
+            source: Source::S3,
+            bucket: Some("stpubdata".into()),
+            key: Some(path.into()),
+            url: "u".into(),
+            size: Some(3),
+            sha256: sha.map(Into::into),
+            etag: Some("e".into()),
+            access: Some("PUBLIC".into()),
+            status,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn appended_lines_compact_to_the_last_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path(), None).unwrap();
+        w.record(entry("a", Status::Failed, None)).unwrap();
+        w.record(entry("b", Status::Ok, Some("bb"))).unwrap();
+        w.record(entry("a", Status::Ok, Some("aa"))).unwrap();
+        // Before finish: a crash would leave three lines; the reader keeps the last for `a`.
+        let read_back = read(&dir.path().join("mastfetch-manifest.jsonl")).unwrap();
+        assert_eq!(read_back.len(), 2);
+        assert_eq!(read_back[0].status, Status::Ok);
+        w.finish().unwrap();
+        let text = fs::read_to_string(dir.path().join("mastfetch-manifest.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        let sums = fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+        assert_eq!(sums, "aa  a\nbb  b\n");
+    }
+
+    #[test]
+    fn torn_last_line_is_ignored_but_garbage_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mastfetch-manifest.jsonl");
+        let good = serde_json::to_string(&entry("a", Status::Ok, Some("aa"))).unwrap();
+        fs::write(&p, format!("{good}\n{{\"uri\":\"x")).unwrap();
+        assert_eq!(read(&p).unwrap().len(), 1);
+        fs::write(&p, format!("nonsense\n{good}\n")).unwrap();
+        let err = read(&p).unwrap_err().to_string();
+        assert!(err.contains(":1:"), "{err}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_but_another_shard_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Writer::open(dir.path(), None).unwrap();
+        let err = Writer::open(dir.path(), None)
+            .err()
+            .expect("second writer refused");
+        assert!(matches!(err, ManifestError::Locked { .. }));
+        let _s0 = Writer::open(dir.path(), Some((0, 2))).unwrap();
+        let _s1 = Writer::open(dir.path(), Some((1, 2))).unwrap();
+        assert_eq!(manifests_in(dir.path()).unwrap().len(), 3);
+    }
+}

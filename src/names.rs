@@ -1,0 +1,275 @@
+//! Product names: what a MAST product URI or a JWST/HST file name tells us without asking anyone.
+//!
+//! Owns the naming rules that map a product file name to its MAST URI, its probable key in the
+//! open-data bucket, its observation id (for the nested layout) and its product suffix (for
+//! `--suffix`). A derived key is only a guess until a listing confirms it; this module never
+//! talks to the network and never decides where a file lands on disk (that is `plan`).
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// A product as named by the user or by MAST, before anything is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    /// `mast:JWST/product/<file>` style URI.
+    pub uri: String,
+    /// Mission collection as MAST spells it (`JWST`, `HST`, ...).
+    pub collection: String,
+    pub filename: String,
+}
+
+/// What the naming rules derive for a known mission's file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// Probable key in the open-data bucket.
+    pub key: String,
+    /// Observation id as MAST shows it (the folder of the nested layout).
+    pub obs_id: String,
+}
+
+/// JWST exposure-level products and guide-star files: `jw<ppppp><ooo><vvv>_...`.
+static JWST_EXPOSURE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^jw(\d{5})(\d{3})(\d{3})_([^/]+)$").unwrap());
+/// JWST level-3 products: `jw<ppppp>-<acid>_...` with `acid` `o###`, `c####`, `a####`, `r####`.
+static JWST_LEVEL3: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^jw(\d{5})-([a-z]\d{3,4})_([^/]+)$").unwrap());
+/// HST products: a 9-character dataset name, `_`, a suffix.
+static HST: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([a-z][a-z0-9]{8})_([a-z0-9_]+)\.([a-z0-9.]+)$").unwrap());
+static MAST_URI: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^mast:([A-Za-z0-9_-]+)/product/(.+)$").unwrap());
+
+impl Product {
+    /// Parse a `mast:<COLLECTION>/product/<file>` URI.
+    pub fn from_uri(uri: &str) -> Option<Product> {
+        let caps = MAST_URI.captures(uri)?;
+        let path = &caps[2];
+        // Some URIs carry a sub-path; the file name is what ends up on disk.
+        let filename = path.rsplit('/').next().unwrap_or(path).to_string();
+        Some(Product {
+            uri: uri.to_string(),
+            collection: caps[1].to_ascii_uppercase(),
+            filename,
+        })
+    }
+
+    /// A bare file name; the mission is inferred from the name (`jw...` is JWST).
+    pub fn from_filename(filename: &str) -> Option<Product> {
+        let collection = mission_of(filename)?;
+        Some(Product {
+            uri: format!("mast:{collection}/product/{filename}"),
+            collection: collection.to_string(),
+            filename: filename.to_string(),
+        })
+    }
+
+    /// Derived key and observation id, for the missions whose naming rules we know.
+    pub fn derive(&self) -> Option<Derived> {
+        derive(&self.collection, &self.filename)
+    }
+}
+
+/// The mission a bare file name belongs to, if its shape says so.
+pub fn mission_of(filename: &str) -> Option<&'static str> {
+    if JWST_EXPOSURE.is_match(filename) || JWST_LEVEL3.is_match(filename) {
+        Some("JWST")
+    } else if HST.is_match(&filename.to_ascii_lowercase()) {
+        Some("HST")
+    } else {
+        None
+    }
+}
+
+/// Key and observation id from the published naming rules (see mast-archive.md).
+pub fn derive(collection: &str, filename: &str) -> Option<Derived> {
+    match collection {
+        "JWST" => {
+            if let Some(c) = JWST_EXPOSURE.captures(filename) {
+                let folder = format!("jw{}{}{}", &c[1], &c[2], &c[3]);
+                return Some(Derived {
+                    key: format!("jwst/public/jw{}/{folder}/{filename}", &c[1]),
+                    obs_id: jwst_obs_id(filename),
+                });
+            }
+            let c = JWST_LEVEL3.captures(filename)?;
+            Some(Derived {
+                key: format!("jwst/public/jw{}/L3/t/{}/{filename}", &c[1], &c[2]),
+                obs_id: jwst_obs_id(filename),
+            })
+        }
+        "HST" => {
+            let lower = filename.to_ascii_lowercase();
+            let c = HST.captures(&lower)?;
+            let dataset = &c[1];
+            Some(Derived {
+                key: format!("hst/public/{}/{dataset}/{lower}", &dataset[..4]),
+                obs_id: dataset.to_ascii_uppercase(),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn stem(filename: &str) -> &str {
+    filename.split_once('.').map_or(filename, |(s, _)| s)
+}
+
+/// The observation a JWST file belongs to, as MAST names the folder of its bundles:
+/// exposure files keep their first four `_` fields (`jw02733002001_02103_00001_mirimage`),
+/// segments fold into their exposure, level-3 files keep `jw<p>-<acid>_<target>_<instr>_<optics>`,
+/// guide-star files drop only their suffix.
+fn jwst_obs_id(filename: &str) -> String {
+    let stem = stem(filename);
+    let fields: Vec<&str> = stem.split('_').collect();
+    if fields.len() > 1 && fields[1].starts_with("gs-") {
+        return fields[..fields.len() - 1].join("_");
+    }
+    if fields.len() > 4 {
+        let mut obs = fields[..4].join("_");
+        if let Some(pos) = obs.find("-seg") {
+            let end = obs[pos + 4..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(obs.len(), |e| pos + 4 + e);
+            obs.replace_range(pos..end, "");
+        }
+        return obs;
+    }
+    stem.to_string()
+}
+
+/// The product suffix `--suffix` matches: the last `_` field of the name, without extension
+/// (`cal`, `i2d`, `crf`, `x1d`, `asn`, ...).
+pub fn suffix(filename: &str) -> &str {
+    let stem = stem(filename);
+    stem.rsplit_once('_').map_or("", |(_, s)| s)
+}
+
+/// Guide-star products (`_gs-id`, `_gs-acq1`, `_gs-fg`, ...): most of a program's files, excluded
+/// unless asked for.
+pub fn is_guide_star(filename: &str) -> bool {
+    filename.contains("_gs-")
+}
+
+/// JWST program number a file name belongs to (`jw02731...` -> 2731).
+pub fn jwst_program(filename: &str) -> Option<u32> {
+    let caps = JWST_EXPOSURE
+        .captures(filename)
+        .or_else(|| JWST_LEVEL3.captures(filename))?;
+    caps[1].parse().ok()
+}
+
+/// MAST URI for an object found in the open-data bucket, when its key is a product key.
+pub fn uri_for_key(key: &str) -> Option<Product> {
+    let (collection, rest) = if let Some(rest) = key.strip_prefix("jwst/public/") {
+        ("JWST", rest)
+    } else if let Some(rest) = key.strip_prefix("hst/public/") {
+        ("HST", rest)
+    } else {
+        return None;
+    };
+    let filename = rest.rsplit('/').next()?;
+    let product = Product {
+        uri: format!("mast:{collection}/product/{filename}"),
+        collection: collection.to_string(),
+        filename: filename.to_string(),
+    };
+    // Only when the rules map the name back to this very key is the URI trustworthy.
+    (product.derive()?.key == key).then_some(product)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwst_exposure_key_and_obs_id() {
+        let p = Product::from_filename("jw02731001001_02101_00001_nrcb1_cal.fits").unwrap();
+        assert_eq!(
+            p.uri,
+            "mast:JWST/product/jw02731001001_02101_00001_nrcb1_cal.fits"
+        );
+        let d = p.derive().unwrap();
+        assert_eq!(
+            d.key,
+            "jwst/public/jw02731/jw02731001001/jw02731001001_02101_00001_nrcb1_cal.fits"
+        );
+        assert_eq!(d.obs_id, "jw02731001001_02101_00001_nrcb1");
+    }
+
+    #[test]
+    fn obs_id_matches_mast_bundle_folders() {
+        // Folders as written by MAST's own bundle script for program 2733.
+        let d = derive("JWST", "jw02733002001_02103_00001_mirimage_o002_crf.fits").unwrap();
+        assert_eq!(d.obs_id, "jw02733002001_02103_00001_mirimage");
+        let d = derive("JWST", "jw01409-o031_t014_nircam_clear-f212n_i2d.fits").unwrap();
+        assert_eq!(d.obs_id, "jw01409-o031_t014_nircam_clear-f212n");
+        let d = derive("JWST", "jw01234001001_01101_00001-seg002_nrcb1_cal.fits").unwrap();
+        assert_eq!(d.obs_id, "jw01234001001_01101_00001_nrcb1");
+    }
+
+    #[test]
+    fn jwst_level3_key() {
+        let d = derive("JWST", "jw02727-o002_t062_nircam_clear-f277w_i2d.fits").unwrap();
+        assert_eq!(
+            d.key,
+            "jwst/public/jw02727/L3/t/o002/jw02727-o002_t062_nircam_clear-f277w_i2d.fits"
+        );
+    }
+
+    #[test]
+    fn guide_star_files() {
+        let f = "jw02731001001_gs-fg_2022166062113_cal.fits";
+        assert!(is_guide_star(f));
+        let d = derive("JWST", f).unwrap();
+        assert_eq!(d.key, format!("jwst/public/jw02731/jw02731001001/{f}"));
+        assert_eq!(d.obs_id, "jw02731001001_gs-fg_2022166062113");
+    }
+
+    #[test]
+    fn hst_key_is_lower_case() {
+        let p = Product::from_uri("mast:HST/product/u9o40504m_c3m.fits").unwrap();
+        let d = p.derive().unwrap();
+        assert_eq!(d.key, "hst/public/u9o4/u9o40504m/u9o40504m_c3m.fits");
+        assert_eq!(d.obs_id, "U9O40504M");
+        assert_eq!(mission_of("IC5O01020_drz.fits"), Some("HST"));
+    }
+
+    #[test]
+    fn suffixes() {
+        assert_eq!(suffix("jw02731001001_02101_00001_nrcb1_cal.fits"), "cal");
+        assert_eq!(
+            suffix("jw02733002001_02103_00001_mirimage_o002_crf.fits"),
+            "crf"
+        );
+        assert_eq!(
+            suffix("jw02733-o002_20220614t1400_image3_00001_asn.json"),
+            "asn"
+        );
+        assert_eq!(
+            jwst_program("jw02733-o002_t001_miri_f1130w_i2d.fits"),
+            Some(2733)
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_not_guessed() {
+        assert_eq!(mission_of("README.txt"), None);
+        assert_eq!(mission_of("jw123_cal.fits"), None);
+        assert!(Product::from_uri("s3://stpubdata/x").is_none());
+        let other = Product::from_uri("mast:TESS/product/tess2018_lc.fits").unwrap();
+        assert_eq!(other.collection, "TESS");
+        assert!(other.derive().is_none());
+    }
+
+    #[test]
+    fn keys_map_back_to_uris() {
+        let k = "jwst/public/jw02731/jw02731001001/jw02731001001_02101_00001_nrcb1_cal.fits";
+        assert_eq!(
+            uri_for_key(k).unwrap().uri,
+            "mast:JWST/product/jw02731001001_02101_00001_nrcb1_cal.fits"
+        );
+        assert!(uri_for_key("jwst/public/jw02731/other/readme.txt").is_none());
+        assert!(uri_for_key("tess/public/x.fits").is_none());
+    }
+}

@@ -1,0 +1,513 @@
+//! The download plan: exact objects, their sources and where each lands under DIR.
+//!
+//! Owns the plan entry (the JSON-lines exchange format of `plan --format jsonl`), the layouts,
+//! the rule that no destination leaves DIR, de-duplication by URI, the byte-balanced sharding and
+//! the printable formats. Pure: it neither lists buckets nor asks MAST (that is `resolve`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    S3,
+    Mast,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::S3 => "s3",
+            Source::Mast => "mast",
+        }
+    }
+}
+
+/// One file of the plan, as `plan --format jsonl` prints it and `@plan.jsonl` reads it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    pub uri: String,
+    pub filename: String,
+    pub source: Source,
+    pub bucket: Option<String>,
+    pub key: Option<String>,
+    pub url: String,
+    pub size: Option<u64>,
+    pub etag: Option<String>,
+    pub access: Option<String>,
+    /// Relative to DIR, `/`-separated, checked by [`safe_relative`].
+    pub dest: String,
+}
+
+impl PlanEntry {
+    pub fn is_exclusive(&self) -> bool {
+        self.access.as_deref() == Some("EXCLUSIVE_ACCESS")
+    }
+}
+
+/// A URI asked for more than once with different destinations: fetched once, recorded for each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub entry: PlanEntry,
+    pub first_dest: String,
+}
+
+/// An item that could not become a plan entry; reported with the input that named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub item: String,
+    pub message: String,
+    /// Where the file would have gone, when that is known (so a manifest can record it).
+    pub entry: Option<PlanEntry>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub files: Vec<PlanEntry>,
+    pub duplicates: Vec<Duplicate>,
+    pub problems: Vec<Problem>,
+    /// Which catalog answered a query, when there was one (`mast` or `s3`).
+    pub catalog: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Layout {
+    /// DIR/<COLLECTION>/<obs_id>/<file>, as MAST's own bundles and astroquery do.
+    Nested,
+    /// DIR/<file>.
+    Flat,
+    /// DIR/<s3 key>, the bucket's own tree.
+    Mirror,
+}
+
+/// What the layout needs to know about a file.
+pub struct Placement<'a> {
+    pub collection: &'a str,
+    pub obs_id: Option<&'a str>,
+    pub filename: &'a str,
+    pub key: Option<&'a str>,
+}
+
+impl Layout {
+    pub fn dest(self, p: &Placement<'_>) -> String {
+        let nested = || {
+            let obs = p
+                .obs_id
+                .map(str::to_string)
+                .or_else(|| names::derive(p.collection, p.filename).map(|d| d.obs_id))
+                // Objects outside the product naming rules keep their bucket folder.
+                .or_else(|| p.key.and_then(|k| k.rsplit('/').nth(1)).map(str::to_string))
+                .unwrap_or_else(|| "unknown".to_string());
+            format!("{}/{}/{}", p.collection, obs, p.filename)
+        };
+        match self {
+            Layout::Flat => p.filename.to_string(),
+            Layout::Nested => nested(),
+            Layout::Mirror => p
+                .key
+                .map(str::to_string)
+                .or_else(|| names::derive(p.collection, p.filename).map(|d| d.key))
+                .unwrap_or_else(nested),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unsafe destination {path:?}: {reason}")]
+pub struct UnsafePath {
+    pub path: String,
+    pub reason: &'static str,
+}
+
+/// Check that a destination taken from any input stays inside DIR: relative, `/`-separated,
+/// no `..`, `.`, empty component, backslash or NUL. Returns the path to join onto DIR.
+pub fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
+    let bad = |reason| UnsafePath {
+        path: path.to_string(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(bad("empty path"));
+    }
+    if path.contains('\0') {
+        return Err(bad("contains a NUL byte"));
+    }
+    if path.contains('\\') {
+        return Err(bad("contains a backslash"));
+    }
+    if path.starts_with('/') {
+        return Err(bad("absolute path"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(bad("contains a control character"));
+    }
+    for part in path.split('/') {
+        match part {
+            "" => return Err(bad("empty path component")),
+            "." | ".." => return Err(bad("`.` or `..` component")),
+            _ => {}
+        }
+    }
+    let rel = PathBuf::from(path);
+    // Belt and braces: whatever the platform makes of the string, only normal components.
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(bad("not a plain relative path"));
+    }
+    Ok(rel)
+}
+
+/// Join a checked destination onto DIR.
+pub fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
+    Ok(dir.join(safe_relative(dest)?))
+}
+
+impl Plan {
+    /// Add an entry unless its URI is already planned; a repeat with another destination is
+    /// kept as a duplicate, one with a destination taken by another URI is a problem.
+    pub fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
+        if let Err(e) = safe_relative(&entry.dest) {
+            self.problems.push(Problem {
+                item: entry.uri.clone(),
+                message: e.to_string(),
+                entry: None,
+            });
+            return;
+        }
+        if let Some(&i) = index.by_uri.get(&entry.uri) {
+            let first_dest = self.files[i].dest.clone();
+            if first_dest != entry.dest && !index.by_dest.contains_key(&entry.dest) {
+                index.by_dest.insert(entry.dest.clone(), usize::MAX);
+                self.duplicates.push(Duplicate { entry, first_dest });
+            }
+            return;
+        }
+        if let Some(&i) = index.by_dest.get(&entry.dest) {
+            let other = if i == usize::MAX {
+                "a duplicate".to_string()
+            } else {
+                self.files[i].uri.clone()
+            };
+            self.problems.push(Problem {
+                item: entry.uri.clone(),
+                message: format!("destination {} is already taken by {other}", entry.dest),
+                entry: None,
+            });
+            return;
+        }
+        index.by_uri.insert(entry.uri.clone(), self.files.len());
+        index.by_dest.insert(entry.dest.clone(), self.files.len());
+        self.files.push(entry);
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().filter_map(|f| f.size).sum()
+    }
+
+    /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes.
+    ///
+    /// Files are ordered by (size desc, uri) and each goes to the currently lightest shard
+    /// (ties to the lowest index): every shard computes the same assignment from the same plan,
+    /// and the greedy rule keeps the largest shard within one file of the mean.
+    pub fn shard(&mut self, shards: u32, index: u32) {
+        if shards <= 1 {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.files.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (fa, fb) = (&self.files[a], &self.files[b]);
+            fb.size
+                .unwrap_or(0)
+                .cmp(&fa.size.unwrap_or(0))
+                .then_with(|| fa.uri.cmp(&fb.uri))
+        });
+        let mut load = vec![0u64; shards as usize];
+        let mut mine = vec![false; self.files.len()];
+        for i in order {
+            let (lightest, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|&(k, &l)| (l, k))
+                .expect("at least one shard");
+            // Empty files still cost a request; count them as one byte for balance.
+            load[lightest] += self.files[i].size.unwrap_or(0).max(1);
+            mine[i] = lightest == index as usize;
+        }
+        let mut keep = mine.into_iter();
+        self.files.retain(|_| keep.next().unwrap_or(false));
+        // Duplicates follow the shard of their first copy.
+        let dests: std::collections::HashSet<&str> =
+            self.files.iter().map(|f| f.dest.as_str()).collect();
+        self.duplicates
+            .retain(|d| dests.contains(d.first_dest.as_str()));
+        // Problems are reported by shard 0 only, so a batch of N shards reports them once.
+        if index != 0 {
+            self.problems.clear();
+        }
+    }
+}
+
+/// Lookup tables used while a plan is being built.
+#[derive(Default)]
+pub struct PlanIndex {
+    by_uri: HashMap<String, usize>,
+    by_dest: HashMap<String, usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Jsonl,
+    Csv,
+    Curl,
+    Urls,
+}
+
+/// Print the plan in `format`. `curl` needs the MAST base URL for token-bearing requests.
+pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
+    match format {
+        Format::Jsonl => {
+            for f in &plan.files {
+                serde_json::to_writer(&mut *out, f)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Urls => {
+            for f in &plan.files {
+                writeln!(out, "{}", f.url)?;
+            }
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record([
+                "uri", "filename", "source", "bucket", "key", "url", "size", "etag", "access",
+                "dest",
+            ])?;
+            for f in &plan.files {
+                w.write_record([
+                    f.uri.as_str(),
+                    &f.filename,
+                    f.source.as_str(),
+                    f.bucket.as_deref().unwrap_or(""),
+                    f.key.as_deref().unwrap_or(""),
+                    &f.url,
+                    &f.size.map(|s| s.to_string()).unwrap_or_default(),
+                    f.etag.as_deref().unwrap_or(""),
+                    f.access.as_deref().unwrap_or(""),
+                    &f.dest,
+                ])?;
+            }
+            w.flush()?;
+        }
+        Format::Table => {
+            let width = plan
+                .files
+                .iter()
+                .map(|f| f.dest.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            writeln!(
+                out,
+                "{:<width$}  {:>12}  {:<6}  ACCESS",
+                "DEST", "SIZE", "SOURCE"
+            )?;
+            for f in &plan.files {
+                let size = f.size.map_or("?".to_string(), |s| s.to_string());
+                let access = f.access.as_deref().unwrap_or("-");
+                writeln!(
+                    out,
+                    "{:<width$}  {size:>12}  {:<6}  {access}",
+                    f.dest,
+                    f.source.as_str()
+                )?;
+            }
+        }
+        Format::Curl => write_curl(out, plan)?,
+    }
+    Ok(())
+}
+
+/// Quote a string for bash in single quotes.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
+    let mut s = String::new();
+    s.push_str("#!/usr/bin/env bash\n");
+    s.push_str("# Written by mastfetch: fetches the same plan with curl. Rerun to resume.\n");
+    s.push_str(
+        "# Files from MAST send the token in MAST_API_TOKEN (needed for exclusive access).\n",
+    );
+    s.push_str("# Usage: bash this-script [DIR]\n");
+    s.push_str("set -euo pipefail\n");
+    s.push_str("type -P curl >/dev/null || { echo 'This script requires curl.' >&2; exit 1; }\n");
+    s.push_str("DIR=${1:-.}\n");
+    s.push_str("failed=0\n");
+    s.push_str("fetch() { # dest url [token]\n");
+    s.push_str("  local dest=\"$DIR/$1\"\n");
+    s.push_str("  mkdir -p \"$(dirname \"$dest\")\"\n");
+    s.push_str("  local auth=()\n");
+    s.push_str("  if [ \"${3:-}\" = token ] && [ -n \"${MAST_API_TOKEN:-}\" ]; then\n");
+    s.push_str("    auth=(-H \"Authorization: token $MAST_API_TOKEN\")\n");
+    s.push_str("  fi\n");
+    s.push_str("  curl --globoff --location --fail --retry 5 --retry-all-errors -C - \\\n");
+    s.push_str(
+        "    \"${auth[@]}\" --output \"$dest\" \"$2\" || { echo \"failed: $1\" >&2; failed=1; }\n",
+    );
+    s.push_str("}\n");
+    for f in &plan.files {
+        let token = if f.source == Source::Mast {
+            " token"
+        } else {
+            ""
+        };
+        let _ = writeln!(s, "fetch {} {}{token}", sh_quote(&f.dest), sh_quote(&f.url));
+    }
+    s.push_str("exit $failed\n");
+    out.write_all(s.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(uri: &str, dest: &str, size: u64) -> PlanEntry {
+        PlanEntry {
+            uri: uri.into(),
+            filename: dest.rsplit('/').next().unwrap().into(),
+            source: Source::S3,
+            bucket: Some("b".into()),
+            key: Some(dest.into()),
+            url: format!("https://example/{dest}"),
+            size: Some(size),
+            etag: None,
+            access: Some("PUBLIC".into()),
+            dest: dest.into(),
+        }
+    }
+
+    #[test]
+    fn unsafe_paths_are_refused() {
+        for p in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "a/./b",
+            "a\\..\\b",
+            "a\0b",
+            "a/",
+            "..",
+        ] {
+            assert!(safe_relative(p).is_err(), "{p:?} accepted");
+        }
+        assert_eq!(
+            safe_relative("JWST/jw1/x.fits").unwrap(),
+            PathBuf::from("JWST/jw1/x.fits")
+        );
+        assert_eq!(safe_relative("a..b/c").unwrap(), PathBuf::from("a..b/c"));
+    }
+
+    #[test]
+    fn layouts() {
+        let p = Placement {
+            collection: "JWST",
+            obs_id: None,
+            filename: "jw02731001001_02101_00001_nrcb1_cal.fits",
+            key: Some("jwst/public/jw02731/jw02731001001/jw02731001001_02101_00001_nrcb1_cal.fits"),
+        };
+        assert_eq!(
+            Layout::Nested.dest(&p),
+            "JWST/jw02731001001_02101_00001_nrcb1/jw02731001001_02101_00001_nrcb1_cal.fits"
+        );
+        assert_eq!(Layout::Flat.dest(&p), p.filename);
+        assert_eq!(Layout::Mirror.dest(&p), p.key.unwrap());
+        let odd = Placement {
+            collection: "TESS",
+            obs_id: None,
+            filename: "x.fits",
+            key: Some("tess/public/s1/x.fits"),
+        };
+        assert_eq!(Layout::Nested.dest(&odd), "TESS/s1/x.fits");
+    }
+
+    #[test]
+    fn dedupe_by_uri_and_dest() {
+        let mut plan = Plan::default();
+        let mut idx = PlanIndex::default();
+        plan.push(entry("u1", "a/x", 1), &mut idx);
+        plan.push(entry("u1", "a/x", 1), &mut idx); // plain repeat: dropped
+        plan.push(entry("u1", "b/x", 1), &mut idx); // other dest: duplicate
+        plan.push(entry("u2", "a/x", 1), &mut idx); // dest taken: problem
+        plan.push(entry("u3", "../x", 1), &mut idx); // unsafe: problem
+        assert_eq!(plan.files.len(), 1);
+        assert_eq!(plan.duplicates.len(), 1);
+        assert_eq!(plan.duplicates[0].first_dest, "a/x");
+        assert_eq!(plan.problems.len(), 2);
+    }
+
+    #[test]
+    fn shards_cover_the_plan_once_and_balance_bytes() {
+        let mut full = Plan::default();
+        let mut idx = PlanIndex::default();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for i in 0..2000 {
+            full.push(
+                entry(&format!("u{i}"), &format!("d/{i}"), rng.u64(1..50_000_000)),
+                &mut idx,
+            );
+        }
+        let total = full.total_bytes();
+        let mut seen = std::collections::HashSet::new();
+        let mut largest = 0;
+        for k in 0..8 {
+            let mut s = full.clone();
+            s.shard(8, k);
+            largest = largest.max(s.total_bytes());
+            for f in &s.files {
+                assert!(seen.insert(f.uri.clone()), "{} in two shards", f.uri);
+            }
+        }
+        assert_eq!(seen.len(), 2000);
+        let mean = total as f64 / 8.0;
+        assert!(
+            (largest as f64) <= mean * 1.05,
+            "largest {largest} mean {mean}"
+        );
+    }
+
+    #[test]
+    fn jsonl_round_trips() {
+        let e = entry("mast:JWST/product/x.fits", "JWST/o/x.fits", 5);
+        let mut plan = Plan::default();
+        plan.files.push(e.clone());
+        let mut out = Vec::new();
+        write_plan(&mut out, &plan, Format::Jsonl).unwrap();
+        let back: PlanEntry = serde_json::from_slice(out.trim_ascii_end()).unwrap();
+        assert_eq!(back, e);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for k in [
+            "uri", "filename", "source", "bucket", "key", "url", "size", "etag", "access", "dest",
+        ] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+    }
+
+    #[test]
+    fn curl_script_quotes_names() {
+        let mut plan = Plan::default();
+        plan.files.push(entry("u", "it's/x", 1));
+        let mut out = Vec::new();
+        write_plan(&mut out, &plan, Format::Curl).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains(r"fetch 'it'\''s/x'"), "{s}");
+    }
+}

@@ -1,0 +1,293 @@
+//! What a run tells people and machines while it works.
+//!
+//! Owns the indicatif bar (bytes, rate, ETA, files) on a terminal, a plain status line every few
+//! seconds when stderr is not one (batch logs), the JSON-lines events of `--json` on stdout, the
+//! per-file error lines and the end summary. The only module that knows indicatif.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::manifest::Status;
+
+/// Batch log systems keep a line every few seconds readable; more would drown the errors.
+const LINE_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub quiet: bool,
+    pub no_progress: bool,
+    pub json: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    pub ok: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub excluded: u64,
+    pub duplicate: u64,
+}
+
+pub struct Progress {
+    opts: Options,
+    bar: Option<ProgressBar>,
+    start: Instant,
+    total_files: u64,
+    total_bytes: u64,
+    /// Bytes of the plan now on disk (transferred, resumed or skipped).
+    done_bytes: AtomicU64,
+    /// Bytes received from the network in this run.
+    transferred: AtomicU64,
+    counts: Mutex<Counts>,
+    ticker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// One finished file, for the event stream and the error line.
+pub struct FileEvent<'a> {
+    pub status: Status,
+    pub path: &'a str,
+    pub uri: &'a str,
+    pub source: &'a str,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub message: Option<&'a str>,
+}
+
+fn human_bytes(n: u64) -> String {
+    bytesize::ByteSize(n).display().iec().to_string()
+}
+
+fn rate(bytes: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
+}
+
+/// Write one JSON line to stdout in a single call, so lines never interleave.
+pub fn emit(value: &serde_json::Value) {
+    let mut line = value.to_string();
+    line.push('\n');
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+impl Progress {
+    pub fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
+        let tty = std::io::stderr().is_terminal();
+        let bar = (tty && !opts.quiet && !opts.no_progress).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} \
+                     {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let p = Arc::new(Progress {
+            opts,
+            bar,
+            start: Instant::now(),
+            total_files,
+            total_bytes,
+            done_bytes: AtomicU64::new(0),
+            transferred: AtomicU64::new(0),
+            counts: Mutex::new(Counts::default()),
+            ticker: Mutex::new(None),
+        });
+        p.update_message();
+        let lines = !tty && !opts.quiet && !opts.no_progress;
+        if lines || opts.json {
+            let weak = Arc::downgrade(&p);
+            let handle = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(LINE_INTERVAL);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let Some(p) = weak.upgrade() else { return };
+                    p.periodic(lines);
+                }
+            });
+            *p.ticker.lock().unwrap() = Some(handle);
+        }
+        p
+    }
+
+    fn files_done(&self) -> u64 {
+        let c = self.counts.lock().unwrap();
+        c.ok + c.skipped + c.failed + c.excluded + c.duplicate
+    }
+
+    fn update_message(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("{}/{} files", self.files_done(), self.total_files));
+        }
+    }
+
+    fn periodic(&self, lines: bool) {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        let done = self.done_bytes.load(Ordering::Relaxed);
+        let transferred = self.transferred.load(Ordering::Relaxed);
+        let files = self.files_done();
+        if lines {
+            eprintln!(
+                "mastfetch: {files}/{} files, {}/{}, {}",
+                self.total_files,
+                human_bytes(done),
+                human_bytes(self.total_bytes),
+                rate(transferred, elapsed)
+            );
+        }
+        if self.opts.json {
+            emit(&json!({
+                "event": "progress",
+                "files_done": files,
+                "files_total": self.total_files,
+                "bytes_done": done,
+                "bytes_total": self.total_bytes,
+                "bytes_transferred": transferred,
+                "seconds": elapsed,
+            }));
+        }
+    }
+
+    /// Bytes received from the network and written at their place.
+    pub fn transferred(&self, n: u64) {
+        self.transferred.fetch_add(n, Ordering::Relaxed);
+        self.done(n);
+    }
+
+    /// Bytes that count as done without a transfer (resumed parts), or that no longer do
+    /// (a restarted file gives back what it had).
+    pub fn done(&self, n: u64) {
+        self.done_bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    pub fn undone(&self, n: u64) {
+        self.done_bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_position(bar.position().saturating_sub(n));
+        }
+    }
+
+    /// A file reached its final state in this run.
+    pub fn file(&self, ev: &FileEvent<'_>) {
+        {
+            let mut c = self.counts.lock().unwrap();
+            match ev.status {
+                Status::Ok => c.ok += 1,
+                Status::Skipped => c.skipped += 1,
+                Status::Failed => c.failed += 1,
+                Status::Excluded => c.excluded += 1,
+                Status::Duplicate => c.duplicate += 1,
+            }
+        }
+        if ev.status == Status::Skipped {
+            self.done(ev.bytes);
+        }
+        if ev.status == Status::Failed {
+            self.error(&format!("{}: {}", ev.path, ev.message.unwrap_or("failed")));
+        }
+        if self.opts.json {
+            emit(&json!({
+                "event": "file",
+                "status": ev.status,
+                "path": ev.path,
+                "uri": ev.uri,
+                "source": ev.source,
+                "bytes": ev.bytes,
+                "seconds": ev.seconds,
+                "message": ev.message,
+            }));
+        }
+        self.update_message();
+    }
+
+    /// An error line, printed once, above the bar when there is one.
+    pub fn error(&self, msg: &str) {
+        let line = format!("mastfetch: error: {msg}");
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A note for humans (not shown with --quiet).
+    pub fn note(&self, msg: &str) {
+        if self.opts.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(format!("mastfetch: {msg}")),
+            None => eprintln!("mastfetch: {msg}"),
+        }
+    }
+
+    pub fn counts(&self) -> Counts {
+        *self.counts.lock().unwrap()
+    }
+
+    /// Stop the bar and ticker and print the summary; returns the counts.
+    pub fn finish(&self) -> Counts {
+        if let Some(h) = self.ticker.lock().unwrap().take() {
+            h.abort();
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        let c = self.counts();
+        let secs = self.start.elapsed().as_secs_f64();
+        let transferred = self.transferred.load(Ordering::Relaxed);
+        if !self.opts.quiet {
+            let mut parts = vec![format!(
+                "{} files ok ({} transferred in {:.1} s, {})",
+                c.ok,
+                human_bytes(transferred),
+                secs,
+                rate(transferred, secs)
+            )];
+            if c.skipped > 0 {
+                parts.push(format!("{} skipped (already complete)", c.skipped));
+            }
+            if c.duplicate > 0 {
+                parts.push(format!("{} duplicate", c.duplicate));
+            }
+            if c.excluded > 0 {
+                parts.push(format!("{} excluded", c.excluded));
+            }
+            if c.failed > 0 {
+                parts.push(format!("{} failed", c.failed));
+            }
+            if c.ok == 0 && c.failed == 0 && c.skipped > 0 {
+                parts.push("nothing to transfer".into());
+            }
+            eprintln!("mastfetch: {}", parts.join(", "));
+        }
+        if self.opts.json {
+            emit(&json!({
+                "event": "summary",
+                "ok": c.ok,
+                "skipped": c.skipped,
+                "failed": c.failed,
+                "excluded": c.excluded,
+                "duplicate": c.duplicate,
+                "bytes_transferred": transferred,
+                "seconds": secs,
+                "bytes_per_second": if secs > 0.0 { transferred as f64 / secs } else { 0.0 },
+            }));
+        }
+        c
+    }
+}

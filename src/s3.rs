@@ -1,0 +1,382 @@
+//! The S3 side: one configured client for the open-data bucket (or a compatible endpoint).
+//!
+//! Owns client construction (anonymous by default, path-style for custom endpoints, SDK retries
+//! and response-checksum validation off because we retry and verify ourselves), paginated
+//! folder listings, the occasional HEAD, ranged GETs pinned to an ETag, and the classification
+//! of S3 failures into transient / changed / not found / denied. It does not write files.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::retry::{RetryPolicy, Transient};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A listing or a HEAD can take long on a loaded server, but not this long.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connection set-up on a healthy network is milliseconds; this only catches black holes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct S3Options {
+    pub bucket: String,
+    pub region: String,
+    pub endpoint_url: Option<String>,
+    pub sign: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Worth retrying: 5xx, SlowDown, throttling, timeouts, resets, truncated bodies.
+    Transient,
+    /// The object is no longer the one planned (412 on If-Match, or another ETag/size answered).
+    Changed,
+    NotFound,
+    Denied,
+    Other,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Transient => "temporary failure",
+            ErrorKind::Changed => "object changed since it was planned",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Denied => "access denied",
+            ErrorKind::Other => "request failed",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{op} s3://{bucket}/{key}: {kind}{detail}")]
+pub struct S3Error {
+    pub op: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub kind: ErrorKind,
+    /// Extra words for the message, starting with `: ` when present.
+    pub detail: String,
+    #[source]
+    pub source: Option<BoxError>,
+}
+
+impl Transient for S3Error {
+    fn is_transient(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// One object as a listing (or HEAD) shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Without quotes; `None` when the server left it out (some S3-compatible servers do).
+    pub etag: Option<String>,
+}
+
+/// What a GET answered, before its body is read.
+pub struct GetResponse {
+    pub content_length: Option<u64>,
+    /// `(start, end_inclusive, total)` from Content-Range, when present.
+    pub content_range: Option<(u64, u64, u64)>,
+    pub etag: Option<String>,
+    pub body: ByteStream,
+}
+
+/// Requests sent, by kind (for the plan summary and the benchmark's planning cost).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub lists: AtomicU64,
+    pub heads: AtomicU64,
+    pub gets: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct S3 {
+    pub stats: Arc<Stats>,
+    client: aws_sdk_s3::Client,
+    /// The bucket named by `--bucket`; `s3://` items may name another.
+    pub bucket: String,
+    region: String,
+    endpoint_url: Option<String>,
+    retry: RetryPolicy,
+}
+
+/// Strip quotes and a weak marker: listings, HEADs and GETs disagree on quoting across servers.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
+}
+
+/// Path segments keep `/`; everything else that is not unreserved is escaped.
+const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+impl S3 {
+    pub async fn connect(opts: &S3Options, retry: RetryPolicy) -> S3 {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(opts.region.clone()))
+            // Our own retry loop owns backoff; two layers would multiply attempts.
+            .retry_config(RetryConfig::disabled())
+            // Stalls are caught per body chunk in the transfer engine.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .build(),
+            );
+        if !opts.sign {
+            // Anonymous: no credential chain, so nothing probes the instance metadata service.
+            loader = loader.no_credentials();
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            // Some servers return a whole-object CRC on ranged GETs, which the SDK would reject;
+            // we verify content ourselves (size, ETag, SHA-256).
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+        if let Some(url) = &opts.endpoint_url {
+            conf = conf.endpoint_url(url).force_path_style(true);
+        }
+        S3 {
+            stats: Arc::default(),
+            client: aws_sdk_s3::Client::from_conf(conf.build()),
+            bucket: opts.bucket.clone(),
+            region: opts.region.clone(),
+            endpoint_url: opts.endpoint_url.clone(),
+            retry,
+        }
+    }
+
+    /// Public HTTPS URL of a key (what `plan` prints and the curl script fetches).
+    pub fn url(&self, bucket: &str, key: &str) -> String {
+        let key = utf8_percent_encode(key, KEY_ESCAPE);
+        match &self.endpoint_url {
+            Some(ep) => format!("{}/{bucket}/{key}", ep.trim_end_matches('/')),
+            None => format!("https://{bucket}.s3.{}.amazonaws.com/{key}", self.region),
+        }
+    }
+
+    fn error<E>(
+        &self,
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> S3Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let kind = classify(&err);
+        S3Error {
+            op,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            kind,
+            detail: String::new(),
+            source: Some(Box::new(err)),
+        }
+    }
+
+    fn timeout(&self, op: &'static str, bucket: &str, key: &str) -> S3Error {
+        S3Error {
+            op,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            kind: ErrorKind::Transient,
+            detail: format!(": no answer within {}s", METADATA_TIMEOUT.as_secs()),
+            source: None,
+        }
+    }
+
+    /// Every object under `prefix`; with `shallow`, only the direct children of that folder.
+    /// One paginated ListObjectsV2, each page retried on its own.
+    pub async fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        shallow: bool,
+    ) -> Result<Vec<ObjectInfo>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .run(|| async {
+                    let mut req = self
+                        .client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_continuation_token(token.clone());
+                    if shallow {
+                        req = req.delimiter("/");
+                    }
+                    self.stats.lists.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+                        Err(_) => Err(self.timeout("LIST", bucket, prefix)),
+                        Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
+                    }
+                })
+                .await?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                out.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    etag: obj.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
+                });
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if !page.is_truncated().unwrap_or(false) || token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Size and ETag of one key; `Ok(None)` when it does not exist.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        let res = self
+            .retry
+            .run(|| async {
+                self.stats.heads.fetch_add(1, Ordering::Relaxed);
+                let req = self.client.head_object().bucket(bucket).key(key).send();
+                match tokio::time::timeout(METADATA_TIMEOUT, req).await {
+                    Err(_) => Err(self.timeout("HEAD", bucket, key)),
+                    Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
+                }
+            })
+            .await;
+        match res {
+            Ok(h) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                etag: h.e_tag().map(normalize_etag),
+            })),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Start a GET of `key`, optionally of `range` (inclusive end) and pinned to `if_match`.
+    /// Not retried here: the caller resumes from the bytes it already has.
+    pub async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let mut req = self.client.get_object().bucket(bucket).key(key);
+        if let Some((start, end)) = range {
+            req = req.range(format!("bytes={start}-{end}"));
+        }
+        if let Some(etag) = if_match {
+            req = req.if_match(format!("\"{etag}\""));
+        }
+        let out = match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+            Err(_) => return Err(self.timeout("GET", bucket, key)),
+            Ok(r) => r.map_err(|e| self.error("GET", bucket, key, e))?,
+        };
+        Ok(GetResponse {
+            content_length: out.content_length().map(|l| l.max(0) as u64),
+            content_range: out.content_range().and_then(parse_content_range),
+            etag: out.e_tag().map(normalize_etag),
+            body: out.body,
+        })
+    }
+
+    pub fn make_error(
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        kind: ErrorKind,
+        detail: String,
+    ) -> S3Error {
+        S3Error {
+            op,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            kind,
+            detail,
+            source: None,
+        }
+    }
+}
+
+/// `bytes 0-99/1234` -> (0, 99, 1234).
+pub fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {
+    let rest = s.trim().strip_prefix("bytes")?.trim();
+    let (range, total) = rest.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    Some((
+        start.trim().parse().ok()?,
+        end.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    ))
+}
+
+fn classify<E: ProvideErrorMetadata>(
+    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> ErrorKind {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            ErrorKind::Transient
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            let code = se.err().code().unwrap_or("");
+            match (status, code) {
+                (412, _) | (_, "PreconditionFailed") => ErrorKind::Changed,
+                (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                | (_, "Throttling" | "ThrottlingException" | "RequestTimeTooSkewed") => {
+                    ErrorKind::Transient
+                }
+                (404, _) | (_, "NoSuchKey" | "NotFound") => ErrorKind::NotFound,
+                (403, _) | (_, "AccessDenied") => ErrorKind::Denied,
+                (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
+                _ => ErrorKind::Other,
+            }
+        }
+        _ => ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parses() {
+        assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0, 99, 1234)));
+        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5, 5, 6)));
+        assert_eq!(parse_content_range("bytes */1234"), None);
+        assert_eq!(parse_content_range("junk"), None);
+    }
+
+    #[test]
+    fn etags_normalize() {
+        assert_eq!(normalize_etag("\"abc\""), "abc");
+        assert_eq!(normalize_etag("W/\"abc-2\""), "abc-2");
+        assert_eq!(normalize_etag("abc"), "abc");
+    }
+}

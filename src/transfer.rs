@@ -1,0 +1,841 @@
+//! The transfer engine: every byte of a `get` comes through here.
+//!
+//! Owns the one request budget (`--jobs`) shared by all files and parts, the split of large
+//! objects into ranged GETs written at their offsets into a temporary file beside the
+//! destination, the pinning of every part to one ETag (If-Match plus a check of what answered),
+//! the per-request retries that resume from the last byte received, the resume log that lets a
+//! killed run continue without re-fetching finished parts, hashing, and the rename into place
+//! once size and digests are right. The only module that spawns transfer tasks.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use md5::Md5;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::https::MastHttps;
+use crate::manifest::{self, Entry, Status};
+use crate::plan::{self, PlanEntry, Source};
+use crate::progress::{FileEvent, Progress};
+use crate::retry::RetryPolicy;
+use crate::s3::{ErrorKind, S3Error, S3};
+
+/// A body that delivers nothing for this long is a stalled connection: retry it elsewhere.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// An object replaced while we fetch it is fetched again from scratch, but not forever.
+const MAX_RESTARTS: u32 = 3;
+/// Read size when hashing a finished file: large enough to amortize syscalls, small enough to
+/// keep memory flat however many files finish at once.
+const HASH_BUFFER: usize = 1 << 20;
+
+pub struct Engine {
+    pub s3: S3,
+    pub mast: Option<Arc<MastHttps>>,
+    pub dir: PathBuf,
+    pub part_size: u64,
+    pub retry: RetryPolicy,
+    pub progress: Arc<Progress>,
+    pub manifest: Mutex<manifest::Writer>,
+    jobs: Arc<Semaphore>,
+    hashers: Arc<Semaphore>,
+}
+
+struct Job {
+    entry: PlanEntry,
+    restarts: u32,
+}
+
+enum Msg {
+    Requeue(Job),
+    Finished,
+}
+
+/// The running digests of a file written front to back in one stream.
+struct Hashers {
+    sha256: Sha256,
+    md5: Md5,
+    valid: bool,
+}
+
+/// State shared by the part tasks of one file.
+struct FileCtx {
+    job: Job,
+    bucket: String,
+    key: String,
+    tmp: PathBuf,
+    state: PathBuf,
+    file: File,
+    size: u64,
+    part_size: u64,
+    parts: u64,
+    etag: OnceLock<String>,
+    remaining: AtomicU64,
+    error: Mutex<Option<S3Error>>,
+    log: Mutex<File>,
+    /// Only for single-request files, hashed as their bytes arrive.
+    hasher: Mutex<Option<Hashers>>,
+    /// Bytes counted as done for this file (given back if it restarts).
+    counted: AtomicU64,
+    changed: AtomicBool,
+    etag_logged: AtomicBool,
+    started: Instant,
+}
+
+/// The resume log beside a temporary file: a JSON header, then one line per finished part.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+struct StateHeader {
+    size: u64,
+    part_size: u64,
+    etag: Option<String>,
+}
+
+/// Names of the temporary file and its resume log beside `dest`.
+pub fn temp_paths(dest: &Path) -> (PathBuf, PathBuf) {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    (
+        dir.join(format!(".{name}.mastfetch")),
+        dir.join(format!(".{name}.mastfetch.state")),
+    )
+}
+
+/// A plain (single-part upload) S3 ETag is the MD5 of the object.
+pub fn is_md5_etag(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 (and MD5 when asked) of a whole file, in one pass.
+pub fn hash_file(path: &Path, want_md5: bool) -> io::Result<(String, Option<String>)> {
+    let mut f = File::open(path)?;
+    let mut sha = Sha256::new();
+    let mut md5 = want_md5.then(Md5::new);
+    let mut buf = vec![0u8; HASH_BUFFER];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        if let Some(m) = md5.as_mut() {
+            m.update(&buf[..n]);
+        }
+    }
+    Ok((hex(&sha.finalize()), md5.map(|m| hex(&m.finalize()))))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FinishError {
+    #[error("{0}")]
+    S3(#[from] S3Error),
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("downloaded {got} bytes, expected {want}")]
+    Size { got: u64, want: u64 },
+    #[error("content does not match the ETag: MD5 {md5}, ETag {etag}")]
+    Md5 { md5: String, etag: String },
+    #[error("not in the bucket, and no MAST download is possible here ({0})")]
+    NoMast(&'static str),
+    #[error("{0}")]
+    Mast(#[from] crate::https::HttpsError),
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FinishError + 'a {
+    move |source| FinishError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Full error chain on one line, for the manifest and the error line.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let next = e.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = e.source();
+    }
+    s
+}
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s3: S3,
+        mast: Option<Arc<MastHttps>>,
+        dir: PathBuf,
+        jobs: usize,
+        part_size: u64,
+        retry: RetryPolicy,
+        progress: Arc<Progress>,
+        manifest: manifest::Writer,
+    ) -> Arc<Engine> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Arc::new(Engine {
+            s3,
+            mast,
+            dir,
+            part_size,
+            retry,
+            progress,
+            manifest: Mutex::new(manifest),
+            jobs: Arc::new(Semaphore::new(jobs)),
+            hashers: Arc::new(Semaphore::new(cores)),
+        })
+    }
+
+    /// Fetch every entry; largest first so that the run does not end waiting on one big file.
+    pub async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
+        entries.sort_by(|a, b| b.size.unwrap_or(0).cmp(&a.size.unwrap_or(0)));
+        let mut pending: VecDeque<Job> = entries
+            .into_iter()
+            .map(|entry| Job { entry, restarts: 0 })
+            .collect();
+        let mut outstanding = pending.len();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        while outstanding > 0 {
+            // Requeued (changed) files go first; then new files; else wait for news.
+            let job = match rx.try_recv() {
+                Ok(Msg::Requeue(job)) => job,
+                Ok(Msg::Finished) => {
+                    outstanding -= 1;
+                    continue;
+                }
+                Err(_) => match pending.pop_front() {
+                    Some(job) => job,
+                    None => match rx.recv().await {
+                        Some(Msg::Requeue(job)) => job,
+                        Some(Msg::Finished) | None => {
+                            outstanding -= 1;
+                            continue;
+                        }
+                    },
+                },
+            };
+            self.start(job, &tx).await;
+        }
+    }
+
+    /// Set up one file and spawn its requests, each holding a permit of the shared budget.
+    async fn start(self: &Arc<Self>, job: Job, tx: &mpsc::UnboundedSender<Msg>) {
+        if job.entry.source == Source::Mast {
+            let permit = self
+                .jobs
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let this = self.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let res = this.fetch_mast(&job.entry).await;
+                drop(permit);
+                this.record(
+                    &job.entry,
+                    res.map(|(sha, size)| (sha, size, None)),
+                    started,
+                );
+                let _ = tx.send(Msg::Finished);
+            });
+            return;
+        }
+        match self.prepare(job).await {
+            Ok(ctx) => {
+                let ctx = Arc::new(ctx);
+                let pending: Vec<u64> = {
+                    let done = read_done_parts(&ctx.state);
+                    (0..ctx.parts).filter(|p| !done.contains(p)).collect()
+                };
+                let resumed = ctx.size - pending.iter().map(|&p| ctx.part_len(p)).sum::<u64>();
+                if resumed > 0 {
+                    ctx.counted.fetch_add(resumed, Ordering::Relaxed);
+                    self.progress.done(resumed);
+                }
+                ctx.remaining
+                    .store(pending.len() as u64 + 1, Ordering::SeqCst);
+                for part in pending {
+                    let permit = self
+                        .jobs
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore open");
+                    let this = self.clone();
+                    let ctx = ctx.clone();
+                    let tx = tx.clone();
+                    tokio::spawn(async move { this.run_part(ctx, part, permit, tx).await });
+                }
+                // The scheduler's own reference: the file finishes when the last part does,
+                // even if every part was already done (a resumed, complete download).
+                self.part_done(ctx, tx.clone()).await;
+            }
+            Err((job, err)) => {
+                self.record(&job.entry, Err(err), Instant::now());
+                let _ = tx.send(Msg::Finished);
+            }
+        }
+    }
+
+    /// Open (or resume) the temporary file of an S3 object.
+    async fn prepare(&self, job: Job) -> Result<FileCtx, (Job, FinishError)> {
+        let (Some(bucket), Some(key)) = (job.entry.bucket.clone(), job.entry.key.clone()) else {
+            return Err((job, FinishError::NoMast("entry has no bucket key")));
+        };
+        let mut job = job;
+        if job.entry.size.is_none() {
+            match self.s3.head(&bucket, &key).await {
+                Ok(Some(info)) => {
+                    job.entry.size = Some(info.size);
+                    job.entry.etag = job.entry.etag.take().or(info.etag);
+                }
+                Ok(None) => {
+                    let e =
+                        S3::make_error("HEAD", &bucket, &key, ErrorKind::NotFound, String::new());
+                    return Err((job, e.into()));
+                }
+                Err(e) => return Err((job, e.into())),
+            }
+        }
+        let size = job.entry.size.unwrap_or(0);
+        let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = e.to_string();
+                return Err((
+                    job,
+                    FinishError::Io {
+                        what: "refusing",
+                        path: PathBuf::from(msg),
+                        source: io::Error::other("unsafe destination"),
+                    },
+                ));
+            }
+        };
+        let (tmp, state) = temp_paths(&dest);
+        let setup = || -> Result<(File, File, Option<String>), FinishError> {
+            let parent = dest.parent().unwrap_or(&self.dir);
+            fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+            let header = StateHeader {
+                size,
+                part_size: self.part_size,
+                etag: job.entry.etag.clone(),
+            };
+            if let Some(etag) = resumable(&tmp, &state, &header) {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&tmp)
+                    .map_err(io_err("cannot open", &tmp))?;
+                let log = OpenOptions::new()
+                    .append(true)
+                    .open(&state)
+                    .map_err(io_err("cannot open", &state))?;
+                return Ok((file, log, etag));
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io_err("cannot create", &tmp))?;
+            file.set_len(size).map_err(io_err("cannot size", &tmp))?;
+            let mut log = File::create(&state).map_err(io_err("cannot create", &state))?;
+            let mut line = serde_json::to_vec(&header).expect("header serializes");
+            line.push(b'\n');
+            log.write_all(&line)
+                .map_err(io_err("cannot write", &state))?;
+            Ok((file, log, job.entry.etag.clone()))
+        };
+        let (file, log, etag) = match setup() {
+            Ok(v) => v,
+            Err(e) => return Err((job, e)),
+        };
+        let parts = if size <= self.part_size {
+            1
+        } else {
+            size.div_ceil(self.part_size)
+        };
+        let pinned = OnceLock::new();
+        if let Some(e) = etag {
+            let _ = pinned.set(e);
+        }
+        let single = parts == 1;
+        Ok(FileCtx {
+            job,
+            bucket,
+            key,
+            tmp,
+            state,
+            file,
+            size,
+            part_size: self.part_size,
+            parts,
+            etag: pinned,
+            remaining: AtomicU64::new(0),
+            error: Mutex::new(None),
+            log: Mutex::new(log),
+            hasher: Mutex::new(single.then(|| Hashers {
+                sha256: Sha256::new(),
+                md5: Md5::new(),
+                valid: true,
+            })),
+            counted: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
+            etag_logged: AtomicBool::new(false),
+            started: Instant::now(),
+        })
+    }
+
+    async fn run_part(
+        self: Arc<Self>,
+        ctx: Arc<FileCtx>,
+        part: u64,
+        permit: OwnedSemaphorePermit,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) {
+        // A sibling part already found the object changed or failed: don't spend a request.
+        let skip = ctx.changed.load(Ordering::Relaxed) || ctx.error.lock().unwrap().is_some();
+        let res = if skip {
+            Ok(())
+        } else {
+            self.fetch_part(&ctx, part).await
+        };
+        drop(permit);
+        match res {
+            Ok(()) if !skip => {
+                // The resume log is what lets a killed run skip this part next time.
+                let _ = ctx
+                    .log
+                    .lock()
+                    .unwrap()
+                    .write_all(format!("{part}\n").as_bytes());
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if e.kind == ErrorKind::Changed {
+                    ctx.changed.store(true, Ordering::Relaxed);
+                }
+                let mut slot = ctx.error.lock().unwrap();
+                // Keep the most telling error: a change beats a failure it caused.
+                if slot
+                    .as_ref()
+                    .is_none_or(|old| old.kind != ErrorKind::Changed)
+                {
+                    *slot = Some(e);
+                }
+            }
+        }
+        self.part_done(ctx, tx).await;
+    }
+
+    /// One ranged GET (or the whole object), retried from the last byte received.
+    async fn fetch_part(&self, ctx: &FileCtx, part: u64) -> Result<(), S3Error> {
+        let start = part * ctx.part_size;
+        let len = ctx.part_len(part);
+        if len == 0 {
+            return Ok(());
+        }
+        let end = start + len - 1;
+        let whole = ctx.parts == 1;
+        let mut pos = 0u64;
+        let mut attempt = 0u32;
+        loop {
+            let from = start + pos;
+            let range = (!whole || pos > 0).then_some((from, end));
+            let err = match self
+                .s3
+                .get(
+                    &ctx.bucket,
+                    &ctx.key,
+                    range,
+                    ctx.etag.get().map(String::as_str),
+                )
+                .await
+            {
+                Ok(resp) => {
+                    self.check_response(ctx, &resp, range)?;
+                    match self
+                        .stream_body(ctx, resp.body, from, len - pos, whole && pos == 0)
+                        .await
+                    {
+                        Ok(n) => {
+                            pos += n;
+                            if pos == len {
+                                return Ok(());
+                            }
+                            ctx.make_error(
+                                ErrorKind::Transient,
+                                format!(": body ended after {n} bytes"),
+                            )
+                        }
+                        Err((n, e)) => {
+                            pos += n;
+                            e
+                        }
+                    }
+                }
+                Err(e) => e,
+            };
+            if !err.is_transient_kind() || attempt >= self.retry.max_retries {
+                return Err(err);
+            }
+            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Is this the object we planned, and the bytes we asked for?
+    fn check_response(
+        &self,
+        ctx: &FileCtx,
+        resp: &crate::s3::GetResponse,
+        range: Option<(u64, u64)>,
+    ) -> Result<(), S3Error> {
+        if let Some(got) = &resp.etag {
+            let pinned = ctx.etag.get_or_init(|| got.clone());
+            if pinned != got {
+                let _ = ctx.log.lock().map(|mut l| l.flush());
+                return Err(ctx.make_error(
+                    ErrorKind::Changed,
+                    format!(": ETag {pinned} was planned, {got} answered"),
+                ));
+            }
+            ctx.note_etag(got);
+        }
+        match (range, resp.content_range) {
+            (Some((start, end)), Some((s, e, total))) => {
+                if total != ctx.size {
+                    return Err(ctx.make_error(
+                        ErrorKind::Changed,
+                        format!(": size {} was planned, {total} answered", ctx.size),
+                    ));
+                }
+                if (s, e) != (start, end) {
+                    return Err(ctx.make_error(
+                        ErrorKind::Other,
+                        format!(": asked for bytes {start}-{end}, got {s}-{e}"),
+                    ));
+                }
+            }
+            (Some((start, end)), None) => {
+                // Only acceptable when the range was the whole object.
+                if !(start == 0 && end + 1 == ctx.size && resp.content_length == Some(ctx.size)) {
+                    return Err(ctx.make_error(
+                        ErrorKind::Other,
+                        format!(": asked for bytes {start}-{end}, the server ignored the range"),
+                    ));
+                }
+            }
+            (None, _) => {
+                if let Some(n) = resp.content_length {
+                    if n != ctx.size {
+                        return Err(ctx.make_error(
+                            ErrorKind::Changed,
+                            format!(": size {} was planned, {n} answered", ctx.size),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write a body at its offset as chunks arrive. Returns bytes written, or those and an error.
+    async fn stream_body(
+        &self,
+        ctx: &FileCtx,
+        mut body: aws_sdk_s3::primitives::ByteStream,
+        offset: u64,
+        want: u64,
+        hash: bool,
+    ) -> Result<u64, (u64, S3Error)> {
+        let mut got = 0u64;
+        if !hash {
+            // A resumed single-request file can no longer be hashed in one stream.
+            if let Some(h) = ctx.hasher.lock().unwrap().as_mut() {
+                h.valid = false;
+            }
+        }
+        loop {
+            let chunk = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
+                Err(_) => {
+                    let e = ctx.make_error(
+                        ErrorKind::Transient,
+                        format!(": no data for {}s", STALL_TIMEOUT.as_secs()),
+                    );
+                    return Err((got, e));
+                }
+                Ok(None) => return Ok(got),
+                Ok(Some(Err(e))) => {
+                    let mut err = ctx.make_error(ErrorKind::Transient, ": body interrupted".into());
+                    err.source = Some(Box::new(e));
+                    return Err((got, err));
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            let n = chunk.len() as u64;
+            if got + n > want {
+                let e = ctx.make_error(
+                    ErrorKind::Other,
+                    format!(": server sent more than the {want} bytes asked"),
+                );
+                return Err((got, e));
+            }
+            if let Err(e) = ctx.file.write_all_at(&chunk, offset + got) {
+                let mut err = ctx.make_error(
+                    ErrorKind::Other,
+                    format!(": cannot write {}", ctx.tmp.display()),
+                );
+                err.source = Some(Box::new(e));
+                return Err((got, err));
+            }
+            if hash {
+                if let Some(h) = ctx.hasher.lock().unwrap().as_mut() {
+                    h.sha256.update(&chunk);
+                    h.md5.update(&chunk);
+                }
+            }
+            got += n;
+            ctx.counted.fetch_add(n, Ordering::Relaxed);
+            self.progress.transferred(n);
+        }
+    }
+
+    /// Called once per part and once by the scheduler; the last caller finishes the file.
+    async fn part_done(self: &Arc<Self>, ctx: Arc<FileCtx>, tx: mpsc::UnboundedSender<Msg>) {
+        if ctx.remaining.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let err = ctx.error.lock().unwrap().take();
+        match err {
+            Some(e) if e.kind == ErrorKind::Changed && ctx.job.restarts < MAX_RESTARTS => {
+                self.progress.undone(ctx.counted.load(Ordering::Relaxed));
+                let _ = fs::remove_file(&ctx.tmp);
+                let _ = fs::remove_file(&ctx.state);
+                let mut entry = ctx.job.entry.clone();
+                match self.s3.head(&ctx.bucket, &ctx.key).await {
+                    Ok(Some(info)) => {
+                        self.progress.note(&format!(
+                            "{}: changed in the archive while downloading; starting it again",
+                            entry.dest
+                        ));
+                        entry.size = Some(info.size);
+                        entry.etag = info.etag;
+                        let restarts = ctx.job.restarts + 1;
+                        let _ = tx.send(Msg::Requeue(Job { entry, restarts }));
+                    }
+                    Ok(None) => {
+                        let gone = ctx.make_error(
+                            ErrorKind::NotFound,
+                            ": removed from the bucket during download".into(),
+                        );
+                        self.record(&entry, Err(gone.into()), ctx.started);
+                        let _ = tx.send(Msg::Finished);
+                    }
+                    Err(e) => {
+                        self.record(&entry, Err(e.into()), ctx.started);
+                        let _ = tx.send(Msg::Finished);
+                    }
+                }
+            }
+            Some(e) => {
+                if e.kind == ErrorKind::Changed {
+                    let _ = fs::remove_file(&ctx.tmp);
+                    let _ = fs::remove_file(&ctx.state);
+                }
+                // Other failures keep the temporary file and its log: a rerun resumes.
+                self.record(&ctx.job.entry, Err(e.into()), ctx.started);
+                let _ = tx.send(Msg::Finished);
+            }
+            None => {
+                let permit = self
+                    .hashers
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
+                let this = self.clone();
+                let ctx2 = ctx.clone();
+                let res = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    this.finish_blocking(&ctx2)
+                })
+                .await
+                .expect("finish task does not panic");
+                let mut entry = ctx.job.entry.clone();
+                if entry.etag.is_none() {
+                    entry.etag = ctx.etag.get().cloned();
+                }
+                self.record(&entry, res.map(|sha| (sha, ctx.size, None)), ctx.started);
+                let _ = tx.send(Msg::Finished);
+            }
+        }
+    }
+
+    /// Check the temporary file, hash it, and rename it into place.
+    fn finish_blocking(&self, ctx: &FileCtx) -> Result<String, FinishError> {
+        ctx.file.sync_data().ok();
+        let got = fs::metadata(&ctx.tmp)
+            .map_err(io_err("cannot stat", &ctx.tmp))?
+            .len();
+        if got != ctx.size {
+            return Err(FinishError::Size {
+                got,
+                want: ctx.size,
+            });
+        }
+        let etag = ctx.etag.get();
+        let want_md5 = etag.is_some_and(|e| is_md5_etag(e));
+        let streamed = ctx.hasher.lock().unwrap().take().filter(|h| h.valid);
+        let (sha, md5) = match streamed {
+            Some(h) => (hex(&h.sha256.finalize()), Some(hex(&h.md5.finalize()))),
+            None => hash_file(&ctx.tmp, want_md5).map_err(io_err("cannot read", &ctx.tmp))?,
+        };
+        if let (Some(etag), Some(md5)) = (etag, md5) {
+            if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&md5) {
+                let _ = fs::remove_file(&ctx.tmp);
+                let _ = fs::remove_file(&ctx.state);
+                return Err(FinishError::Md5 {
+                    md5,
+                    etag: etag.clone(),
+                });
+            }
+        }
+        let dest = plan::dest_path(&self.dir, &ctx.job.entry.dest).expect("checked in prepare");
+        fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
+        let _ = fs::remove_file(&ctx.state);
+        Ok(sha)
+    }
+
+    async fn fetch_mast(&self, entry: &PlanEntry) -> Result<(String, u64), FinishError> {
+        let Some(mast) = &self.mast else {
+            return Err(FinishError::NoMast("--s3-only"));
+        };
+        let dest = plan::dest_path(&self.dir, &entry.dest).map_err(|e| FinishError::Io {
+            what: "refusing",
+            path: PathBuf::from(e.to_string()),
+            source: io::Error::other("unsafe destination"),
+        })?;
+        let hashers = self.hashers.clone();
+        Ok(mast.download(entry, &dest, &self.progress, hashers).await?)
+    }
+
+    /// Write the outcome of one file to the manifest and the progress stream.
+    fn record(
+        &self,
+        entry: &PlanEntry,
+        res: Result<(String, u64, Option<String>), FinishError>,
+        started: Instant,
+    ) {
+        let (status, sha, message, bytes) = match res {
+            Ok((sha, size, _)) => (Status::Ok, Some(sha), None, size),
+            Err(e) => (Status::Failed, None, Some(chain(&e)), 0),
+        };
+        let mut line = Entry::from_plan(entry, status, message.clone());
+        line.sha256 = sha;
+        if status == Status::Ok && line.size.is_none() {
+            line.size = Some(bytes);
+        }
+        if let Err(e) = self.manifest.lock().unwrap().record(line) {
+            self.progress.error(&chain(&e));
+        }
+        self.progress.file(&FileEvent {
+            status,
+            path: &entry.dest,
+            uri: &entry.uri,
+            source: entry.source.as_str(),
+            bytes,
+            seconds: started.elapsed().as_secs_f64(),
+            message: message.as_deref(),
+        });
+    }
+}
+
+impl FileCtx {
+    fn part_len(&self, part: u64) -> u64 {
+        let start = part * self.part_size;
+        if self.parts == 1 {
+            return self.size;
+        }
+        self.part_size.min(self.size.saturating_sub(start))
+    }
+
+    fn make_error(&self, kind: ErrorKind, detail: String) -> S3Error {
+        S3::make_error("GET", &self.bucket, &self.key, kind, detail)
+    }
+
+    /// Remember in the resume log an ETag learned from a response (listing had none).
+    fn note_etag(&self, etag: &str) {
+        if self.job.entry.etag.is_none() && !self.etag_logged.swap(true, Ordering::Relaxed) {
+            let _ = self
+                .log
+                .lock()
+                .unwrap()
+                .write_all(format!("etag {etag}\n").as_bytes());
+        }
+    }
+}
+
+impl S3Error {
+    fn is_transient_kind(&self) -> bool {
+        self.kind == ErrorKind::Transient
+    }
+}
+
+/// Parts already written by an earlier run, from the resume log.
+fn read_done_parts(state: &Path) -> std::collections::HashSet<u64> {
+    let Ok(f) = File::open(state) else {
+        return Default::default();
+    };
+    BufReader::new(f)
+        .lines()
+        .skip(1)
+        .map_while(Result::ok)
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Whether an earlier run's temporary file can be continued; returns the ETag it was pinned to.
+fn resumable(tmp: &Path, state: &Path, want: &StateHeader) -> Option<Option<String>> {
+    let f = File::open(state).ok()?;
+    let mut lines = BufReader::new(f).lines().map_while(Result::ok);
+    let header: StateHeader = serde_json::from_str(&lines.next()?).ok()?;
+    let learned = lines
+        .filter_map(|l| l.strip_prefix("etag ").map(str::to_string))
+        .last();
+    let etag = header.etag.clone().or(learned);
+    let same_object = match (&want.etag, &etag) {
+        (Some(a), Some(b)) => a == b,
+        // Without an ETag from the listing, the responses will tell (they are checked).
+        _ => true,
+    };
+    let ok = header.size == want.size
+        && header.part_size == want.part_size
+        && same_object
+        && fs::metadata(tmp).ok()?.len() == want.size;
+    ok.then_some(want.etag.clone().or(etag))
+}
