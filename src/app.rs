@@ -39,7 +39,7 @@ struct Sources {
 }
 
 async fn sources(cfg: &Config) -> Result<Sources> {
-    let retry = RetryPolicy::default();
+    let retry = cfg.retry;
     let s3 = S3::connect(&cfg.s3, retry).await;
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
@@ -179,7 +179,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let mast_https = if cfg.s3_only {
         None
     } else {
-        let m = MastHttps::new(cfg.mast_url.clone(), token, RetryPolicy::default())
+        let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
             .context("cannot set up the MAST download client")?;
         if needs_token && m.has_token() {
             m.check_token()
@@ -202,7 +202,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         dir.clone(),
         cfg.jobs,
         cfg.part_size,
-        RetryPolicy::default(),
+        cfg.retry,
         progress.clone(),
         writer,
     );
@@ -263,10 +263,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     }
     engine.run(fetch).await;
     let counts = progress.finish();
-    let engine = Arc::try_unwrap(engine)
-        .ok()
-        .context("transfer tasks still running at the end")?;
-    engine.manifest.into_inner().unwrap().finish()?;
+    engine.manifest.lock().unwrap().finish()?;
     let bad = counts.failed > 0 || counts.excluded > 0 || !plan.problems.is_empty();
     Ok(u8::from(bad))
 }
@@ -324,7 +321,8 @@ async fn split_complete(
                 };
                 matches!(s3.head(b, k).await, Ok(Some(info)) if info.etag.as_deref() == Some(then))
             }
-            (Source::S3, _, None) => false,
+            // An empty object has no bytes to differ in (and no GET ever told its ETag).
+            (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
         };
         if size_ok && etag_ok {
             skipped.push((f.clone(), prev.clone()));

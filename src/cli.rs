@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// Ranged-GET part size (8MiB, 16MiB, ...).
     #[arg(long, value_parser = parse_size)]
     pub part_size: Option<u64>,
+    /// Retries per request for transient failures (5xx, SlowDown, timeouts, resets, short
+    /// bodies), with jittered exponential backoff.
+    #[arg(long, default_value_t = 10)]
+    pub retries: u32,
     /// Take one shard of the plan: the number of shards.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
@@ -246,6 +250,7 @@ pub struct Config {
     pub jobs: usize,
     pub part_size: u64,
     pub shard: Option<(u32, u32)>,
+    pub retry: crate::retry::RetryPolicy,
     pub progress: crate::progress::Options,
 }
 
@@ -394,6 +399,10 @@ impl Config {
             jobs: parse_jobs(&run.jobs)?,
             part_size: run.part_size.unwrap_or(DEFAULT_PART_SIZE),
             shard: (run.shards > 1).then_some((k, run.shards)),
+            retry: crate::retry::RetryPolicy {
+                max_retries: run.retries,
+                ..Default::default()
+            },
             progress: crate::progress::Options {
                 quiet: run.quiet,
                 no_progress: run.no_progress,

@@ -203,7 +203,7 @@ fn parse_file(text: &str, name: &str, out: &mut Parsed) {
     let first = text
         .lines()
         .map(str::trim)
-        .find(|l| !l.is_empty() && !(l.starts_with('#') && !l.starts_with("#!")))
+        .find(|l| !l.is_empty() && (!l.starts_with('#') || l.starts_with("#!")))
         .unwrap_or("");
     if text.lines().any(|l| l.trim_start().starts_with("curl ")) || first.starts_with("#!") {
         parse_curl_script(text, name, out);
@@ -286,9 +286,6 @@ fn parse_curl_script(text: &str, name: &str, out: &mut Parsed) {
             .or(dataset);
         let mut w = wanted(product, &origin);
         w.obs_id = obs_id;
-        if cmd.contains("Authorization: token") {
-            w.access = None;
-        }
         out.items.push(Item::Product(w));
     }
 }

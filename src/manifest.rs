@@ -268,7 +268,7 @@ impl Writer {
     }
 
     /// Rewrite both files with one line per file, atomically.
-    pub fn finish(self) -> Result<(), ManifestError> {
+    pub fn finish(&mut self) -> Result<(), ManifestError> {
         let mut manifest = Vec::new();
         let mut sums = String::new();
         for e in self.entries.values() {

@@ -186,13 +186,31 @@ impl S3 {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let kind = classify(&err);
+        // A service error says all it knows in its status, code and message; the SDK's own
+        // rendering of it is noise. Transport errors keep their cause chain.
+        let (detail, source): (String, Option<BoxError>) = match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("");
+                let msg = se
+                    .err()
+                    .message()
+                    .filter(|m| *m != code)
+                    .map(|m| format!(" ({m})"));
+                (
+                    format!(": HTTP {status} {code}{}", msg.unwrap_or_default()),
+                    None,
+                )
+            }
+            _ => (String::new(), Some(Box::new(err))),
+        };
         S3Error {
             op,
             bucket: bucket.to_string(),
             key: key.to_string(),
             kind,
-            detail: String::new(),
-            source: Some(Box::new(err)),
+            detail,
+            source,
         }
     }
 

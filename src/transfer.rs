@@ -54,7 +54,7 @@ struct Job {
 }
 
 enum Msg {
-    Requeue(Job),
+    Requeue(Box<Job>),
     Finished,
 }
 
@@ -210,7 +210,7 @@ impl Engine {
 
     /// Fetch every entry; largest first so that the run does not end waiting on one big file.
     pub async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
-        entries.sort_by(|a, b| b.size.unwrap_or(0).cmp(&a.size.unwrap_or(0)));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
             .map(|entry| Job { entry, restarts: 0 })
@@ -220,7 +220,7 @@ impl Engine {
         while outstanding > 0 {
             // Requeued (changed) files go first; then new files; else wait for news.
             let job = match rx.try_recv() {
-                Ok(Msg::Requeue(job)) => job,
+                Ok(Msg::Requeue(job)) => *job,
                 Ok(Msg::Finished) => {
                     outstanding -= 1;
                     continue;
@@ -228,7 +228,7 @@ impl Engine {
                 Err(_) => match pending.pop_front() {
                     Some(job) => job,
                     None => match rx.recv().await {
-                        Some(Msg::Requeue(job)) => job,
+                        Some(Msg::Requeue(job)) => *job,
                         Some(Msg::Finished) | None => {
                             outstanding -= 1;
                             continue;
@@ -646,7 +646,7 @@ impl Engine {
                         entry.size = Some(info.size);
                         entry.etag = info.etag;
                         let restarts = ctx.job.restarts + 1;
-                        let _ = tx.send(Msg::Requeue(Job { entry, restarts }));
+                        let _ = tx.send(Msg::Requeue(Box::new(Job { entry, restarts })));
                     }
                     Ok(None) => {
                         let gone = ctx.make_error(

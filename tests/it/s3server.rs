@@ -1,0 +1,358 @@
+//! A real S3-protocol server for tests: `s3s-fs` in-process on 127.0.0.1, serving a temporary
+//! folder (`ROOT/<bucket>/<key>`), behind a thin layer that logs every request and injects
+//! faults on demand (503 SlowDown, connection resets, truncated bodies, delays, an object
+//! replaced after N GETs, If-Match honoured like AWS). Not a mock of our client: the client
+//! under test speaks real S3 over real sockets.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use md5::{Digest, Md5};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{Body, HttpError, HttpResponse};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Logged {
+    pub method: String,
+    /// `/bucket/key` (path-style), percent-decoded.
+    pub path: String,
+    pub query: String,
+    pub range: Option<String>,
+    pub if_match: Option<String>,
+}
+
+impl Logged {
+    pub fn is_get_object(&self) -> bool {
+        self.method == "GET"
+            && !self.query.contains("list-type")
+            && self.path.matches('/').count() >= 2
+    }
+    pub fn is_list(&self) -> bool {
+        self.method == "GET" && self.query.contains("list-type")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer 503 SlowDown.
+    SlowDown,
+    /// Drop the connection without answering.
+    Reset,
+    /// Answer, but cut the body after this many bytes.
+    Truncate(usize),
+    /// Wait this long before answering.
+    Delay(Duration),
+    /// Answer 500 InternalError.
+    InternalError,
+}
+
+struct Rule {
+    method: &'static str,
+    key_contains: String,
+    times: usize,
+    fault: Fault,
+}
+
+struct Replace {
+    key: String,
+    after_gets: usize,
+    data: Vec<u8>,
+    seen: usize,
+}
+
+#[derive(Default)]
+struct State {
+    log: Vec<Logged>,
+    rules: VecDeque<Rule>,
+    replace: Option<Replace>,
+    honor_if_match: bool,
+    list_delay: Option<Duration>,
+}
+
+#[derive(Clone)]
+struct Layer {
+    inner: S3Service,
+    root: PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+pub struct TestS3 {
+    pub endpoint: String,
+    pub root: PathBuf,
+    _dir: tempfile::TempDir,
+    state: Arc<Mutex<State>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn xml_error(status: u16, code: &str) -> HttpResponse {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code}</Message></Error>"
+    );
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+impl Layer {
+    async fn handle(&self, req: http::Request<Incoming>) -> Result<HttpResponse, HttpError> {
+        let path = percent_encoding::percent_decode_str(req.uri().path())
+            .decode_utf8_lossy()
+            .into_owned();
+        let logged = Logged {
+            method: req.method().to_string(),
+            path: path.clone(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            range: req
+                .headers()
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            if_match: req
+                .headers()
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        let is_get = logged.is_get_object();
+        let is_list = logged.is_list();
+        let (fault, honor, list_delay) = {
+            let mut st = self.state.lock().unwrap();
+            st.log.push(logged.clone());
+            let target = format!("{path}?{}", logged.query);
+            let idx = st.rules.iter().position(|r| {
+                r.method == logged.method && target.contains(&r.key_contains) && r.times > 0
+            });
+            let fault = idx.map(|i| {
+                let r = &mut st.rules[i];
+                r.times -= 1;
+                let f = r.fault.clone();
+                if r.times == 0 {
+                    st.rules.remove(i);
+                }
+                f
+            });
+            (fault, st.honor_if_match, st.list_delay)
+        };
+        if let (true, Some(d)) = (is_list, list_delay) {
+            tokio::time::sleep(d).await;
+        }
+        let mut truncate = None;
+        match fault {
+            Some(Fault::SlowDown) => return Ok(xml_error(503, "SlowDown")),
+            Some(Fault::InternalError) => return Ok(xml_error(500, "InternalError")),
+            Some(Fault::Reset) => {
+                return Err(HttpError::new(Box::new(std::io::Error::other(
+                    "injected reset",
+                ))))
+            }
+            Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+            Some(Fault::Truncate(n)) => truncate = Some(n),
+            None => {}
+        }
+        let file = self.root.join(path.trim_start_matches('/'));
+        if is_get && honor {
+            if let Some(want) = &logged.if_match {
+                if let Ok(data) = std::fs::read(&file) {
+                    if want.trim_matches('"') != md5_hex(&data) {
+                        return Ok(xml_error(412, "PreconditionFailed"));
+                    }
+                }
+            }
+        }
+        let resp = self.inner.call(req.map(Body::from)).await?;
+        if is_get {
+            let mut st = self.state.lock().unwrap();
+            if let Some(r) = st.replace.as_mut() {
+                if path.ends_with(&r.key) {
+                    r.seen += 1;
+                    if r.seen == r.after_gets {
+                        // Replaced after this answer's headers were made: the next GET sees new bytes.
+                        std::fs::write(&file, &r.data).unwrap();
+                        st.replace = None;
+                    }
+                }
+            }
+        }
+        let Some(limit) = truncate else {
+            return Ok(resp);
+        };
+        let (parts, body) = resp.into_parts();
+        let mut sent = 0usize;
+        let cut = body
+            .map(move |chunk| chunk.map_err(|e| e.to_string()))
+            .scan(false, move |done, chunk| {
+                if *done {
+                    return futures::future::ready(None);
+                }
+                let out = match chunk {
+                    Ok(bytes) if sent + bytes.len() >= limit => {
+                        *done = true;
+                        let keep = limit - sent;
+                        sent = limit;
+                        // Deliver what fits, then fail the body: the client sees a short read.
+                        return futures::future::ready(Some(vec![
+                            Ok::<Bytes, std::io::Error>(bytes.slice(..keep)),
+                            Err(std::io::Error::other("injected truncation")),
+                        ]));
+                    }
+                    Ok(bytes) => {
+                        sent += bytes.len();
+                        vec![Ok(bytes)]
+                    }
+                    Err(e) => vec![Err(std::io::Error::other(e))],
+                };
+                futures::future::ready(Some(out))
+            })
+            .flat_map(futures::stream::iter)
+            .map(|r| r.map(hyper::body::Frame::data));
+        let body = Body::http_body(http_body_util::StreamBody::new(cut));
+        Ok(http::Response::from_parts(parts, body))
+    }
+}
+
+impl TestS3 {
+    /// Start a server on 127.0.0.1:<free port> serving an empty temporary root with `buckets`.
+    pub fn start(buckets: &[&str]) -> TestS3 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for b in buckets {
+            std::fs::create_dir_all(root.join(b)).unwrap();
+        }
+        let state = Arc::new(Mutex::new(State::default()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let root2 = root.clone();
+        let state2 = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let fs = s3s_fs::FileSystem::new(&root2).unwrap();
+                let service = S3ServiceBuilder::new(fs).build();
+                let layer = Layer {
+                    inner: service,
+                    root: root2,
+                    state: state2,
+                };
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                let conn = ConnBuilder::new(TokioExecutor::new());
+                let mut stop = std::pin::pin!(stop_rx);
+                loop {
+                    let sock = tokio::select! {
+                        r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                        _ = &mut stop => break,
+                    };
+                    let layer = layer.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let layer = layer.clone();
+                        async move { layer.handle(req).await }
+                    });
+                    let conn = conn.clone();
+                    tokio::spawn(async move {
+                        let _ = conn.serve_connection(TokioIo::new(sock), svc).await;
+                    });
+                }
+            });
+        });
+        let addr = rx.recv().unwrap();
+        TestS3 {
+            endpoint: format!("http://{addr}"),
+            root,
+            _dir: dir,
+            state,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Store an object (written straight into the served folder).
+    pub fn put(&self, bucket: &str, key: &str, data: &[u8]) {
+        let p = self.root.join(bucket).join(key);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+
+    pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.join(bucket).join(key)
+    }
+
+    pub fn etag_of(data: &[u8]) -> String {
+        md5_hex(data)
+    }
+
+    pub fn log(&self) -> Vec<Logged> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn clear_log(&self) {
+        self.state.lock().unwrap().log.clear();
+    }
+
+    /// Inject `fault` into the next `times` requests of `method` whose path contains `key`.
+    pub fn inject(&self, method: &'static str, key: &str, times: usize, fault: Fault) {
+        self.state.lock().unwrap().rules.push_back(Rule {
+            method,
+            key_contains: key.to_string(),
+            times,
+            fault,
+        });
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().unwrap().rules.clear();
+    }
+
+    /// Replace the object at `key` with `data` right after its `after_gets`-th GET is answered.
+    pub fn replace_after(&self, key: &str, after_gets: usize, data: Vec<u8>) {
+        self.state.lock().unwrap().replace = Some(Replace {
+            key: key.to_string(),
+            after_gets,
+            data,
+            seen: 0,
+        });
+    }
+
+    /// Answer If-Match with 412 when the object differs, as AWS does (s3s-fs alone ignores it).
+    pub fn honor_if_match(&self, on: bool) {
+        self.state.lock().unwrap().honor_if_match = on;
+    }
+
+    pub fn delay_listings(&self, d: Option<Duration>) {
+        self.state.lock().unwrap().list_delay = d;
+    }
+}
+
+impl Drop for TestS3 {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
