@@ -1,52 +1,885 @@
 //! The MAST catalog API: observation and product queries, and the URI -> cloud key lookup.
 //!
-//! (Interface only for now; being implemented.)
+//! Owns the `invoke` protocol (a form-encoded JSON request; `EXECUTING` answers polled with the
+//! identical request; paging until `page == pagesFiltered`; retries of transient failures), the
+//! mapping of a [`Query`] onto `Mast.Caom.Filtered` filters, the product listing a few
+//! observations per `Mast.Caom.Products` request in parallel, the tolerant parsing of product
+//! rows, and the batched `path_lookup`. It sends no token: the catalog is public, and the token
+//! belongs to `https` alone. It neither decides where a file comes from (`resolve`) nor
+//! downloads anything (`https`).
+//!
+//! Choices worth knowing:
+//! - `--program N` is read as a JWST program, as the `s3` catalog reads it
+//!   (`jwst/public/jw<N>/`): HST proposal ids of 1990-1993 (about 1000-5000) overlap JWST's, so
+//!   an unrestricted query would mix old HST data into a JWST program. When `--instrument`
+//!   names HST instruments, the query goes to HST (and to both for instruments of both, FGS).
+//!   A query by `--obs-id` alone is not restricted: the pattern already says the mission.
+//! - `instrument_name` is `NIRCAM/IMAGE` style, which MAST's filters cannot match by prefix for
+//!   several instruments at once, so instruments are matched here, on the observation rows.
+//! - Observations whose own `calib_level` is below every level asked for are skipped: an
+//!   observation lists no products above its level (exposure observations hold no level-3
+//!   products), and `--calib-level 3` then needs no product request per exposure.
+//! - Products are de-duplicated by `dataURI`, keeping the first row in observation order
+//!   (observations sorted by `obs_id`, then `obsid`), and returned sorted by `dataURI`, so the
+//!   plan does not depend on the order MAST answers in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use futures::stream::{self, StreamExt, TryStreamExt};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Url;
+use serde_json::{json, Value};
 
 use crate::query::{ProductRow, Query};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Transient};
+
+/// Longest wait for one HTTP answer. A `Mast.Caom.Products` page of ten observations takes a few
+/// seconds, a big level-3 observation tens of seconds; two minutes lets those finish while a
+/// request that hangs is still given up (and retried) well before a user would give up on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one request may keep answering `EXECUTING` before the attempt counts as failed (and
+/// the retry policy decides whether to start it over). Five minutes: astroquery's 600 s limit
+/// for whole queries is often too short, but ours are small pieces of a query.
+const EXECUTING_LIMIT: Duration = Duration::from_secs(300);
+/// First pause before asking again after `EXECUTING`; doubles up to [`EXECUTING_MAX_PAUSE`], so
+/// quick queries are picked up quickly and slow ones are not hammered.
+const EXECUTING_FIRST_PAUSE: Duration = Duration::from_millis(200);
+const EXECUTING_MAX_PAUSE: Duration = Duration::from_secs(5);
+/// Rows asked for per page: the page size MAST itself answers with (see the fixtures). A server
+/// may answer smaller pages; paging follows its `pagesFiltered`, not this number.
+const PAGE_SIZE: u64 = 50_000;
+/// Observations per `Mast.Caom.Products` request. One level-3 observation can list more than
+/// 3000 products, so ten keep a reply to a few MB and well inside MAST's server-side time limit,
+/// while a 500-observation program still needs only 50 requests (run in parallel).
+const OBS_PER_PRODUCT_REQUEST: usize = 10;
+/// URIs per `path_lookup` request: MAST answers longer URLs with HTTP 414.
+pub const PATH_LOOKUP_BATCH: usize = 40;
+
+const OBSERVATIONS: &str = "Mast.Caom.Filtered";
+const PRODUCTS: &str = "Mast.Caom.Products";
+const PATH_LOOKUP: &str = "path_lookup";
+
+/// Instruments by mission, to read `--instrument` as a choice of collection.
+const JWST_INSTRUMENTS: [&str; 5] = ["NIRCAM", "NIRSPEC", "NIRISS", "MIRI", "FGS"];
+const HST_INSTRUMENTS: [&str; 12] = [
+    "ACS", "WFC3", "STIS", "COS", "NICMOS", "WFPC2", "WFPC", "FOC", "FOS", "GHRS", "HSP", "FGS",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MastError {
-    #[error("MAST query support is not implemented yet")]
-    NotImplemented,
+    #[error("MAST {service}: no answer from {url}")]
+    Request {
+        service: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("MAST {service}: HTTP {status} from {url}")]
+    Status {
+        service: &'static str,
+        url: String,
+        status: u16,
+    },
+    #[error("MAST {service}: unreadable answer from {url}")]
+    Decode {
+        service: &'static str,
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("MAST {service} answered an error: {msg}")]
+    Service { service: &'static str, msg: String },
+    #[error("MAST {service}: still executing after {} s", waited.as_secs())]
+    StillExecuting {
+        service: &'static str,
+        waited: Duration,
+    },
+    #[error(
+        "MAST {service}: page {page} of {pages} came back empty (the result changed while paging?)"
+    )]
+    Paging {
+        service: &'static str,
+        page: u64,
+        pages: u64,
+    },
 }
 
-/// Requests made, by kind, for the plan summary.
+impl Transient for MastError {
+    fn is_transient(&self) -> bool {
+        match self {
+            MastError::Request { .. } | MastError::StillExecuting { .. } => true,
+            MastError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            MastError::Decode { .. } | MastError::Service { .. } | MastError::Paging { .. } => {
+                false
+            }
+        }
+    }
+}
+
+/// Requests made, by kind, for the plan summary. Every HTTP request counts: pages, `EXECUTING`
+/// polls and retries included.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MastStats {
     pub observation_requests: u64,
     pub product_requests: u64,
     pub path_lookups: u64,
+    /// `path_lookup` batches that failed after retries (their URIs are left out of the answer).
+    pub failed_path_lookups: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    observations: AtomicU64,
+    products: AtomicU64,
+    path_lookups: AtomicU64,
+    failed_path_lookups: AtomicU64,
 }
 
 pub struct Mast {
     pub base: Url,
+    client: reqwest::Client,
+    retry: RetryPolicy,
+    parallel: usize,
+    counters: Counters,
 }
 
+/// An observation row: what the product requests need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observation {
+    obsid: String,
+    obs_id: String,
+}
+
+/// One `invoke` page, parsed.
+struct Page {
+    data: Vec<Value>,
+    pages: Option<u64>,
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 impl Mast {
-    pub fn new(base: Url, _retry: RetryPolicy, _parallel: usize) -> reqwest::Result<Mast> {
-        Ok(Mast { base })
-    }
-
-    /// Cloud keys of product URIs: `Some(key)` (no leading `/`) or `None` when not in the cloud.
-    pub async fn path_lookup(
-        &self,
-        _uris: &[String],
-    ) -> Result<HashMap<String, Option<String>>, MastError> {
-        Err(MastError::NotImplemented)
-    }
-
-    /// Products matching the query: observations, then their products, de-duplicated by
-    /// dataURI, filtered by [`Query::accepts_row`].
-    pub async fn products(&self, _q: &Query) -> Result<Vec<ProductRow>, MastError> {
-        Err(MastError::NotImplemented)
+    /// `base` ends with `/` (see `cli::mast_base`); `parallel` bounds requests in flight.
+    pub fn new(base: Url, retry: RetryPolicy, parallel: usize) -> reqwest::Result<Mast> {
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Mast {
+            base,
+            client,
+            retry,
+            parallel: parallel.max(1),
+            counters: Counters::default(),
+        })
     }
 
     pub fn stats(&self) -> MastStats {
-        MastStats::default()
+        let c = &self.counters;
+        MastStats {
+            observation_requests: c.observations.load(Ordering::Relaxed),
+            product_requests: c.products.load(Ordering::Relaxed),
+            path_lookups: c.path_lookups.load(Ordering::Relaxed),
+            failed_path_lookups: c.failed_path_lookups.load(Ordering::Relaxed),
+        }
+    }
+
+    fn counter(&self, service: &str) -> &AtomicU64 {
+        match service {
+            OBSERVATIONS => &self.counters.observations,
+            PRODUCTS => &self.counters.products,
+            _ => &self.counters.path_lookups,
+        }
+    }
+
+    /// Cloud keys of product URIs: `Some(key)` (no leading `/`) or `None` when not in the cloud
+    /// (or when MAST's path is not a safe key). A URI whose batch failed after retries is left
+    /// out of the map (unknown); the call fails only when every batch failed.
+    pub async fn path_lookup(
+        &self,
+        uris: &[String],
+    ) -> Result<HashMap<String, Option<String>>, MastError> {
+        let mut seen = HashSet::new();
+        let unique: Vec<String> = uris
+            .iter()
+            .filter(|u| seen.insert(u.as_str()))
+            .cloned()
+            .collect();
+        if unique.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let results: Vec<Result<HashMap<String, Option<String>>, MastError>> =
+            stream::iter(unique.chunks(PATH_LOOKUP_BATCH).map(<[String]>::to_vec))
+                .map(|batch| self.lookup_batch(batch))
+                .buffer_unordered(self.parallel)
+                .collect()
+                .await;
+        let mut out = HashMap::with_capacity(unique.len());
+        let mut last_err = None;
+        let mut any_ok = false;
+        for r in results {
+            match r {
+                Ok(m) => {
+                    any_ok = true;
+                    out.extend(m);
+                }
+                Err(e) => {
+                    self.counters
+                        .failed_path_lookups
+                        .fetch_add(1, Ordering::Relaxed);
+                    last_err = Some(e);
+                }
+            }
+        }
+        match last_err {
+            Some(e) if !any_ok => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    /// One batch, retried; split in two when MAST finds the URL too long anyway.
+    fn lookup_batch(&self, uris: Vec<String>) -> BoxFut<'_, Result<LookupMap, MastError>> {
+        Box::pin(async move {
+            match self.retry.run(|| self.lookup_once(&uris)).await {
+                Err(MastError::Status { status: 414, .. }) if uris.len() > 1 => {
+                    let (a, b) = uris.split_at(uris.len() / 2);
+                    let (a, b) = futures::try_join!(
+                        self.lookup_batch(a.to_vec()),
+                        self.lookup_batch(b.to_vec())
+                    )?;
+                    let mut m = a;
+                    m.extend(b);
+                    Ok(m)
+                }
+                other => other,
+            }
+        })
+    }
+
+    async fn lookup_once(&self, uris: &[String]) -> Result<LookupMap, MastError> {
+        let mut url = self
+            .base
+            .join("api/v0.1/path_lookup/")
+            .expect("static path joins");
+        {
+            let mut q = url.query_pairs_mut();
+            for u in uris {
+                q.append_pair("uri", u);
+            }
+            q.append_pair("use_cloud_path", "True");
+        }
+        // Errors name the endpoint, not the 40 URIs of the query string.
+        let shown = {
+            let mut u = url.clone();
+            u.set_query(None);
+            u.to_string()
+        };
+        self.counters.path_lookups.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| MastError::Request {
+                service: PATH_LOOKUP,
+                url: shown.clone(),
+                source,
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(MastError::Status {
+                service: PATH_LOOKUP,
+                url: shown,
+                status: status.as_u16(),
+            });
+        }
+        let body = resp.bytes().await.map_err(|source| MastError::Request {
+            service: PATH_LOOKUP,
+            url: shown.clone(),
+            source,
+        })?;
+        let value: Value = serde_json::from_slice(&body).map_err(|source| MastError::Decode {
+            service: PATH_LOOKUP,
+            url: shown,
+            source,
+        })?;
+        Ok(parse_lookup(&value, uris))
+    }
+
+    /// Products matching the query: observations, then their products, de-duplicated by
+    /// dataURI, filtered by [`Query::accepts_row`], sorted by dataURI.
+    pub async fn products(&self, q: &Query) -> Result<Vec<ProductRow>, MastError> {
+        let observations = self.observations(q).await?;
+        let batches: Vec<String> = observations
+            .chunks(OBS_PER_PRODUCT_REQUEST)
+            .map(|c| {
+                c.iter()
+                    .map(|o| o.obsid.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        let mut pages: Vec<(usize, Vec<Value>)> = stream::iter(batches.into_iter().enumerate())
+            .map(|(i, ids)| async move {
+                let rows = self.invoke(PRODUCTS, json!({ "obsid": ids })).await?;
+                Ok::<_, MastError>((i, rows))
+            })
+            .buffer_unordered(self.parallel)
+            .try_collect()
+            .await?;
+        pages.sort_by_key(|(i, _)| *i);
+        let mut seen = HashSet::new();
+        let mut rows: Vec<ProductRow> = pages
+            .into_iter()
+            .flat_map(|(_, rows)| rows)
+            .filter_map(|v| parse_product_row(&v))
+            .filter(|r| seen.insert(r.data_uri.clone()))
+            .filter(|r| q.accepts_row(r))
+            .collect();
+        rows.sort_by(|a, b| a.data_uri.cmp(&b.data_uri));
+        Ok(rows)
+    }
+
+    /// The observations of the query, filtered by instrument and level, sorted.
+    async fn observations(&self, q: &Query) -> Result<Vec<Observation>, MastError> {
+        let rows = self
+            .invoke(
+                OBSERVATIONS,
+                json!({ "columns": "*", "filters": observation_filters(q) }),
+            )
+            .await?;
+        let lowest_level = q.calib_levels.iter().min().copied();
+        let mut seen = HashSet::new();
+        let mut obs: Vec<Observation> = rows
+            .iter()
+            .filter(|r| {
+                q.instruments.is_empty()
+                    || instrument_matches(&q.instruments, str_field(r, "instrument_name"))
+            })
+            .filter(|r| match (lowest_level, int_field(r, "calib_level")) {
+                (Some(want), Some(have)) => have >= u64::from(want),
+                _ => true,
+            })
+            .filter_map(|r| {
+                Some(Observation {
+                    obsid: id_field(r, "obsid")?,
+                    obs_id: str_field(r, "obs_id").unwrap_or("").to_string(),
+                })
+            })
+            .filter(|o| seen.insert(o.obsid.clone()))
+            .collect();
+        obs.sort_by(|a, b| {
+            (&a.obs_id, a.obsid.len(), &a.obsid).cmp(&(&b.obs_id, b.obsid.len(), &b.obsid))
+        });
+        Ok(obs)
+    }
+
+    /// Every row of a service's answer: all pages, each page retried.
+    async fn invoke(&self, service: &'static str, params: Value) -> Result<Vec<Value>, MastError> {
+        let mut rows = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let reply = self
+                .retry
+                .run(|| self.invoke_page(service, &params, page))
+                .await?;
+            let empty = reply.data.is_empty();
+            rows.extend(reply.data);
+            let pages = reply.pages.unwrap_or(page);
+            if page >= pages {
+                return Ok(rows);
+            }
+            if empty {
+                return Err(MastError::Paging {
+                    service,
+                    page,
+                    pages,
+                });
+            }
+            page += 1;
+        }
+    }
+
+    /// One page: the request sent again while MAST answers `EXECUTING`, within a bounded wait.
+    async fn invoke_page(
+        &self,
+        service: &'static str,
+        params: &Value,
+        page: u64,
+    ) -> Result<Page, MastError> {
+        let url = self.base.join("api/v0/invoke").expect("static path joins");
+        let request = json!({
+            "service": service,
+            "params": params,
+            "format": "json",
+            "pagesize": PAGE_SIZE,
+            "page": page,
+        });
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("request", &request.to_string())
+            .finish();
+        let started = Instant::now();
+        let mut pause = EXECUTING_FIRST_PAUSE;
+        loop {
+            self.counter(service).fetch_add(1, Ordering::Relaxed);
+            let resp = self
+                .client
+                .post(url.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(ACCEPT, "text/plain")
+                .body(body.clone())
+                .send()
+                .await
+                .map_err(|source| MastError::Request {
+                    service,
+                    url: url.to_string(),
+                    source,
+                })?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(MastError::Status {
+                    service,
+                    url: url.to_string(),
+                    status: status.as_u16(),
+                });
+            }
+            let bytes = resp.bytes().await.map_err(|source| MastError::Request {
+                service,
+                url: url.to_string(),
+                source,
+            })?;
+            let value: Value =
+                serde_json::from_slice(&bytes).map_err(|source| MastError::Decode {
+                    service,
+                    url: url.to_string(),
+                    source,
+                })?;
+            match value.get("status").and_then(Value::as_str) {
+                Some("EXECUTING") => {
+                    let waited = started.elapsed();
+                    if waited + pause > EXECUTING_LIMIT {
+                        return Err(MastError::StillExecuting { service, waited });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(EXECUTING_MAX_PAUSE);
+                }
+                Some("ERROR") => {
+                    let msg = value
+                        .get("msg")
+                        .and_then(Value::as_str)
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or("(no message)");
+                    return Err(MastError::Service {
+                        service,
+                        msg: msg.to_string(),
+                    });
+                }
+                Some("COMPLETE") | None => return Ok(parse_page(value)),
+                Some(other) => {
+                    return Err(MastError::Service {
+                        service,
+                        msg: format!("unexpected status {other:?}"),
+                    })
+                }
+            }
+        }
+    }
+}
+
+type LookupMap = HashMap<String, Option<String>>;
+
+fn parse_page(value: Value) -> Page {
+    let pages = value
+        .get("paging")
+        .and_then(|p| p.get("pagesFiltered"))
+        .and_then(as_u64);
+    let data = match value {
+        Value::Object(mut m) => match m.remove("data") {
+            Some(Value::Array(rows)) => rows,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    Page { data, pages }
+}
+
+/// The `Mast.Caom.Filtered` filters of a query.
+fn observation_filters(q: &Query) -> Vec<Value> {
+    let mut filters = Vec::new();
+    let collections = collections(q);
+    if !collections.is_empty() {
+        filters.push(json!({"paramName": "obs_collection", "values": collections}));
+    }
+    if !q.programs.is_empty() {
+        let ids: Vec<String> = q.programs.iter().map(u32::to_string).collect();
+        filters.push(json!({"paramName": "proposal_id", "values": ids}));
+    }
+    if let Some(pat) = &q.obs_id {
+        let sql: String = pat
+            .chars()
+            .map(|c| match c {
+                '*' => '%',
+                '?' => '_',
+                c => c,
+            })
+            .collect();
+        filters.push(json!({"paramName": "obs_id", "values": [], "freeText": sql}));
+    }
+    filters
+}
+
+/// Which collections a query means (see the module notes); empty = unrestricted.
+fn collections(q: &Query) -> Vec<&'static str> {
+    if q.programs.is_empty() {
+        return Vec::new();
+    }
+    let mut set = BTreeSet::new();
+    for i in &q.instruments {
+        let i = i.to_ascii_uppercase();
+        if JWST_INSTRUMENTS.contains(&i.as_str()) {
+            set.insert("JWST");
+        }
+        if HST_INSTRUMENTS.contains(&i.as_str()) {
+            set.insert("HST");
+        }
+    }
+    if set.is_empty() {
+        set.insert("JWST");
+    }
+    set.into_iter().collect()
+}
+
+/// `NIRCAM/IMAGE` (or `NIRCAM/IMAGE;NIRISS/WFSS` for parallels) against `--instrument` names.
+fn instrument_matches(wanted: &[String], name: Option<&str>) -> bool {
+    let Some(name) = name else { return false };
+    name.split([';', ','])
+        .map(|part| part.split('/').next().unwrap_or("").trim())
+        .any(|inst| wanted.iter().any(|w| w.eq_ignore_ascii_case(inst)))
+}
+
+fn str_field<'a>(row: &'a Value, name: &str) -> Option<&'a str> {
+    row.get(name)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn opt_string(row: &Value, name: &str) -> Option<String> {
+    str_field(row, name).map(str::to_string)
+}
+
+/// A number that may come as an int, a float or a string (MAST's column types vary by table).
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        }),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse::<u64>().ok().or_else(|| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
+                    .map(|f| f as u64)
+            })
+        }
+        _ => None,
+    }
+}
+
+fn int_field(row: &Value, name: &str) -> Option<u64> {
+    row.get(name).and_then(as_u64)
+}
+
+/// An id column that may be a number or a string (`obsid`).
+fn id_field(row: &Value, name: &str) -> Option<String> {
+    match row.get(name)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A file name fit to be a path component: MAST's answer is untrusted input.
+fn safe_filename(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// One `Mast.Caom.Products` row, whatever column set and types its table uses. Rows without a
+/// `dataURI` or a usable file name are dropped.
+fn parse_product_row(row: &Value) -> Option<ProductRow> {
+    let data_uri = str_field(row, "dataURI")?.to_string();
+    let from_uri = data_uri.rsplit('/').next().unwrap_or("");
+    let filename = str_field(row, "productFilename")
+        .filter(|f| safe_filename(f))
+        .or_else(|| Some(from_uri).filter(|f| safe_filename(f)))?
+        .to_string();
+    Some(ProductRow {
+        filename,
+        obs_id: opt_string(row, "obs_id"),
+        obs_collection: opt_string(row, "obs_collection"),
+        size: int_field(row, "size"),
+        product_type: opt_string(row, "productType"),
+        group: opt_string(row, "productGroupDescription"),
+        subgroup: opt_string(row, "productSubGroupDescription"),
+        calib_level: int_field(row, "calib_level").and_then(|l| u8::try_from(l).ok()),
+        data_rights: opt_string(row, "dataRights").map(|s| s.to_ascii_uppercase()),
+        data_uri,
+    })
+}
+
+/// A `path_lookup` path as a bucket key, or `None` when it is not a plain relative key.
+fn cloud_key(path: &str) -> Option<String> {
+    let key = path.strip_prefix('/').unwrap_or(path);
+    let ok = !key.is_empty()
+        && !key.contains(['\\', '\0'])
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    ok.then(|| key.to_string())
+}
+
+/// A `path_lookup` answer for the URIs asked: found keys, `None` for the rest it answers.
+fn parse_lookup(value: &Value, asked: &[String]) -> LookupMap {
+    let mut out = HashMap::with_capacity(asked.len());
+    let Some(obj) = value.as_object() else {
+        return out;
+    };
+    for uri in asked {
+        let Some(entry) = obj.get(uri) else {
+            continue;
+        };
+        let found = entry.get("status_code").and_then(as_u64) == Some(200);
+        let key = entry
+            .get("path")
+            .and_then(Value::as_str)
+            .filter(|_| found)
+            .and_then(cloud_key);
+        out.insert(uri.clone(), key);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/reference/fixtures")
+            .join(name);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn hst_products_with_the_older_column_set() {
+        let page = parse_page(fixture("products.json"));
+        assert_eq!(page.pages, Some(1));
+        let rows: Vec<ProductRow> = page.data.iter().filter_map(parse_product_row).collect();
+        assert_eq!(rows.len(), 22);
+        let first = &rows[0];
+        assert_eq!(first.data_uri, "mast:HST/product/u9o40504m_c3m.fits");
+        assert_eq!(first.filename, "u9o40504m_c3m.fits");
+        assert_eq!(first.obs_id.as_deref(), Some("U9O40504M"));
+        assert_eq!(first.obs_collection.as_deref(), Some("HST"));
+        assert_eq!(first.size, Some(207_360));
+        assert_eq!(first.product_type.as_deref(), Some("AUXILIARY"));
+        assert_eq!(first.group, None);
+        assert_eq!(first.subgroup.as_deref(), Some("C3M"));
+        assert_eq!(first.calib_level, None);
+        assert_eq!(first.data_rights, None);
+        let science = rows
+            .iter()
+            .filter(|r| r.product_type.as_deref() == Some("SCIENCE"))
+            .count();
+        assert_eq!(science, 7);
+    }
+
+    #[test]
+    fn jwst_level3_rows() {
+        let v = fixture("viz_products_jw01039-o004_t001_miri_ch3-long_level3.json");
+        let rows: Vec<ProductRow> = v["jw01039-o004_t001_miri_ch3-long"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(parse_product_row)
+            .collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0],
+            ProductRow {
+                data_uri: "mast:JWST/product/jw01039-o004_t001_miri_ch3-long_s3d.fits".into(),
+                filename: "jw01039-o004_t001_miri_ch3-long_s3d.fits".into(),
+                obs_id: Some("jw01039-o004_t001_miri_ch3-long".into()),
+                obs_collection: Some("JWST".into()),
+                size: Some(370_405_440),
+                product_type: Some("SCIENCE".into()),
+                group: Some("Minimum Recommended Products".into()),
+                subgroup: Some("S3D".into()),
+                calib_level: Some(3),
+                data_rights: Some("PUBLIC".into()),
+            }
+        );
+        let q = Query {
+            recommended: true,
+            suffixes: vec!["x1d".into()],
+            ..Default::default()
+        };
+        assert_eq!(rows.iter().filter(|r| q.accepts_row(r)).count(), 1);
+    }
+
+    #[test]
+    fn odd_types_are_tolerated() {
+        let row = json!({
+            "dataURI": "mast:JWST/product/a_cal.fits",
+            "size": "1234", "calib_level": "2", "dataRights": "exclusive_access",
+            "somethingNew": [1, 2], "productGroupDescription": ""
+        });
+        let r = parse_product_row(&row).unwrap();
+        assert_eq!(r.filename, "a_cal.fits");
+        assert_eq!(r.size, Some(1234));
+        assert_eq!(r.calib_level, Some(2));
+        assert_eq!(r.data_rights.as_deref(), Some("EXCLUSIVE_ACCESS"));
+        assert_eq!(r.group, None);
+        let r = parse_product_row(&json!({"dataURI": "mast:X/product/b", "size": 5.0e3})).unwrap();
+        assert_eq!(r.size, Some(5000));
+        let r = parse_product_row(&json!({"dataURI": "mast:X/product/b", "size": null})).unwrap();
+        assert_eq!(r.size, None);
+        let r = parse_product_row(&json!({"dataURI": "mast:X/product/b", "size": -1})).unwrap();
+        assert_eq!(r.size, None);
+        assert!(parse_product_row(&json!({"productFilename": "x.fits"})).is_none());
+        // A hostile file name falls back to the URI's last component, or drops the row.
+        let r = parse_product_row(&json!({
+            "dataURI": "mast:JWST/product/c.fits", "productFilename": "../../c.fits"
+        }))
+        .unwrap();
+        assert_eq!(r.filename, "c.fits");
+        assert!(parse_product_row(&json!({"dataURI": "mast:JWST/product/.."})).is_none());
+    }
+
+    #[test]
+    fn path_lookup_answer() {
+        let asked = vec![
+            "mast:HST/product/u9o40504m_c3m.fits".to_string(),
+            "mast:HST/product/does_not_exist.fits".to_string(),
+            "mast:HST/product/not_answered.fits".to_string(),
+        ];
+        let m = parse_lookup(&fixture("mast_relative_path.json"), &asked);
+        assert_eq!(
+            m[&asked[0]].as_deref(),
+            Some("hst/public/u9o4/u9o40504m/u9o40504m_c3m.fits")
+        );
+        assert_eq!(m[&asked[1]], None);
+        assert!(!m.contains_key(&asked[2]));
+    }
+
+    #[test]
+    fn untrusted_paths_are_refused() {
+        for bad in [
+            "/jwst/public/../../etc/passwd",
+            "/jwst//x.fits",
+            "/",
+            "",
+            "/jwst/a\\b.fits",
+            "/jwst/a\0b",
+            "/jwst/./x",
+            "/jwst/x/",
+        ] {
+            assert_eq!(cloud_key(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            cloud_key("/jwst/public/jw01/jw01..x.fits").as_deref(),
+            Some("jwst/public/jw01/jw01..x.fits")
+        );
+        let v = json!({"u": {"status_code": 200, "path": "/jwst/../x"}});
+        assert_eq!(parse_lookup(&v, &["u".into()])["u"], None);
+        let v = json!({"u": {"status_code": "200", "path": "/jwst/x"}});
+        assert_eq!(
+            parse_lookup(&v, &["u".into()])["u"].as_deref(),
+            Some("jwst/x")
+        );
+    }
+
+    #[test]
+    fn query_filters() {
+        let q = Query {
+            programs: vec![2733, 1039],
+            obs_id: Some("jw02733*_?".into()),
+            ..Default::default()
+        };
+        let f = observation_filters(&q);
+        assert_eq!(
+            f[0],
+            json!({"paramName": "obs_collection", "values": ["JWST"]})
+        );
+        assert_eq!(
+            f[1],
+            json!({"paramName": "proposal_id", "values": ["2733", "1039"]})
+        );
+        assert_eq!(
+            f[2],
+            json!({"paramName": "obs_id", "values": [], "freeText": "jw02733%__"})
+        );
+        let hst = Query {
+            programs: vec![8880],
+            instruments: vec!["STIS".into()],
+            ..Default::default()
+        };
+        assert_eq!(collections(&hst), ["HST"]);
+        let both = Query {
+            programs: vec![1],
+            instruments: vec!["fgs".into()],
+            ..Default::default()
+        };
+        assert_eq!(collections(&both), ["HST", "JWST"]);
+        let by_obs = Query {
+            obs_id: Some("u9o4*".into()),
+            ..Default::default()
+        };
+        assert!(collections(&by_obs).is_empty());
+    }
+
+    #[test]
+    fn instruments_match_by_prefix() {
+        let want = vec!["NIRCAM".to_string(), "MIRI".to_string()];
+        assert!(instrument_matches(&want, Some("NIRCAM/IMAGE")));
+        assert!(instrument_matches(&want, Some("miri/ifu")));
+        assert!(instrument_matches(&want, Some("NIRISS/WFSS;NIRCAM/IMAGE")));
+        assert!(instrument_matches(&want, Some("MIRI")));
+        assert!(!instrument_matches(&want, Some("NIRSPEC/MSA")));
+        assert!(!instrument_matches(&want, Some("MIRIX/IMAGE")));
+        assert!(!instrument_matches(&want, None));
+    }
+
+    #[test]
+    fn transient_errors() {
+        let status = |s| MastError::Status {
+            service: PRODUCTS,
+            url: "u".into(),
+            status: s,
+        };
+        assert!(status(503).is_transient());
+        assert!(status(429).is_transient());
+        assert!(!status(404).is_transient());
+        assert!(!status(414).is_transient());
+        assert!(MastError::StillExecuting {
+            service: PRODUCTS,
+            waited: Duration::from_secs(1)
+        }
+        .is_transient());
+        assert!(!MastError::Service {
+            service: PRODUCTS,
+            msg: "bad".into()
+        }
+        .is_transient());
     }
 }

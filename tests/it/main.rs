@@ -1,7 +1,9 @@
 //! Integration tests, one binary: the real `mastfetch` against real protocol servers on
 //! 127.0.0.1 (an in-process S3 server, a MAST stand-in answering in MAST's formats).
 
+mod mast_server;
 mod s3server;
 mod util;
 
 mod get;
+mod mast;
