@@ -72,6 +72,8 @@ const HST_INSTRUMENTS: [&str; 12] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum MastError {
+    /// `source` is stripped of its URL: ours is in the message, and a `path_lookup` URL would
+    /// repeat 40 URIs.
     #[error("MAST {service}: no answer from {url}")]
     Request {
         service: &'static str,
@@ -289,7 +291,7 @@ impl Mast {
             .map_err(|source| MastError::Request {
                 service: PATH_LOOKUP,
                 url: shown.clone(),
-                source,
+                source: source.without_url(),
             })?;
         let status = resp.status();
         if !status.is_success() {
@@ -302,7 +304,7 @@ impl Mast {
         let body = resp.bytes().await.map_err(|source| MastError::Request {
             service: PATH_LOOKUP,
             url: shown.clone(),
-            source,
+            source: source.without_url(),
         })?;
         let value: Value = serde_json::from_slice(&body).map_err(|source| MastError::Decode {
             service: PATH_LOOKUP,
@@ -439,7 +441,7 @@ impl Mast {
                 .map_err(|source| MastError::Request {
                     service,
                     url: url.to_string(),
-                    source,
+                    source: source.without_url(),
                 })?;
             let status = resp.status();
             if !status.is_success() {
@@ -452,7 +454,7 @@ impl Mast {
             let bytes = resp.bytes().await.map_err(|source| MastError::Request {
                 service,
                 url: url.to_string(),
-                source,
+                source: source.without_url(),
             })?;
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|source| MastError::Decode {

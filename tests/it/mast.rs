@@ -1068,3 +1068,110 @@ fn plan_as_curl_is_bash_and_names_the_token_only_by_variable() {
         "plan sends no token"
     );
 }
+
+#[test]
+fn a_mast_error_answer_fails_the_query_clearly_and_is_not_retried() {
+    let w = World::new(catalog());
+    w.mast.inject(
+        Target::Invoke(PRODUCTS),
+        1,
+        Fault::ServiceError("Request timed out: query too large"),
+    );
+    let out = w.run(
+        &[
+            "plan",
+            "--program",
+            "1234",
+            "--catalog",
+            "mast",
+            "--format",
+            "jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    let stderr = util::stderr(&out);
+    assert!(
+        stderr.contains("Mast.Caom.Products")
+            && stderr.contains("Request timed out: query too large"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(w.mast.invokes(PRODUCTS), 1);
+}
+
+#[test]
+fn product_requests_go_in_parallel_batches() {
+    // 40 observations of one product each: 4 requests of 10 observations, each answered after
+    // a second; one after the other they would take 4 s.
+    let observations: Vec<Observation> = (0..40u64)
+        .map(|i| {
+            obs(
+                7000 + i,
+                &format!("jw01236{:03}001_02101_00001_nrcb1", i + 1),
+                "NIRCAM/IMAGE",
+                2,
+            )
+        })
+        .map(|o| Observation {
+            proposal_id: "1236".into(),
+            ..o
+        })
+        .collect();
+    let products = observations
+        .iter()
+        .map(|o| {
+            let mut p = jwst(&format!("{}_cal.fits", o.obs_id), &[o.obsid]);
+            p.proposal_id = "1236".into();
+            p
+        })
+        .collect();
+    let w = World::new(Catalog {
+        observations,
+        products,
+    });
+    w.mast.inject(
+        Target::Invoke(PRODUCTS),
+        4,
+        Fault::Delay(std::time::Duration::from_secs(1)),
+    );
+    let started = Instant::now();
+    let plan = plan_lines(&w.run(
+        &[
+            "plan",
+            "--program",
+            "1236",
+            "--catalog",
+            "mast",
+            "--format",
+            "jsonl",
+        ],
+        &[],
+    ));
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(plan.len(), 40);
+    assert!(plan.iter().all(|e| e["source"] == "s3"));
+    let batches: Vec<usize> = w
+        .mast
+        .log()
+        .iter()
+        .filter_map(|l| match &l.kind {
+            Kind::Invoke {
+                service, params, ..
+            } if service == PRODUCTS => Some(params["obsid"].as_str().unwrap().split(',').count()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(batches, [10, 10, 10, 10]);
+    assert!(
+        secs < 3.0,
+        "product requests ran one after the other: {secs:.2} s"
+    );
+    // 40 exposure folders, each listed once; no lookup needed.
+    assert!(w.mast.path_lookups().is_empty());
+    assert_eq!(w.s3_heads(), 0);
+}

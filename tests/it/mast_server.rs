@@ -151,6 +151,8 @@ pub enum Fault {
     Reset,
     /// Answer normally but cut the body after this many bytes (Content-Length stays whole).
     Truncate(usize),
+    /// Answer an `invoke` with `{"status": "ERROR", "msg": ...}` (HTTP 200, as MAST does).
+    ServiceError(&'static str),
 }
 
 struct Rule {
@@ -614,6 +616,7 @@ async fn serve(
         Some(Fault::Reset) => return Err(std::io::Error::other("injected reset")),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Truncate(n)) => return Ok(truncate(handle(&state, &logged), n)),
+        Some(Fault::ServiceError(msg)) => return Ok(json_response(&error_reply(msg))),
         None => {}
     }
     Ok(handle(&state, &logged))
