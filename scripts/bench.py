@@ -177,6 +177,9 @@ def measure(cmd, *, env, timeout: float, log_path: Path, stdout_path: Path | Non
     log_f.close()
     if stdout_path:
         out_f.close()
+    cpu = ru.ru_utime + ru.ru_stime
+    srv_cpu = (srv1 - srv0) if (srv0 is not None and srv1 is not None) else None
+    other = None if busy0 is None or busy1 is None else max(0.0, busy1 - busy0 - cpu - (srv_cpu or 0.0))
     maxrss, rss_source = ru.ru_maxrss, "wait4 (includes the harness's RSS at fork)"
     if TIME_BIN:
         try:
@@ -190,14 +193,13 @@ def measure(cmd, *, env, timeout: float, log_path: Path, stdout_path: Path | Non
         "wall_s": wall,
         "user_s": ru.ru_utime,
         "sys_s": ru.ru_stime,
-        "cpu_s": ru.ru_utime + ru.ru_stime,
+        "cpu_s": cpu,
         "maxrss_kib": maxrss,
         "rss_source": rss_source,
-        "server_cpu_s": (srv1 - srv0) if (srv0 is not None and srv1 is not None) else None,
+        "server_cpu_s": srv_cpu,
         "ok": p.returncode == 0 and not timed_out.is_set(),
-        # CPU the rest of the machine used meanwhile (other processes, the harness): interference
-        "other_cpu_s": None if busy0 is None or busy1 is None else
-        max(0.0, busy1 - busy0 - (ru.ru_utime + ru.ru_stime) - ((srv1 - srv0) if srv0 is not None and srv1 is not None else 0)),
+        # CPU the rest of the machine used meanwhile (other processes): interference
+        "other_cpu_s": other,
         "error": None,
     }
     if timed_out.is_set():
@@ -723,6 +725,17 @@ def verify(spec, dest: Path, bucket: str, src_root: Path, sample: list[str], src
     return best
 
 
+DEST_MARKER = ".mastfetch-bench-dest"
+
+
+def claim_dest_root(d: Path) -> None:
+    """The destination root is emptied and removed at the end: only take an empty or own folder."""
+    if d.exists() and not (d / DEST_MARKER).is_file() and any(d.iterdir()):
+        raise BenchError(f"--dest-root {d} is not empty and not made by this harness; choose an empty folder")
+    d.mkdir(parents=True, exist_ok=True)
+    (d / DEST_MARKER).touch()
+
+
 def clear_dir(d: Path) -> None:
     if d.exists():
         shutil.rmtree(d)
@@ -870,7 +883,7 @@ def render(meta, summary, sets_info, commands) -> str:
     L = []
     L.append(f"# mastfetch benchmark{' (--quick)' if meta['quick'] else ''}")
     L.append("")
-    L.append(f"- date: {meta['date']}")
+    L.append(f"- date: {meta['date']}; invoked as `{meta['invocation']}`")
     L.append(f"- machine: {meta['nproc']} CPUs ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, "
              f"kernel {meta['kernel']}, {meta['os']}")
     L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}" +
@@ -979,6 +992,7 @@ def machine_meta(args, versions) -> dict:
         "git": git,
         "versions": versions,
         "quick": args.quick,
+        "invocation": shlex.join(["scripts/bench", *args.argv]),
         "rounds": args.rounds,
         "dest_root": str(args.dest_root),
     }
@@ -1007,6 +1021,7 @@ def parse_args(argv):
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench",
                     help="where results.md/results.json go (default bench/; --quick writes results-quick.*)")
     a = ap.parse_args(argv)
+    a.argv = list(argv)
     a.sets = [s.strip() for s in a.sets.split(",") if s.strip()]
     a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     aliases = {"aws": "awscli", "aws-cli": "awscli"}
@@ -1043,7 +1058,8 @@ def main(argv=None) -> int:
             s.stop()
         for g in list(_LIVE_GROUPS):
             _kill_group(g)
-        shutil.rmtree(args.dest_root, ignore_errors=True)
+        if (args.dest_root / DEST_MARKER).is_file():
+            shutil.rmtree(args.dest_root, ignore_errors=True)
 
 
 def _main(args, servers, t_start) -> int:
@@ -1080,7 +1096,7 @@ def _main(args, servers, t_start) -> int:
     global _POOL
     _POOL = None
     dest_root = args.dest_root
-    dest_root.mkdir(parents=True, exist_ok=True)
+    claim_dest_root(dest_root)
     runs: list[dict] = []
     commands: dict[str, str] = {}
     sets_info = {}

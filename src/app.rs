@@ -4,6 +4,7 @@
 //! manifest), the plan summary, and the exit code: 0 all done, 1 some files failed, were
 //! excluded or did not verify, 2 usage or fatal errors (returned as `Err`).
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -80,6 +81,11 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     let mast = src.mast.as_ref().map(Mast::stats).unwrap_or_default();
     for p in &plan.problems {
         eprintln!("mastfetch: error: {}: {}", p.item, p.message);
+    }
+    if !opts.quiet {
+        for n in &plan.notes {
+            eprintln!("mastfetch: note: {n}");
+        }
     }
     if !opts.quiet {
         let mut line = format!(
@@ -166,7 +172,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let plan = make_plan(&cfg, &src).await?;
     summarize(&plan, &src, cfg.progress);
 
-    let (todo, skipped) = split_complete(&dir, &plan, &writer, &src.s3).await;
+    let own_manifest = manifest::manifest_name(cfg.shard);
+    let (todo, skipped) = split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
@@ -245,7 +252,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
             excluded += 1;
-            let msg = "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
+            let msg = transfer::EXCLUDED_MESSAGE;
             engine.manifest.lock().unwrap().record(Entry::from_plan(
                 &f,
                 Status::Excluded,
@@ -263,6 +270,12 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     }
     engine.run(fetch).await;
     let counts = progress.finish();
+    if counts.excluded > 0 && excluded == 0 {
+        progress.note(&format!(
+            "{} files excluded: MAST answered 401 (exclusive access; set MAST_API_TOKEN or --token-file)",
+            counts.excluded
+        ));
+    }
     engine.manifest.lock().unwrap().finish()?;
     let bad = counts.failed > 0 || counts.excluded > 0 || !plan.problems.is_empty();
     Ok(u8::from(bad))
@@ -288,19 +301,31 @@ fn event<'a>(
 /// Split the plan into what to fetch and what an earlier run already completed: same size and
 /// ETag as the manifest recorded, file present with that size. Without a listing ETag, one HEAD
 /// for such a candidate tells whether the archive still holds the same object.
+///
+/// The record may come from another manifest of DIR (another shard, another shard count, an
+/// unsharded run): a re-planned plan moves files between shards, and the new shard takes them
+/// over without a download.
 async fn split_complete(
     dir: &Path,
     plan: &Plan,
     writer: &manifest::Writer,
+    own_manifest: &str,
     s3: &S3,
 ) -> (Vec<plan::PlanEntry>, Vec<(plan::PlanEntry, Entry)>) {
     let mut todo = Vec::new();
     let mut skipped = Vec::new();
+    let complete = |p: &&Entry, f: &plan::PlanEntry| p.status.is_complete() && p.uri == f.uri;
+    let mut elsewhere: Option<BTreeMap<String, Entry>> = None;
     for f in &plan.files {
-        let Some(prev) = writer
-            .previous(&f.dest)
-            .filter(|p| p.status.is_complete() && p.uri == f.uri)
-        else {
+        let own = writer.previous(&f.dest).filter(|p| complete(p, f));
+        let prev = match own {
+            Some(p) => Some(p),
+            None => elsewhere
+                .get_or_insert_with(|| recorded_elsewhere(dir, own_manifest))
+                .get(&f.dest)
+                .filter(|p| complete(p, f)),
+        };
+        let Some(prev) = prev else {
             todo.push(f.clone());
             continue;
         };
@@ -308,29 +333,59 @@ async fn split_complete(
             .ok()
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len());
-        let size_ok = on_disk.is_some()
-            && on_disk == prev.size
-            && f.size.is_none_or(|s| Some(s) == prev.size);
-        let etag_ok = match (f.source, &f.etag, &prev.etag) {
-            (Source::Mast, _, _) => true,
-            (Source::S3, Some(now), Some(then)) => now == then,
+        let on_disk_ok = on_disk.is_some() && on_disk == prev.size;
+        let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
+        // What the archive holds now, as far as this run can tell: the plan's size and ETag, or,
+        // for a plan without an ETag (a listing that gave none), one HEAD. Then a stale size in
+        // the plan neither hides a replaced object nor re-fetches one already replaced.
+        let mut current = f.clone();
+        let unchanged = match (f.source, &f.etag, &prev.etag) {
+            (Source::Mast, _, _) => same_size(f.size),
+            (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
             (Source::S3, None, Some(then)) => {
                 let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
                     todo.push(f.clone());
                     continue;
                 };
-                matches!(s3.head(b, k).await, Ok(Some(info)) if info.etag.as_deref() == Some(then))
+                match s3.head(b, k).await {
+                    Ok(Some(info)) => {
+                        // Fetch what the archive holds, not the planned size (which would fail
+                        // on the first answer and cost a second GET).
+                        current.size = Some(info.size);
+                        current.etag = info.etag;
+                        current.etag.as_deref() == Some(then) && same_size(current.size)
+                    }
+                    _ => false,
+                }
             }
             // An empty object has no bytes to differ in (and no GET ever told its ETag).
             (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
         };
-        if size_ok && etag_ok {
-            skipped.push((f.clone(), prev.clone()));
+        if on_disk_ok && unchanged {
+            skipped.push((current, prev.clone()));
         } else {
-            todo.push(f.clone());
+            todo.push(current);
         }
     }
     (todo, skipped)
+}
+
+/// The complete files recorded by the other manifests of DIR. Another shard may be writing one
+/// right now: its unfinished last line is ignored, and a manifest that cannot be read is passed
+/// over (its files are then fetched again, never skipped unchecked).
+fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry> {
+    let mut found = BTreeMap::new();
+    for path in manifest::manifests_in(dir).unwrap_or_default() {
+        if path.file_name().is_some_and(|n| n == own_manifest) {
+            continue;
+        }
+        for e in manifest::read(&path).unwrap_or_default() {
+            if e.status.is_complete() {
+                found.insert(e.path.clone(), e);
+            }
+        }
+    }
+    found
 }
 
 async fn verify_cmd(args: VerifyArgs) -> Result<u8> {

@@ -74,6 +74,8 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// Which catalog answered a query, when there was one (`mast` or `s3`).
     pub catalog: Option<String>,
+    /// Things the user should know that are not errors (a query that matched nothing).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

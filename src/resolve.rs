@@ -63,12 +63,26 @@ impl Resolver<'_> {
             ..Plan::default()
         };
         let mut items = parsed.items;
+        let query_start = items.len();
         if self.query.is_query() {
             let (catalog, found) = self.run_query().await?;
             plan.catalog = Some(catalog.to_string());
             items.extend(found);
         }
-        let slots = self.resolve_items(&items).await?;
+        let (slots, notes) = self.resolve_items(&items).await?;
+        plan.notes = notes;
+        if self.query.is_query() {
+            let matched: usize = slots[query_start..]
+                .iter()
+                .map(|s| match s {
+                    Slot::Many(v) => v.len(),
+                    _ => 1,
+                })
+                .sum();
+            if matched == 0 {
+                plan.notes.push("the query matched no products".into());
+            }
+        }
         let mut index = PlanIndex::default();
         for slot in slots {
             match slot {
@@ -134,7 +148,11 @@ impl Resolver<'_> {
         Ok(("mast", items))
     }
 
-    async fn resolve_items(&self, items: &[Item]) -> Result<Vec<Slot>, ResolveError> {
+    async fn resolve_items(
+        &self,
+        items: &[Item],
+    ) -> Result<(Vec<Slot>, Vec<String>), ResolveError> {
+        let mut notes = Vec::new();
         // Which folder each wanted product should be in, and the distinct folders to list.
         let mut candidates: Vec<Option<(String, String)>> = vec![None; items.len()];
         let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
@@ -175,24 +193,39 @@ impl Resolver<'_> {
                     _ => None,
                 })
                 .collect();
-            // A failed lookup only means we fall back to MAST downloads for these.
-            if let Ok(keys) = mast.path_lookup(&uris).await {
-                let mut new_folders = BTreeSet::new();
-                for &i in &missing {
-                    let Item::Product(w) = &items[i] else {
-                        continue;
-                    };
-                    if let Some(Some(key)) = keys.get(&w.product.uri) {
-                        let c = (self.s3.bucket.clone(), key.clone());
-                        let folder = (c.0.clone(), folder_of(key).to_string());
-                        if !found.contains_key(&c) {
-                            new_folders.insert(folder);
-                        }
-                        candidates[i] = Some(c);
-                    }
+            // A failed lookup only means we fall back to MAST downloads for these; say so.
+            let keys = match mast.path_lookup(&uris).await {
+                Ok(keys) => keys,
+                Err(e) => {
+                    notes.push(format!(
+                        "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
+                        crate::transfer::chain(&e),
+                        uris.len()
+                    ));
+                    HashMap::new()
                 }
-                found.extend(self.list_folders(new_folders).await?);
+            };
+            if mast.stats().failed_path_lookups > 0 && !keys.is_empty() {
+                notes.push(
+                    "some MAST path lookups failed; those products will come from MAST over HTTPS"
+                        .into(),
+                );
             }
+            let mut new_folders = BTreeSet::new();
+            for &i in &missing {
+                let Item::Product(w) = &items[i] else {
+                    continue;
+                };
+                if let Some(Some(key)) = keys.get(&w.product.uri) {
+                    let c = (self.s3.bucket.clone(), key.clone());
+                    let folder = (c.0.clone(), folder_of(key).to_string());
+                    if !found.contains_key(&c) {
+                        new_folders.insert(folder);
+                    }
+                    candidates[i] = Some(c);
+                }
+            }
+            found.extend(self.list_folders(new_folders).await?);
         }
 
         let mut slots = Vec::with_capacity(items.len());
@@ -215,7 +248,7 @@ impl Resolver<'_> {
                 }
             });
         }
-        Ok(slots)
+        Ok((slots, notes))
     }
 
     /// One shallow, paginated listing per folder, several folders at once.
@@ -308,6 +341,7 @@ impl Resolver<'_> {
         origin: &str,
     ) -> Result<Slot, ResolveError> {
         let objs = self.s3.list(bucket, prefix, false).await?;
+        let listed = objs.len();
         let from_query = origin.starts_with("--program");
         let mut entries = Vec::new();
         for o in objs {
@@ -351,9 +385,14 @@ impl Resolver<'_> {
             });
         }
         if entries.is_empty() && !from_query {
+            let message = if listed == 0 {
+                "no objects under this prefix".to_string()
+            } else {
+                format!("none of the {listed} objects under this prefix pass --suffix/--match/--exclude")
+            };
             return Ok(Slot::Problem(Problem {
                 item: format!("{origin}: s3://{bucket}/{prefix}"),
-                message: "no objects under this prefix".into(),
+                message,
                 entry: None,
             }));
         }

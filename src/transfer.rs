@@ -35,6 +35,9 @@ const MAX_RESTARTS: u32 = 3;
 /// Read size when hashing a finished file: large enough to amortize syscalls, small enough to
 /// keep memory flat however many files finish at once.
 const HASH_BUFFER: usize = 1 << 20;
+/// Why a file was not fetched without a token (manifest message).
+pub const EXCLUDED_MESSAGE: &str =
+    "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
 
 pub struct Engine {
     pub s3: S3,
@@ -753,6 +756,16 @@ impl Engine {
     ) {
         let (status, sha, message, bytes) = match res {
             Ok((sha, size, _)) => (Status::Ok, Some(sha), None, size),
+            // MAST refusing a product to an anonymous user means exclusive access, which the
+            // plan could not know for items named only by URI: excluded, not failed.
+            Err(FinishError::Mast(crate::https::HttpsError::Status {
+                status: 401 | 403, ..
+            })) if !self.mast.as_ref().is_some_and(|m| m.has_token()) => (
+                Status::Excluded,
+                None,
+                Some(EXCLUDED_MESSAGE.to_string()),
+                0,
+            ),
             Err(e) => (Status::Failed, None, Some(chain(&e)), 0),
         };
         let mut line = Entry::from_plan(entry, status, message.clone());

@@ -269,8 +269,8 @@ fn assert_token_only_where_it_belongs(w: &World) {
     }
     for l in w.s3.log() {
         let all = format!(
-            "{} {} {} {:?} {:?}",
-            l.method, l.path, l.query, l.range, l.if_match
+            "{} {} {} {:?} {:?} {:?}",
+            l.method, l.path, l.query, l.range, l.if_match, l.headers
         );
         assert!(!all.contains(TOKEN), "token sent to S3: {all}");
     }

@@ -29,6 +29,8 @@ pub struct Logged {
     pub query: String,
     pub range: Option<String>,
     pub if_match: Option<String>,
+    /// Every header as `name: value`, to prove what was (not) sent.
+    pub headers: Vec<String>,
 }
 
 impl Logged {
@@ -132,6 +134,11 @@ impl Layer {
                 .get("if-match")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect(),
         };
         let is_get = logged.is_get_object();
         let is_list = logged.is_list();
