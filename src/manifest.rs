@@ -109,6 +109,15 @@ pub enum ManifestError {
          or give this run another --dest or its own --shard-index"
     )]
     Locked { path: PathBuf, lock: PathBuf },
+    #[error(
+        "cannot lock {lock}: the file system refused the lock (shared storage must support \
+         flock: NFSv4/EFS do; mount FSx for Lustre with -o flock)"
+    )]
+    Lock {
+        lock: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
@@ -215,11 +224,21 @@ impl Writer {
                 path: lock_path.clone(),
                 source,
             })?;
-        if lock.try_lock().is_err() {
-            return Err(ManifestError::Locked {
-                path: manifest_path,
-                lock: lock_path,
-            });
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(ManifestError::Locked {
+                    path: manifest_path,
+                    lock: lock_path,
+                })
+            }
+            // Not "someone else holds it": a file system without locks must say so.
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(ManifestError::Lock {
+                    lock: lock_path,
+                    source,
+                })
+            }
         }
         let entries = if manifest_path.exists() {
             read(&manifest_path)?

@@ -7,3 +7,4 @@ mod util;
 
 mod get;
 mod mast;
+mod scale;
