@@ -212,6 +212,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.retry,
         progress.clone(),
         writer,
+        cfg.check_md5,
     );
     let mut excluded = 0;
     {

@@ -7,7 +7,7 @@
 //! killed run continue without re-fetching finished parts, hashing, and the rename into place
 //! once size and digests are right. The only module that spawns transfer tasks.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -47,8 +47,12 @@ pub struct Engine {
     pub retry: RetryPolicy,
     pub progress: Arc<Progress>,
     pub manifest: Mutex<manifest::Writer>,
+    /// Check the MD5 of files whose ETag is a plain MD5 (`--no-md5` turns it off).
+    pub check_md5: bool,
     jobs: Arc<Semaphore>,
     hashers: Arc<Semaphore>,
+    /// Folders already created in this run: one `create_dir_all` per folder, not per file.
+    made_dirs: Mutex<HashSet<PathBuf>>,
 }
 
 struct Job {
@@ -61,11 +65,42 @@ enum Msg {
     Finished,
 }
 
-/// The running digests of a file written front to back in one stream.
-struct Hashers {
+/// Digests of a file computed front to back: a single-request file's bytes as they arrive,
+/// a multi-part file's parts as soon as every earlier part is on disk (read back from the page
+/// cache while later parts still download, so no file waits for a whole re-read at the end).
+struct Digests {
     sha256: Sha256,
-    md5: Md5,
+    md5: Option<Md5>,
+    /// Bytes hashed so far: always a prefix of the file.
+    hashed: u64,
+    /// False once a single-request stream was resumed mid-body (its prefix came earlier).
     valid: bool,
+}
+
+impl Digests {
+    fn new(md5: bool) -> Digests {
+        Digests {
+            sha256: Sha256::new(),
+            md5: md5.then(Md5::new),
+            hashed: 0,
+            valid: true,
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha256.update(bytes);
+        if let Some(m) = self.md5.as_mut() {
+            m.update(bytes);
+        }
+        self.hashed += bytes.len() as u64;
+    }
+
+    fn finish(self) -> (String, Option<String>) {
+        (
+            hex(&self.sha256.finalize()),
+            self.md5.map(|m| hex(&m.finalize())),
+        )
+    }
 }
 
 /// State shared by the part tasks of one file.
@@ -82,9 +117,12 @@ struct FileCtx {
     etag: OnceLock<String>,
     remaining: AtomicU64,
     error: Mutex<Option<S3Error>>,
-    log: Mutex<File>,
-    /// Only for single-request files, hashed as their bytes arrive.
-    hasher: Mutex<Option<Hashers>>,
+    /// The resume log; only multi-part files have one (a single request restarts whole).
+    log: Option<Mutex<File>>,
+    /// Parts on disk, for the in-order hash.
+    done: Mutex<Vec<bool>>,
+    /// Serializes hashing of this file; `None` while a blocking task holds the digests.
+    digests: tokio::sync::Mutex<Option<Digests>>,
     /// Bytes counted as done for this file (given back if it restarts).
     counted: AtomicU64,
     changed: AtomicBool,
@@ -196,6 +234,7 @@ impl Engine {
         retry: RetryPolicy,
         progress: Arc<Progress>,
         manifest: manifest::Writer,
+        check_md5: bool,
     ) -> Arc<Engine> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Engine {
@@ -206,8 +245,10 @@ impl Engine {
             retry,
             progress,
             manifest: Mutex::new(manifest),
+            check_md5,
             jobs: Arc::new(Semaphore::new(jobs)),
             hashers: Arc::new(Semaphore::new(cores)),
+            made_dirs: Mutex::new(HashSet::new()),
         })
     }
 
@@ -271,8 +312,8 @@ impl Engine {
             Ok(ctx) => {
                 let ctx = Arc::new(ctx);
                 let pending: Vec<u64> = {
-                    let done = read_done_parts(&ctx.state);
-                    (0..ctx.parts).filter(|p| !done.contains(p)).collect()
+                    let done = ctx.done.lock().unwrap();
+                    (0..ctx.parts).filter(|&p| !done[p as usize]).collect()
                 };
                 let resumed = ctx.size - pending.iter().map(|&p| ctx.part_len(p)).sum::<u64>();
                 if resumed > 0 {
@@ -340,9 +381,28 @@ impl Engine {
             }
         };
         let (tmp, state) = temp_paths(&dest);
-        let setup = || -> Result<(File, File, Option<String>), FinishError> {
+        let parts = if size <= self.part_size {
+            1
+        } else {
+            size.div_ceil(self.part_size)
+        };
+        let setup = || -> Result<(File, Option<File>, Option<String>), FinishError> {
             let parent = dest.parent().unwrap_or(&self.dir);
-            fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+            if !self.made_dirs.lock().unwrap().contains(parent) {
+                fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+                self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
+            }
+            if parts == 1 {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&tmp)
+                    .map_err(io_err("cannot create", &tmp))?;
+                let _ = fs::remove_file(&state); // left by a run with a smaller part size
+                return Ok((file, None, job.entry.etag.clone()));
+            }
             let header = StateHeader {
                 size,
                 part_size: self.part_size,
@@ -350,6 +410,7 @@ impl Engine {
             };
             if let Some(etag) = resumable(&tmp, &state, &header) {
                 let file = OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .open(&tmp)
                     .map_err(io_err("cannot open", &tmp))?;
@@ -357,9 +418,10 @@ impl Engine {
                     .append(true)
                     .open(&state)
                     .map_err(io_err("cannot open", &state))?;
-                return Ok((file, log, etag));
+                return Ok((file, Some(log), etag));
             }
             let file = OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create(true)
                 .truncate(true)
@@ -371,22 +433,24 @@ impl Engine {
             line.push(b'\n');
             log.write_all(&line)
                 .map_err(io_err("cannot write", &state))?;
-            Ok((file, log, job.entry.etag.clone()))
+            Ok((file, Some(log), job.entry.etag.clone()))
         };
         let (file, log, etag) = match setup() {
             Ok(v) => v,
             Err(e) => return Err((job, e)),
         };
-        let parts = if size <= self.part_size {
-            1
-        } else {
-            size.div_ceil(self.part_size)
-        };
         let pinned = OnceLock::new();
         if let Some(e) = etag {
             let _ = pinned.set(e);
         }
-        let single = parts == 1;
+        let mut done = vec![false; parts as usize];
+        if log.is_some() {
+            for p in read_done_parts(&state) {
+                if let Some(d) = done.get_mut(p as usize) {
+                    *d = true;
+                }
+            }
+        }
         Ok(FileCtx {
             job,
             bucket,
@@ -400,12 +464,9 @@ impl Engine {
             etag: pinned,
             remaining: AtomicU64::new(0),
             error: Mutex::new(None),
-            log: Mutex::new(log),
-            hasher: Mutex::new(single.then(|| Hashers {
-                sha256: Sha256::new(),
-                md5: Md5::new(),
-                valid: true,
-            })),
+            log: log.map(Mutex::new),
+            done: Mutex::new(done),
+            digests: tokio::sync::Mutex::new(None),
             counted: AtomicU64::new(0),
             changed: AtomicBool::new(false),
             etag_logged: AtomicBool::new(false),
@@ -431,11 +492,16 @@ impl Engine {
         match res {
             Ok(()) if !skip => {
                 // The resume log is what lets a killed run skip this part next time.
-                let _ = ctx
-                    .log
-                    .lock()
-                    .unwrap()
-                    .write_all(format!("{part}\n").as_bytes());
+                if let Some(log) = &ctx.log {
+                    let _ = log
+                        .lock()
+                        .unwrap()
+                        .write_all(format!("{part}\n").as_bytes());
+                }
+                ctx.done.lock().unwrap()[part as usize] = true;
+                if ctx.parts > 1 {
+                    self.advance_hash(&ctx).await;
+                }
             }
             Ok(()) => {}
             Err(e) => {
@@ -521,7 +587,6 @@ impl Engine {
         if let Some(got) = &resp.etag {
             let pinned = ctx.etag.get_or_init(|| got.clone());
             if pinned != got {
-                let _ = ctx.log.lock().map(|mut l| l.flush());
                 return Err(ctx.make_error(
                     ErrorKind::Changed,
                     format!(": ETag {pinned} was planned, {got} answered"),
@@ -577,10 +642,18 @@ impl Engine {
         hash: bool,
     ) -> Result<u64, (u64, S3Error)> {
         let mut got = 0u64;
-        if !hash {
-            // A resumed single-request file can no longer be hashed in one stream.
-            if let Some(h) = ctx.hasher.lock().unwrap().as_mut() {
-                h.valid = false;
+        // Only a single-request file is hashed in the stream; nobody else holds its digests.
+        let mut digests = if ctx.parts == 1 {
+            ctx.digests.try_lock().ok()
+        } else {
+            None
+        };
+        if let Some(d) = digests.as_mut() {
+            if hash {
+                **d = Some(Digests::new(self.want_md5(ctx)));
+            } else if let Some(d) = d.as_mut() {
+                // Resumed mid-body: the stream no longer covers the whole file.
+                d.valid = false;
             }
         }
         loop {
@@ -616,10 +689,9 @@ impl Engine {
                 err.source = Some(Box::new(e));
                 return Err((got, err));
             }
-            if hash {
-                if let Some(h) = ctx.hasher.lock().unwrap().as_mut() {
-                    h.sha256.update(&chunk);
-                    h.md5.update(&chunk);
+            if let Some(Some(d)) = digests.as_deref_mut() {
+                if d.valid {
+                    d.update(&chunk);
                 }
             }
             got += n;
@@ -636,34 +708,8 @@ impl Engine {
         let err = ctx.error.lock().unwrap().take();
         match err {
             Some(e) if e.kind == ErrorKind::Changed && ctx.job.restarts < MAX_RESTARTS => {
-                self.progress.undone(ctx.counted.load(Ordering::Relaxed));
-                let _ = fs::remove_file(&ctx.tmp);
-                let _ = fs::remove_file(&ctx.state);
-                let mut entry = ctx.job.entry.clone();
-                match self.s3.head(&ctx.bucket, &ctx.key).await {
-                    Ok(Some(info)) => {
-                        self.progress.note(&format!(
-                            "{}: changed in the archive while downloading; starting it again",
-                            entry.dest
-                        ));
-                        entry.size = Some(info.size);
-                        entry.etag = info.etag;
-                        let restarts = ctx.job.restarts + 1;
-                        let _ = tx.send(Msg::Requeue(Box::new(Job { entry, restarts })));
-                    }
-                    Ok(None) => {
-                        let gone = ctx.make_error(
-                            ErrorKind::NotFound,
-                            ": removed from the bucket during download".into(),
-                        );
-                        self.record(&entry, Err(gone.into()), ctx.started);
-                        let _ = tx.send(Msg::Finished);
-                    }
-                    Err(e) => {
-                        self.record(&entry, Err(e.into()), ctx.started);
-                        let _ = tx.send(Msg::Finished);
-                    }
-                }
+                self.restart(&ctx, &tx, "changed in the archive while downloading")
+                    .await;
             }
             Some(e) => {
                 if e.kind == ErrorKind::Changed {
@@ -675,20 +721,33 @@ impl Engine {
                 let _ = tx.send(Msg::Finished);
             }
             None => {
-                let permit = self
-                    .hashers
-                    .clone()
-                    .acquire_owned()
+                // Hash what is not hashed yet (a whole single-request file whose stream was
+                // interrupted, or parts that a resumed run wrote earlier), then check and rename.
+                let streamed_ok = ctx
+                    .digests
+                    .lock()
                     .await
-                    .expect("semaphore open");
+                    .as_ref()
+                    .is_some_and(|d| d.valid && d.hashed == ctx.size);
+                if !streamed_ok {
+                    if ctx.parts == 1 {
+                        *ctx.digests.lock().await = None;
+                    }
+                    self.advance_hash(&ctx).await;
+                }
+                let digests = ctx.digests.lock().await.take();
                 let this = self.clone();
                 let ctx2 = ctx.clone();
-                let res = tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    this.finish_blocking(&ctx2)
-                })
-                .await
-                .expect("finish task does not panic");
+                let res = tokio::task::spawn_blocking(move || this.finish_blocking(&ctx2, digests))
+                    .await
+                    .expect("finish task does not panic");
+                if matches!(res, Err(FinishError::Md5 { .. })) && ctx.job.restarts < MAX_RESTARTS {
+                    // The bytes do not hash to the ETag they were pinned to: damaged in transit
+                    // or at rest. Fetch the whole file again rather than trust any part of it.
+                    self.restart(&ctx, &tx, "content did not match its ETag")
+                        .await;
+                    return;
+                }
                 let mut entry = ctx.job.entry.clone();
                 if entry.etag.is_none() {
                     entry.etag = ctx.etag.get().cloned();
@@ -699,9 +758,42 @@ impl Engine {
         }
     }
 
-    /// Check the temporary file, hash it, and rename it into place.
-    fn finish_blocking(&self, ctx: &FileCtx) -> Result<String, FinishError> {
-        ctx.file.sync_data().ok();
+    /// Throw away what a file has and queue it again, with the archive's current size and ETag.
+    async fn restart(&self, ctx: &FileCtx, tx: &mpsc::UnboundedSender<Msg>, why: &str) {
+        self.progress.undone(ctx.counted.load(Ordering::Relaxed));
+        let _ = fs::remove_file(&ctx.tmp);
+        let _ = fs::remove_file(&ctx.state);
+        let mut entry = ctx.job.entry.clone();
+        match self.s3.head(&ctx.bucket, &ctx.key).await {
+            Ok(Some(info)) => {
+                self.progress
+                    .note(&format!("{}: {why}; starting it again", entry.dest));
+                entry.size = Some(info.size);
+                entry.etag = info.etag;
+                let restarts = ctx.job.restarts + 1;
+                let _ = tx.send(Msg::Requeue(Box::new(Job { entry, restarts })));
+            }
+            Ok(None) => {
+                let gone = ctx.make_error(
+                    ErrorKind::NotFound,
+                    ": removed from the bucket during download".into(),
+                );
+                self.record(&entry, Err(gone.into()), ctx.started);
+                let _ = tx.send(Msg::Finished);
+            }
+            Err(e) => {
+                self.record(&entry, Err(e.into()), ctx.started);
+                let _ = tx.send(Msg::Finished);
+            }
+        }
+    }
+
+    /// Check the temporary file's size and digests, and rename it into place.
+    fn finish_blocking(
+        &self,
+        ctx: &FileCtx,
+        digests: Option<Digests>,
+    ) -> Result<String, FinishError> {
         let got = fs::metadata(&ctx.tmp)
             .map_err(io_err("cannot stat", &ctx.tmp))?
             .len();
@@ -712,11 +804,11 @@ impl Engine {
             });
         }
         let etag = ctx.etag.get();
-        let want_md5 = etag.is_some_and(|e| is_md5_etag(e));
-        let streamed = ctx.hasher.lock().unwrap().take().filter(|h| h.valid);
-        let (sha, md5) = match streamed {
-            Some(h) => (hex(&h.sha256.finalize()), Some(hex(&h.md5.finalize()))),
-            None => hash_file(&ctx.tmp, want_md5).map_err(io_err("cannot read", &ctx.tmp))?,
+        let (sha, md5) = match digests.filter(|d| d.valid && d.hashed == ctx.size) {
+            Some(d) => d.finish(),
+            None => {
+                hash_file(&ctx.tmp, self.want_md5(ctx)).map_err(io_err("cannot read", &ctx.tmp))?
+            }
         };
         if let (Some(etag), Some(md5)) = (etag, md5) {
             if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&md5) {
@@ -732,6 +824,61 @@ impl Engine {
         fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
         let _ = fs::remove_file(&ctx.state);
         Ok(sha)
+    }
+
+    fn want_md5(&self, ctx: &FileCtx) -> bool {
+        self.check_md5 && ctx.etag.get().is_some_and(|e| is_md5_etag(e))
+    }
+
+    /// Hash every part that is on disk and follows the hashed prefix, in a blocking task.
+    /// Called after each part; the per-file lock makes concurrent callers take turns.
+    async fn advance_hash(&self, ctx: &Arc<FileCtx>) {
+        let mut slot = ctx.digests.lock().await;
+        let mut digests = slot
+            .take()
+            .unwrap_or_else(|| Digests::new(self.want_md5(ctx)));
+        loop {
+            let end = {
+                let done = ctx.done.lock().unwrap();
+                let first = (digests.hashed / ctx.part_size) as usize;
+                let run = done[first.min(done.len())..]
+                    .iter()
+                    .take_while(|d| **d)
+                    .count();
+                ((first + run) as u64 * ctx.part_size).min(ctx.size)
+            };
+            if end <= digests.hashed {
+                break;
+            }
+            let permit = self
+                .hashers
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            let ctx2 = ctx.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let mut buf = vec![0u8; HASH_BUFFER];
+                while digests.hashed < end {
+                    let n = (end - digests.hashed).min(HASH_BUFFER as u64) as usize;
+                    if let Err(e) = ctx2.file.read_exact_at(&mut buf[..n], digests.hashed) {
+                        return (digests, Err(e));
+                    }
+                    digests.update(&buf[..n]);
+                }
+                (digests, Ok(()))
+            })
+            .await
+            .expect("hash task does not panic");
+            digests = res.0;
+            if res.1.is_err() {
+                // Leave the prefix as it is; the final check re-reads the whole file.
+                digests.valid = false;
+                break;
+            }
+        }
+        *slot = Some(digests);
     }
 
     async fn fetch_mast(&self, entry: &PlanEntry) -> Result<(String, u64), FinishError> {
@@ -803,9 +950,9 @@ impl FileCtx {
 
     /// Remember in the resume log an ETag learned from a response (listing had none).
     fn note_etag(&self, etag: &str) {
+        let Some(log) = &self.log else { return };
         if self.job.entry.etag.is_none() && !self.etag_logged.swap(true, Ordering::Relaxed) {
-            let _ = self
-                .log
+            let _ = log
                 .lock()
                 .unwrap()
                 .write_all(format!("etag {etag}\n").as_bytes());

@@ -674,3 +674,71 @@ fn json_events_parse_line_by_line() {
     assert_eq!(kinds.iter().filter(|k| **k == "file").count(), 2);
     assert_eq!(events.last().unwrap()["ok"], 2);
 }
+
+#[test]
+fn content_that_does_not_match_its_md5_etag_is_fetched_again_or_fails() {
+    let (s3, files) = seeded();
+    let dir = tempfile::tempdir().unwrap();
+    // Once damaged: the MD5 check catches it and the file is fetched again.
+    s3.inject("GET", &key(HST), 1, Fault::Corrupt);
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            HST,
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--s3-only",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not match its ETag"),
+        "{}",
+        stderr(&out)
+    );
+    let want = &files.iter().find(|(f, _)| *f == HST).unwrap().1;
+    assert!(std::fs::read(dir.path().join(nested(HST))).unwrap() == *want);
+
+    // Always damaged: the file fails, nothing damaged is put in place.
+    s3.inject("GET", &key(CAL), 100, Fault::Corrupt);
+    let d2 = dir.path().join("two");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            CAL,
+            "--dest",
+            d2.to_str().unwrap(),
+            "--s3-only",
+            "--part-size",
+            "1MiB",
+        ],
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not match the ETag"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d2.join(nested(CAL)).exists());
+
+    // With --no-md5 the damage goes unnoticed at download time (SHA-256 is of what arrived).
+    s3.clear_faults();
+    s3.inject("GET", &key(RATE), 1, Fault::Corrupt);
+    let d3 = dir.path().join("three");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            RATE,
+            "--dest",
+            d3.to_str().unwrap(),
+            "--s3-only",
+            "--no-md5",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let want = &files.iter().find(|(f, _)| *f == RATE).unwrap().1;
+    assert!(std::fs::read(d3.join(nested(RATE))).unwrap() != *want);
+}

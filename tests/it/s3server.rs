@@ -56,6 +56,8 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 500 InternalError.
     InternalError,
+    /// Answer in full, with one bit of the body flipped (damage the ETag does not show).
+    Corrupt,
 }
 
 struct Rule {
@@ -145,7 +147,13 @@ impl Layer {
         let (fault, honor, list_delay) = {
             let mut st = self.state.lock().unwrap();
             st.log.push(logged.clone());
-            let target = format!("{path}?{}", logged.query);
+            // Listings are matched by their query (`list-type`), objects by their path, so a
+            // rule for a key is not spent on the listing of its folder.
+            let target = if logged.is_list() {
+                format!("?{}", logged.query)
+            } else {
+                path.clone()
+            };
             let idx = st.rules.iter().position(|r| {
                 r.method == logged.method && target.contains(&r.key_contains) && r.times > 0
             });
@@ -164,6 +172,7 @@ impl Layer {
             tokio::time::sleep(d).await;
         }
         let mut truncate = None;
+        let mut corrupt = false;
         match fault {
             Some(Fault::SlowDown) => return Ok(xml_error(503, "SlowDown")),
             Some(Fault::InternalError) => return Ok(xml_error(500, "InternalError")),
@@ -174,6 +183,7 @@ impl Layer {
             }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
             Some(Fault::Truncate(n)) => truncate = Some(n),
+            Some(Fault::Corrupt) => corrupt = true,
             None => {}
         }
         let file = self.root.join(path.trim_start_matches('/'));
@@ -199,6 +209,22 @@ impl Layer {
                     }
                 }
             }
+        }
+        if corrupt {
+            let (parts, body) = resp.into_parts();
+            let mut first = true;
+            let flipped = body.map(move |chunk| {
+                let mut bytes = chunk
+                    .map_err(|e| std::io::Error::other(e.to_string()))?
+                    .to_vec();
+                if first && !bytes.is_empty() {
+                    bytes[0] ^= 1;
+                    first = false;
+                }
+                Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(bytes)))
+            });
+            let body = Body::http_body(http_body_util::StreamBody::new(flipped));
+            return Ok(http::Response::from_parts(parts, body));
         }
         let Some(limit) = truncate else {
             return Ok(resp);
