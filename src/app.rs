@@ -402,15 +402,15 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let dir2 = dir.clone();
-    let entries2 = entries.clone();
-    let mut findings =
-        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries2, jobs))
-            .await
-            .context("verify worker failed")?;
+    let checked = tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries, jobs))
+        .await
+        .context("verify worker failed")?;
+    let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
     if args.remote {
         let s3_opts = crate::cli::s3_options(&args.sources)?;
         let s3 = S3::connect(&s3_opts, RetryPolicy::default()).await;
-        let stale = verify::verify_remote(&s3, &entries)
+        // Each file is compared with the archive through the record that matches it on disk.
+        let stale = verify::verify_remote(&s3, &matched)
             .await
             .context("checking the archive failed")?;
         for s in stale {

@@ -171,16 +171,17 @@ pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// All entries of all manifests in `dir`, keyed by path (later manifests win ties).
-pub fn read_all(dir: &Path) -> Result<BTreeMap<String, Entry>, ManifestError> {
-    let mut all = BTreeMap::new();
+/// Every record of every manifest in `dir`, grouped by path. A path can have several: a re-planned
+/// run of N shards moves files between shards, and the old shard's manifest keeps its line.
+pub fn read_all(dir: &Path) -> Result<BTreeMap<String, Vec<Entry>>, ManifestError> {
+    let mut all: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     let paths = manifests_in(dir).map_err(|source| ManifestError::Read {
         path: dir.to_path_buf(),
         source,
     })?;
     for p in paths {
         for e in read(&p)? {
-            all.insert(e.path.clone(), e);
+            all.entry(e.path.clone()).or_default().push(e);
         }
     }
     Ok(all)

@@ -54,12 +54,39 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Check one complete entry on disk.
-fn check_file(dir: &Path, e: &Entry) -> Finding {
-    let finding = |status, message: Option<String>| Finding {
-        path: e.path.clone(),
-        status,
-        message,
+/// Check one file on disk against its records; returns the verdict and the record that the file
+/// matches (or the newest complete one when none does).
+fn check_file<'a>(dir: &Path, records: &'a [Entry]) -> (Finding, &'a Entry) {
+    let last = records.last().expect("a path has at least one record");
+    let complete: Vec<&Entry> = records.iter().filter(|e| e.status.is_complete()).collect();
+    let Some(&newest) = complete.last() else {
+        return (check_one(dir, last, &[]).finding, last);
+    };
+    let checked = check_one(dir, newest, &complete);
+    // The record whose digest the file has is the one that describes it.
+    let matched = complete
+        .iter()
+        .rev()
+        .find(|e| checked.sha256.is_some() && e.sha256 == checked.sha256)
+        .copied()
+        .unwrap_or(newest);
+    (checked.finding, matched)
+}
+
+struct Checked {
+    finding: Finding,
+    sha256: Option<String>,
+}
+
+/// Check `e`'s file; with several complete records for its path (`alike`), any may match.
+fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
+    let finding = |status, message: Option<String>| Checked {
+        finding: Finding {
+            path: e.path.clone(),
+            status,
+            message,
+        },
+        sha256: None,
     };
     if !e.status.is_complete() {
         let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
@@ -80,13 +107,13 @@ fn check_file(dir: &Path, e: &Entry) -> Finding {
         Err(err) => return finding(Verdict::Corrupt, Some(format!("cannot open: {err}"))),
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if let Some(size) = e.size {
-        if len != size {
-            return finding(
-                Verdict::Corrupt,
-                Some(format!("size {len}, manifest says {size}")),
-            );
-        }
+    let sizes: Vec<u64> = alike.iter().filter_map(|a| a.size).chain(e.size).collect();
+    if !sizes.is_empty() && !sizes.contains(&len) {
+        let size = e.size.unwrap_or(sizes[0]);
+        return finding(
+            Verdict::Corrupt,
+            Some(format!("size {len}, manifest says {size}")),
+        );
     }
     let mut tee = Tee {
         inner: io::BufReader::with_capacity(1 << 20, file),
@@ -113,18 +140,25 @@ fn check_file(dir: &Path, e: &Entry) -> Finding {
         return finding(Verdict::Corrupt, Some(format!("cannot read: {err}")));
     }
     let sha = hex(&tee.sha.finalize());
+    let matches = |x: &Entry| {
+        x.sha256
+            .as_ref()
+            .is_some_and(|w| w.eq_ignore_ascii_case(&sha))
+    };
     if let Some(want) = &e.sha256 {
-        if !want.eq_ignore_ascii_case(&sha) {
+        if !matches(e) && !alike.iter().any(|a| matches(a)) {
             return finding(
                 Verdict::Corrupt,
                 Some(format!("SHA-256 {sha}, manifest says {want}")),
             );
         }
     }
-    match problem {
+    let mut out = match problem {
         Some(p) => finding(Verdict::Corrupt, Some(p)),
         None => finding(Verdict::Ok, None),
-    }
+    };
+    out.sha256 = Some(sha);
+    out
 }
 
 trait PeekExt {
@@ -147,10 +181,16 @@ impl<R: Read> PeekExt for io::BufReader<R> {
 }
 
 /// Re-check every entry, `jobs` files at once; results in path order.
-pub fn verify_local(dir: &Path, entries: &BTreeMap<String, Entry>, jobs: usize) -> Vec<Finding> {
-    let list: Vec<&Entry> = entries
+/// Each finding comes with the record that describes the file on disk.
+pub fn verify_local(
+    dir: &Path,
+    records: &BTreeMap<String, Vec<Entry>>,
+    jobs: usize,
+) -> Vec<(Finding, Entry)> {
+    let list: Vec<&[Entry]> = records
         .values()
-        .filter(|e| e.status != Status::Duplicate)
+        .map(Vec::as_slice)
+        .filter(|r| r.iter().any(|e| e.status != Status::Duplicate))
         .collect();
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(list.len()));
@@ -159,23 +199,20 @@ pub fn verify_local(dir: &Path, entries: &BTreeMap<String, Entry>, jobs: usize) 
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(e) = list.get(i) else { return };
-                let f = check_file(dir, e);
-                out.lock().unwrap().push(f);
+                let (f, matched) = check_file(dir, e);
+                out.lock().unwrap().push((f, matched.clone()));
             });
         }
     });
     let mut found = out.into_inner().unwrap();
-    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.sort_by(|a, b| a.0.path.cmp(&b.0.path));
     found
 }
 
 /// Compare each S3-sourced entry with the bucket's current listing; returns stale findings.
-pub async fn verify_remote(
-    s3: &S3,
-    entries: &BTreeMap<String, Entry>,
-) -> Result<Vec<Finding>, crate::s3::S3Error> {
+pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, crate::s3::S3Error> {
     let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
-    for e in entries.values() {
+    for e in entries {
         if let (Some(b), Some(k), true) = (&e.bucket, &e.key, e.status.is_complete()) {
             folders.insert((b.clone(), k.rfind('/').map_or("", |i| &k[..=i]).to_string()));
         }
@@ -187,7 +224,7 @@ pub async fn verify_remote(
         }
     }
     let mut stale = Vec::new();
-    for e in entries.values() {
+    for e in entries {
         let (Some(b), Some(k), true) = (&e.bucket, &e.key, e.status.is_complete()) else {
             continue;
         };
@@ -247,11 +284,20 @@ mod tests {
         std::fs::write(dir.path().join("b.fits"), &bad).unwrap();
         std::fs::write(dir.path().join("c.bin"), b"hello").unwrap();
         let mut m = BTreeMap::new();
-        m.insert("a.fits".into(), entry("a.fits", &good));
-        m.insert("b.fits".into(), entry("b.fits", &bad));
-        m.insert("c.bin".into(), entry("c.bin", b"hellO"));
-        m.insert("d.bin".into(), entry("d.bin", b"x"));
-        let f = verify_local(dir.path(), &m, 2);
+        m.insert("a.fits".into(), vec![entry("a.fits", &good)]);
+        m.insert("b.fits".into(), vec![entry("b.fits", &bad)]);
+        m.insert("c.bin".into(), vec![entry("c.bin", b"hellO")]);
+        m.insert("d.bin".into(), vec![entry("d.bin", b"x")]);
+        // Two manifests disagree (a file moved shard and changed upstream): the file on disk
+        // matches one record, whichever manifest holds it.
+        std::fs::write(dir.path().join("e.bin"), b"new").unwrap();
+        m.insert(
+            "e.bin".into(),
+            vec![entry("e.bin", b"new"), entry("e.bin", b"old!")],
+        );
+        let found = verify_local(dir.path(), &m, 2);
+        assert_eq!(found[4].1.size, Some(3), "the matching record is reported");
+        let f: Vec<Finding> = found.into_iter().map(|(f, _)| f).collect();
         let v: Vec<_> = f.iter().map(|f| (f.path.as_str(), f.status)).collect();
         assert_eq!(
             v,
@@ -259,7 +305,8 @@ mod tests {
                 ("a.fits", Verdict::Ok),
                 ("b.fits", Verdict::Corrupt),
                 ("c.bin", Verdict::Corrupt),
-                ("d.bin", Verdict::Missing)
+                ("d.bin", Verdict::Missing),
+                ("e.bin", Verdict::Ok),
             ]
         );
         assert!(
