@@ -92,7 +92,17 @@ pub struct GetResponse {
     /// `(start, end_inclusive, total)` from Content-Range, when present.
     pub content_range: Option<(u64, u64, u64)>,
     pub etag: Option<String>,
-    pub body: ByteStream,
+    pub body: Body,
+}
+
+/// A GET's body, from whichever path fetched it.
+pub type Body = futures::stream::BoxStream<'static, Result<bytes::Bytes, BoxError>>;
+
+fn sdk_body(body: ByteStream) -> Body {
+    Box::pin(futures::stream::unfold(body, |mut b| async move {
+        let next = b.next().await?;
+        Some((next.map_err(|e| Box::new(e) as BoxError), b))
+    }))
 }
 
 /// Requests sent, by kind (for the plan summary and the benchmark's planning cost).
@@ -107,6 +117,11 @@ pub struct Stats {
 pub struct S3 {
     pub stats: Arc<Stats>,
     client: aws_sdk_s3::Client,
+    /// Anonymous object GETs skip the SDK: measured on 2,000 GETs of 64 KiB at 64 in flight,
+    /// the SDK spent 0.33-0.40 CPU-s and a plain HTTP client 0.16-0.18 (~0.1 ms less per
+    /// request, a fifth of a small file's whole cost). Listings, HEADs and every signed request
+    /// keep the SDK, which does them well.
+    lean: Option<reqwest::Client>,
     /// The bucket named by `--bucket`; `s3://` items may name another.
     pub bucket: String,
     region: String,
@@ -156,8 +171,16 @@ impl S3 {
         if let Some(url) = &opts.endpoint_url {
             conf = conf.endpoint_url(url).force_path_style(true);
         }
+        let lean = (!opts.sign).then(|| {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("HTTP client builds")
+        });
         S3 {
             stats: Arc::default(),
+            lean,
             client: aws_sdk_s3::Client::from_conf(conf.build()),
             bucket: opts.bucket.clone(),
             region: opts.region.clone(),
@@ -304,6 +327,9 @@ impl S3 {
         if_match: Option<&str>,
     ) -> Result<GetResponse, S3Error> {
         self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        if let Some(http) = &self.lean {
+            return self.lean_get(http, bucket, key, range, if_match).await;
+        }
         let mut req = self.client.get_object().bucket(bucket).key(key);
         if let Some((start, end)) = range {
             req = req.range(format!("bytes={start}-{end}"));
@@ -319,7 +345,70 @@ impl S3 {
             content_length: out.content_length().map(|l| l.max(0) as u64),
             content_range: out.content_range().and_then(parse_content_range),
             etag: out.e_tag().map(normalize_etag),
-            body: out.body,
+            body: sdk_body(out.body),
+        })
+    }
+
+    /// An unsigned GET over plain HTTP, with the same checks and error kinds as the SDK's.
+    async fn lean_get(
+        &self,
+        http: &reqwest::Client,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        use reqwest::header::{CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
+        let mut req = http.get(self.url(bucket, key));
+        if let Some((start, end)) = range {
+            req = req.header(RANGE, format!("bytes={start}-{end}"));
+        }
+        if let Some(etag) = if_match {
+            req = req.header(IF_MATCH, format!("\"{etag}\""));
+        }
+        let resp = match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+            Err(_) => return Err(self.timeout("GET", bucket, key)),
+            Ok(Err(e)) => {
+                let mut err =
+                    S3::make_error("GET", bucket, key, ErrorKind::Transient, String::new());
+                err.source = Some(Box::new(e));
+                return Err(err);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            // S3 says what went wrong in a small XML body: `<Code>SlowDown</Code>`.
+            let body = tokio::time::timeout(METADATA_TIMEOUT, resp.text()).await;
+            let text = body.ok().and_then(Result::ok).unwrap_or_default();
+            let code = text
+                .split_once("<Code>")
+                .and_then(|(_, rest)| rest.split_once("</Code>"))
+                .map_or("", |(code, _)| code);
+            let kind = classify_status(status, code);
+            return Err(S3::make_error(
+                "GET",
+                bucket,
+                key,
+                kind,
+                format!(": HTTP {status} {code}"),
+            ));
+        }
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+        };
+        let content_range = header(CONTENT_RANGE).and_then(parse_content_range);
+        let etag = header(ETAG).map(normalize_etag);
+        let content_length = resp.content_length();
+        use futures::TryStreamExt;
+        let body: Body = Box::pin(resp.bytes_stream().map_err(|e| Box::new(e) as BoxError));
+        Ok(GetResponse {
+            content_length,
+            content_range,
+            etag,
+            body,
         })
     }
 
@@ -361,20 +450,25 @@ fn classify<E: ProvideErrorMetadata>(
             ErrorKind::Transient
         }
         SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let code = se.err().code().unwrap_or("");
-            match (status, code) {
-                (412, _) | (_, "PreconditionFailed") => ErrorKind::Changed,
-                (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
-                | (_, "Throttling" | "ThrottlingException" | "RequestTimeTooSkewed") => {
-                    ErrorKind::Transient
-                }
-                (404, _) | (_, "NoSuchKey" | "NotFound") => ErrorKind::NotFound,
-                (403, _) | (_, "AccessDenied") => ErrorKind::Denied,
-                (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
-                _ => ErrorKind::Other,
-            }
+            classify_status(se.raw().status().as_u16(), se.err().code().unwrap_or(""))
         }
+        _ => ErrorKind::Other,
+    }
+}
+
+/// What an S3 error status and code mean for us.
+fn classify_status(status: u16, code: &str) -> ErrorKind {
+    match (status, code) {
+        (412, _) | (_, "PreconditionFailed") => ErrorKind::Changed,
+        (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+        | (_, "Throttling" | "ThrottlingException" | "RequestTimeTooSkewed") => {
+            ErrorKind::Transient
+        }
+        (404, _) | (_, "NoSuchKey" | "NotFound") => ErrorKind::NotFound,
+        (403, _) | (_, "AccessDenied") => ErrorKind::Denied,
+        // 501: the server cannot do this at all; asking again will not help.
+        (501, _) => ErrorKind::Other,
+        (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
         _ => ErrorKind::Other,
     }
 }

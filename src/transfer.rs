@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -636,7 +637,7 @@ impl Engine {
     async fn stream_body(
         &self,
         ctx: &FileCtx,
-        mut body: aws_sdk_s3::primitives::ByteStream,
+        mut body: crate::s3::Body,
         offset: u64,
         want: u64,
         hash: bool,
@@ -668,7 +669,7 @@ impl Engine {
                 Ok(None) => return Ok(got),
                 Ok(Some(Err(e))) => {
                     let mut err = ctx.make_error(ErrorKind::Transient, ": body interrupted".into());
-                    err.source = Some(Box::new(e));
+                    err.source = Some(e);
                     return Err((got, err));
                 }
                 Ok(Some(Ok(bytes))) => bytes,

@@ -742,3 +742,56 @@ fn content_that_does_not_match_its_md5_etag_is_fetched_again_or_fails() {
     let want = &files.iter().find(|(f, _)| *f == RATE).unwrap().1;
     assert!(std::fs::read(d3.join(nested(RATE))).unwrap() != *want);
 }
+
+#[test]
+fn signed_requests_go_through_the_sdk_with_the_same_checks() {
+    let (s3, files) = seeded();
+    let k = key(I2D);
+    s3.inject("GET", &k, 1, Fault::SlowDown);
+    s3.inject("GET", &k, 1, Fault::Truncate(50_000));
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::mastfetch()
+        .args([
+            "get",
+            I2D,
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--s3-only",
+            "--sign",
+        ])
+        .args(["--part-size", "1MiB", "--endpoint-url", &s3.endpoint])
+        .env("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::s3server::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let want = &files.iter().find(|(f, _)| *f == I2D).unwrap().1;
+    assert!(std::fs::read(dir.path().join(nested(I2D))).unwrap() == *want);
+    let gets: Vec<_> = s3.log().into_iter().filter(|r| r.is_get_object()).collect();
+    let ranges: Vec<_> = gets.iter().map(|r| r.range.clone()).collect();
+    assert!(
+        gets.len() >= 8,
+        "6 parts and 2 faulted attempts: {ranges:?}"
+    );
+    assert!(
+        gets.iter().all(|r| r
+            .headers
+            .iter()
+            .any(|h| h.starts_with("authorization: AWS4-HMAC-SHA256"))),
+        "every GET is signed"
+    );
+    // Anonymous runs send no Authorization header at all.
+    s3.clear_log();
+    let d2 = dir.path().join("anon");
+    let out = run(
+        &s3.endpoint,
+        &["get", I2D, "--dest", d2.to_str().unwrap(), "--s3-only"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(s3
+        .log()
+        .iter()
+        .all(|r| !r.headers.iter().any(|h| h.starts_with("authorization"))));
+}

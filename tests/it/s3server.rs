@@ -17,8 +17,32 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use md5::{Digest, Md5};
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{Body, HttpError, HttpResponse};
+
+/// Credentials the server accepts for signed requests (`--sign` tests).
+pub const ACCESS_KEY: &str = "AKIDTEST";
+pub const SECRET_KEY: &str = "secret";
+
+/// A public bucket, like `stpubdata`: anyone may read and list, only signed requests may write.
+struct PublicRead;
+
+#[async_trait::async_trait]
+impl S3Access for PublicRead {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let read = matches!(
+            cx.s3_op().name(),
+            "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "HeadBucket"
+        );
+        if read || cx.credentials().is_some() {
+            Ok(())
+        } else {
+            Err(s3s::s3_error!(AccessDenied, "anonymous writes are denied"))
+        }
+    }
+}
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -154,8 +178,23 @@ impl Layer {
             } else {
                 path.clone()
             };
+            // A truncation is not spent on a ranged answer too short to cut: with parts in
+            // flight at once, which part meets the rule first is a race.
+            let asked = logged
+                .range
+                .as_deref()
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(a, b)| Some(b.parse::<usize>().ok()? + 1 - a.parse::<usize>().ok()?));
             let idx = st.rules.iter().position(|r| {
-                r.method == logged.method && target.contains(&r.key_contains) && r.times > 0
+                let cuttable = match (&r.fault, asked) {
+                    (Fault::Truncate(n), Some(len)) => len > *n,
+                    _ => true,
+                };
+                r.method == logged.method
+                    && target.contains(&r.key_contains)
+                    && r.times > 0
+                    && cuttable
             });
             let fault = idx.map(|i| {
                 let r = &mut st.rules[i];
@@ -284,7 +323,10 @@ impl TestS3 {
                 .unwrap();
             rt.block_on(async move {
                 let fs = s3s_fs::FileSystem::new(&root2).unwrap();
-                let service = S3ServiceBuilder::new(fs).build();
+                let mut builder = S3ServiceBuilder::new(fs);
+                builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+                builder.set_access(PublicRead);
+                let service = builder.build();
                 let layer = Layer {
                     inner: service,
                     root: root2,
