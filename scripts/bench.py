@@ -759,7 +759,6 @@ def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, 
     timeout = args.timeout or (120 + total / 10e6 + nfiles / 10)
     sample = sample_keys(spec, set_name)
     src_sha: dict[str, str] = {}
-    tools = [t for t in tools if t != "mastfetch-no-md5"]  # planning hashes nothing
     for r in range(args.rounds):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for tool in order:
@@ -798,6 +797,7 @@ def run_plan_set(spec, server, tools, bins, args, env, dest_root, runs, commands
     nfiles = len(spec)
     timeout = args.timeout or (120 + nfiles / 100)
     out_dir = dest_root / "plan"
+    tools = [t for t in tools if t != "mastfetch-no-md5"]  # planning hashes nothing
     for r in range(args.rounds):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for tool in order:
