@@ -927,6 +927,8 @@ def render(meta, summary, sets_info, commands) -> str:
                  "output lines | wall vs s5cmd | server CPU s |")
         L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for t, e in summary["plan"].items():
+            if not e["rounds"]:
+                continue  # a tool that has no planning step (mastfetch-no-md5)
             lr = e.get("list_requests")
             opr = (e["objects"] / lr) if lr else None
             L.append(f"| {t} | {e['ok_rounds']}/{e['rounds']} | {fmt(e.get('wall_s'), 2)} | "
