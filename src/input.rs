@@ -11,7 +11,7 @@ use std::io::Read;
 use percent_encoding::percent_decode_str;
 
 use crate::manifest;
-use crate::names::{self, Product};
+use crate::names::Product;
 use crate::plan::{PlanEntry, Problem};
 
 /// A product wanted by name, with whatever its input said about it.
@@ -470,20 +470,6 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             Err(msg) => out.problem(&origin, "row", msg),
         }
     }
-}
-
-/// The filename a URI names (used for `--match`/`--exclude` on every item kind).
-pub fn item_filename(item: &Item) -> Option<&str> {
-    match item {
-        Item::Product(w) => Some(&w.product.filename),
-        Item::Planned(p) => Some(&p.filename),
-        Item::Prefix { .. } => None,
-    }
-}
-
-/// For `names` users: a URI made from a bucket key when the rules allow.
-pub fn uri_for_key(key: &str) -> Option<Product> {
-    names::uri_for_key(key)
 }
 
 #[cfg(test)]

@@ -227,25 +227,14 @@ impl S3 {
             }
             _ => (String::new(), Some(Box::new(err))),
         };
-        S3Error {
-            op,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            kind,
-            detail,
-            source,
-        }
+        let mut e = S3::make_error(op, bucket, key, kind, detail);
+        e.source = source;
+        e
     }
 
     fn timeout(&self, op: &'static str, bucket: &str, key: &str) -> S3Error {
-        S3Error {
-            op,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            kind: ErrorKind::Transient,
-            detail: format!(": no answer within {}s", METADATA_TIMEOUT.as_secs()),
-            source: None,
-        }
+        let detail = format!(": no answer within {}s", METADATA_TIMEOUT.as_secs());
+        S3::make_error(op, bucket, key, ErrorKind::Transient, detail)
     }
 
     /// Every object under `prefix`; with `shallow`, only the direct children of that folder.

@@ -26,7 +26,7 @@ use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, Transient};
 use crate::s3::{ErrorKind, S3Error, S3};
 
 /// A body that delivers nothing for this long is a stalled connection: retry it elsewhere.
@@ -196,6 +196,8 @@ enum FinishError {
     Size { got: u64, want: u64 },
     #[error("content does not match the ETag: MD5 {md5}, ETag {etag}")]
     Md5 { md5: String, etag: String },
+    #[error(transparent)]
+    Unsafe(#[from] plan::UnsafePath),
     #[error("not in the bucket, and no MAST download is possible here ({0})")]
     NoMast(&'static str),
     #[error("{0}")]
@@ -286,15 +288,19 @@ impl Engine {
         }
     }
 
+    /// One request's place in the shared budget, held until the request is answered.
+    async fn request_permit(&self) -> OwnedSemaphorePermit {
+        self.jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore open")
+    }
+
     /// Set up one file and spawn its requests, each holding a permit of the shared budget.
     async fn start(self: &Arc<Self>, job: Job, tx: &mpsc::UnboundedSender<Msg>) {
         if job.entry.source == Source::Mast {
-            let permit = self
-                .jobs
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore open");
+            let permit = self.request_permit().await;
             let this = self.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -325,12 +331,7 @@ impl Engine {
                 ctx.remaining
                     .store(pending.len() as u64 + 1, Ordering::SeqCst);
                 for part in pending {
-                    let permit = self
-                        .jobs
-                        .clone()
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore open");
+                    let permit = self.request_permit().await;
                     let this = self.clone();
                     let ctx = ctx.clone();
                     let tx = tx.clone();
@@ -370,17 +371,7 @@ impl Engine {
         let size = job.entry.size.unwrap_or(0);
         let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
             Ok(d) => d,
-            Err(e) => {
-                let msg = e.to_string();
-                return Err((
-                    job,
-                    FinishError::Io {
-                        what: "refusing",
-                        path: PathBuf::from(msg),
-                        source: io::Error::other("unsafe destination"),
-                    },
-                ));
-            }
+            Err(e) => return Err((job, e.into())),
         };
         let (tmp, state) = temp_paths(&dest);
         let parts = if size <= self.part_size {
@@ -571,7 +562,7 @@ impl Engine {
                 }
                 Err(e) => e,
             };
-            if !err.is_transient_kind() || attempt >= self.retry.max_retries {
+            if !err.is_transient() || attempt >= self.retry.max_retries {
                 return Err(err);
             }
             tokio::time::sleep(self.retry.backoff(attempt)).await;
@@ -887,11 +878,7 @@ impl Engine {
         let Some(mast) = &self.mast else {
             return Err(FinishError::NoMast("--s3-only"));
         };
-        let dest = plan::dest_path(&self.dir, &entry.dest).map_err(|e| FinishError::Io {
-            what: "refusing",
-            path: PathBuf::from(e.to_string()),
-            source: io::Error::other("unsafe destination"),
-        })?;
+        let dest = plan::dest_path(&self.dir, &entry.dest)?;
         let hashers = self.hashers.clone();
         Ok(mast.download(entry, &dest, &self.progress, hashers).await?)
     }
@@ -959,12 +946,6 @@ impl FileCtx {
                 .unwrap()
                 .write_all(format!("etag {etag}\n").as_bytes());
         }
-    }
-}
-
-impl S3Error {
-    fn is_transient_kind(&self) -> bool {
-        self.kind == ErrorKind::Transient
     }
 }
 

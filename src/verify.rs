@@ -121,7 +121,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     };
     let mut head = [0u8; 80];
     let is_fits = e.path.to_ascii_lowercase().ends_with(".fits") || {
-        let n = tee.inner.fill_buf_peek(&mut head);
+        let n = peek(&mut tee.inner, &mut head);
         fits::looks_like_fits(&head[..n])
     };
     let mut problem = None;
@@ -161,26 +161,19 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     out
 }
 
-trait PeekExt {
-    fn fill_buf_peek(&mut self, out: &mut [u8]) -> usize;
-}
-
-impl<R: Read> PeekExt for io::BufReader<R> {
-    /// Copy the first bytes without consuming them (the hash must still see them).
-    fn fill_buf_peek(&mut self, out: &mut [u8]) -> usize {
-        use io::BufRead;
-        match self.fill_buf() {
-            Ok(buf) => {
-                let n = buf.len().min(out.len());
-                out[..n].copy_from_slice(&buf[..n]);
-                n
-            }
-            Err(_) => 0,
+/// The first bytes of a buffered file, without consuming them (the hash must still see them).
+fn peek<R: Read>(reader: &mut io::BufReader<R>, out: &mut [u8]) -> usize {
+    use io::BufRead;
+    match reader.fill_buf() {
+        Ok(buf) => {
+            let n = buf.len().min(out.len());
+            out[..n].copy_from_slice(&buf[..n]);
+            n
         }
+        Err(_) => 0,
     }
 }
 
-/// Re-check every entry, `jobs` files at once; results in path order.
 /// Each finding comes with the record that describes the file on disk.
 pub fn verify_local(
     dir: &Path,
