@@ -385,14 +385,18 @@ impl Engine {
                 fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
                 self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
             }
-            if parts == 1 {
-                let file = OpenOptions::new()
+            // Read too: parts are hashed back from it while later parts still download.
+            let create = || {
+                OpenOptions::new()
                     .read(true)
                     .write(true)
                     .create(true)
                     .truncate(true)
                     .open(&tmp)
-                    .map_err(io_err("cannot create", &tmp))?;
+                    .map_err(io_err("cannot create", &tmp))
+            };
+            if parts == 1 {
+                let file = create()?;
                 let _ = fs::remove_file(&state); // left by a run with a smaller part size
                 return Ok((file, None, job.entry.etag.clone()));
             }
@@ -413,13 +417,7 @@ impl Engine {
                     .map_err(io_err("cannot open", &state))?;
                 return Ok((file, Some(log), etag));
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io_err("cannot create", &tmp))?;
+            let file = create()?;
             file.set_len(size).map_err(io_err("cannot size", &tmp))?;
             let mut log = File::create(&state).map_err(io_err("cannot create", &state))?;
             let mut line = serde_json::to_vec(&header).expect("header serializes");
