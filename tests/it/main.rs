@@ -6,5 +6,6 @@ mod s3server;
 mod util;
 
 mod get;
+mod live;
 mod mast;
 mod scale;
