@@ -144,9 +144,14 @@ fn print_plan(plan: &Plan, format: Option<Format>) -> Result<()> {
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    let src = sources(&cfg).await?;
-    let plan = make_plan(&cfg, &src).await?;
-    print_plan(&plan, args.format)?;
+    show_plan(&cfg, args.format).await
+}
+
+/// `plan`, and `get --dry-run`: print the plan, its summary to stderr, exit 1 on problems.
+async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
+    let src = sources(cfg).await?;
+    let plan = make_plan(cfg, &src).await?;
+    print_plan(&plan, format)?;
     let mut quiet = cfg.progress;
     quiet.json = false; // stdout holds the plan itself
     summarize(&plan, &src, quiet);
@@ -156,13 +161,7 @@ async fn plan_cmd(args: PlanArgs) -> Result<u8> {
 async fn get_cmd(args: GetArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
     if args.dry_run {
-        let src = sources(&cfg).await?;
-        let plan = make_plan(&cfg, &src).await?;
-        print_plan(&plan, args.format)?;
-        let mut quiet = cfg.progress;
-        quiet.json = false;
-        summarize(&plan, &src, quiet);
-        return Ok(u8::from(!plan.problems.is_empty()));
+        return show_plan(&cfg, args.format).await;
     }
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -69,7 +69,7 @@ impl Resolver<'_> {
             plan.catalog = Some(catalog.to_string());
             items.extend(found);
         }
-        let (slots, notes) = self.resolve_items(&items).await?;
+        let (slots, notes) = self.resolve_items(&items, query_start).await?;
         plan.notes = notes;
         if self.query.is_query() {
             let matched: usize = slots[query_start..]
@@ -148,9 +148,11 @@ impl Resolver<'_> {
         Ok(("mast", items))
     }
 
+    /// `items[query_start..]` are what a query found; the rest the user named.
     async fn resolve_items(
         &self,
         items: &[Item],
+        query_start: usize,
     ) -> Result<(Vec<Slot>, Vec<String>), ResolveError> {
         let mut notes = Vec::new();
         // Which folder each wanted product should be in, and the distinct folders to list.
@@ -236,7 +238,10 @@ impl Resolver<'_> {
                     bucket,
                     prefix,
                     origin,
-                } => self.list_prefix(bucket, prefix, origin).await?,
+                } => {
+                    self.list_prefix(bucket, prefix, origin, i >= query_start)
+                        .await?
+                }
                 Item::Product(w) => {
                     let obj = candidates[i].as_ref().and_then(|c| found.get(c));
                     match obj {
@@ -339,10 +344,10 @@ impl Resolver<'_> {
         bucket: &str,
         prefix: &str,
         origin: &str,
+        from_query: bool,
     ) -> Result<Slot, ResolveError> {
         let objs = self.s3.list(bucket, prefix, false).await?;
         let listed = objs.len();
-        let from_query = origin.starts_with("--program");
         let mut entries = Vec::new();
         for o in objs {
             if o.key.ends_with('/') {

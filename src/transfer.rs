@@ -307,11 +307,7 @@ impl Engine {
                 let started = Instant::now();
                 let res = this.fetch_mast(&job.entry).await;
                 drop(permit);
-                this.record(
-                    &job.entry,
-                    res.map(|(sha, size)| (sha, size, None)),
-                    started,
-                );
+                this.record(&job.entry, res, started);
                 let _ = tx.send(Msg::Finished);
             });
             return;
@@ -743,7 +739,7 @@ impl Engine {
                 if entry.etag.is_none() {
                     entry.etag = ctx.etag.get().cloned();
                 }
-                self.record(&entry, res.map(|sha| (sha, ctx.size, None)), ctx.started);
+                self.record(&entry, res.map(|sha| (sha, ctx.size)), ctx.started);
                 let _ = tx.send(Msg::Finished);
             }
         }
@@ -882,14 +878,9 @@ impl Engine {
     }
 
     /// Write the outcome of one file to the manifest and the progress stream.
-    fn record(
-        &self,
-        entry: &PlanEntry,
-        res: Result<(String, u64, Option<String>), FinishError>,
-        started: Instant,
-    ) {
+    fn record(&self, entry: &PlanEntry, res: Result<(String, u64), FinishError>, started: Instant) {
         let (status, sha, message, bytes) = match res {
-            Ok((sha, size, _)) => (Status::Ok, Some(sha), None, size),
+            Ok((sha, size)) => (Status::Ok, Some(sha), None, size),
             // MAST refusing a product to an anonymous user means exclusive access, which the
             // plan could not know for items named only by URI: excluded, not failed.
             Err(FinishError::Mast(crate::https::HttpsError::Status {

@@ -201,6 +201,27 @@ fn plan_formats_and_not_in_cloud() {
         ],
     );
     assert_eq!(first.stdout, second.stdout);
+
+    // get --dry-run prints the same plan and writes nothing.
+    let dest = dir.path().join("dry");
+    let dry = run(
+        &s3.endpoint,
+        &[
+            "get",
+            CAL,
+            RATE,
+            I2D,
+            "--dry-run",
+            "--format",
+            "jsonl",
+            "--s3-only",
+            "--dest",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code(&dry), 0, "{}", stderr(&dry));
+    assert_eq!(dry.stdout, first.stdout);
+    assert!(!dest.exists(), "--dry-run created {}", dest.display());
 }
 
 #[test]
@@ -286,7 +307,6 @@ fn persistent_failure_keeps_the_rest_and_exits_1() {
     // More failures than retries: this file fails, the other completes.
     s3.inject("GET", &key(RATE), 100, Fault::InternalError);
     let dir = tempfile::tempdir().unwrap();
-    let t = Instant::now();
     let out = util::mastfetch()
         .args([
             "get",
@@ -302,7 +322,6 @@ fn persistent_failure_keeps_the_rest_and_exits_1() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    assert!(t.elapsed() < Duration::from_secs(120));
     let err = stderr(&out);
     assert_eq!(
         err.matches("mastfetch: error:").count(),

@@ -1167,9 +1167,10 @@ fn product_requests_go_in_parallel_batches() {
         })
         .collect();
     assert_eq!(batches, [10, 10, 10, 10]);
+    // Each product request is held 1 s by the stand-in; one after the other, never two at once.
     assert!(
-        secs < 3.0,
-        "product requests ran one after the other: {secs:.2} s"
+        w.mast.max_in_flight() >= 2,
+        "product requests ran one after the other ({secs:.2} s)"
     );
     // 40 exposure folders, each listed once; no lookup needed.
     assert!(w.mast.path_lookups().is_empty());

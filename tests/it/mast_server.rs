@@ -174,6 +174,9 @@ struct State {
     range_support: bool,
     /// A wrong token gets 401 from /whoami instead of `{"anon": true}`.
     whoami_401: bool,
+    /// Requests being answered now, and the most at once: parallelism seen without a clock.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 pub struct MastServer {
@@ -521,6 +524,21 @@ fn truncate(resp: Response, limit: usize) -> Response {
     http::Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream)))
 }
 
+/// [`serve`], counting the requests being answered at once.
+async fn serve_counted(
+    state: Arc<Mutex<State>>,
+    req: http::Request<Incoming>,
+) -> Result<Response, std::io::Error> {
+    {
+        let mut st = state.lock().unwrap();
+        st.in_flight += 1;
+        st.max_in_flight = st.max_in_flight.max(st.in_flight);
+    }
+    let res = serve(state.clone(), req).await;
+    state.lock().unwrap().in_flight -= 1;
+    res
+}
+
 async fn serve(
     state: Arc<Mutex<State>>,
     req: http::Request<Incoming>,
@@ -635,6 +653,8 @@ impl MastServer {
             executing_seen: HashMap::new(),
             range_support: true,
             whoami_401: false,
+            in_flight: 0,
+            max_in_flight: 0,
         }));
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -656,7 +676,8 @@ impl MastServer {
                         _ = &mut stop => break,
                     };
                     let state = state2.clone();
-                    let svc = hyper::service::service_fn(move |req| serve(state.clone(), req));
+                    let svc =
+                        hyper::service::service_fn(move |req| serve_counted(state.clone(), req));
                     let conn = conn.clone();
                     tokio::spawn(async move {
                         let _ = conn.serve_connection(TokioIo::new(sock), svc).await;
@@ -671,6 +692,11 @@ impl MastServer {
             shutdown: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+
+    /// The most requests that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().unwrap().max_in_flight
     }
 
     pub fn log(&self) -> Vec<Logged> {
