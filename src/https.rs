@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::plan::PlanEntry;
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
-use crate::transfer::{hash_file, temp_paths};
+use crate::transfer::{sha256_file, temp_paths};
 
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -269,7 +269,7 @@ impl MastHttps {
         let sha = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
-            let (sha, _) = hash_file(&tmp2, false).map_err(io("cannot read", &tmp2))?;
+            let sha = sha256_file(&tmp2).map_err(io("cannot read", &tmp2))?;
             fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
             Ok::<_, HttpsError>(sha)
         })

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use md5::Md5;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::hashing::{self, HashPool};
 use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
@@ -33,9 +33,7 @@ use crate::s3::{ErrorKind, S3Error, S3};
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
-/// Read size when hashing parts back from the page cache: large enough to amortize syscalls,
-/// small enough to stay out of the peak RSS (jwst bench set: 57-62 MiB with 256 KiB buffers,
-/// 60-66 MiB with 1 MiB).
+/// Read size of `sha256_file`.
 const HASH_BUFFER: usize = 256 << 10;
 /// Why a file was not fetched without a token (manifest message).
 pub const EXCLUDED_MESSAGE: &str =
@@ -52,6 +50,9 @@ pub struct Engine {
     /// Check the MD5 of files whose ETag is a plain MD5 (`--no-md5` turns it off).
     pub check_md5: bool,
     jobs: Arc<Semaphore>,
+    /// Digests of S3 downloads.
+    hash: HashPool,
+    /// Turns for hashing MAST downloads (one file each, at its end).
     hashers: Arc<Semaphore>,
     /// Folders already created in this run: one `create_dir_all` per folder, not per file.
     made_dirs: Mutex<HashSet<PathBuf>>,
@@ -65,44 +66,6 @@ struct Job {
 enum Msg {
     Requeue(Box<Job>),
     Finished,
-}
-
-/// Digests of a file computed front to back: a single-request file's bytes as they arrive,
-/// a multi-part file's parts as soon as every earlier part is on disk (read back from the page
-/// cache while later parts still download, so no file waits for a whole re-read at the end).
-struct Digests {
-    sha256: Sha256,
-    md5: Option<Md5>,
-    /// Bytes hashed so far: always a prefix of the file.
-    hashed: u64,
-    /// False once a single-request stream was resumed mid-body (its prefix came earlier).
-    valid: bool,
-}
-
-impl Digests {
-    fn new(md5: bool) -> Digests {
-        Digests {
-            sha256: Sha256::new(),
-            md5: md5.then(Md5::new),
-            hashed: 0,
-            valid: true,
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        self.sha256.update(bytes);
-        if let Some(m) = self.md5.as_mut() {
-            m.update(bytes);
-        }
-        self.hashed += bytes.len() as u64;
-    }
-
-    fn finish(self) -> (String, Option<String>) {
-        (
-            hex(&self.sha256.finalize()),
-            self.md5.map(|m| hex(&m.finalize())),
-        )
-    }
 }
 
 /// State shared by the part tasks of one file.
@@ -121,10 +84,9 @@ struct FileCtx {
     error: Mutex<Option<S3Error>>,
     /// The resume log; only multi-part files have one (a single request restarts whole).
     log: Option<Mutex<File>>,
-    /// Parts on disk, for the in-order hash.
+    /// Parts on disk: their unbroken run from the start is what may be hashed.
     done: Mutex<Vec<bool>>,
-    /// Serializes hashing of this file; `None` while a blocking task holds the digests.
-    digests: tokio::sync::Mutex<Option<Digests>>,
+    digest: Arc<hashing::Stream>,
     /// Bytes counted as done for this file (given back if it restarts).
     counted: AtomicU64,
     changed: AtomicBool,
@@ -158,15 +120,10 @@ pub fn is_md5_etag(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 (and MD5 when asked) of a whole file, in one pass.
-pub fn hash_file(path: &Path, want_md5: bool) -> io::Result<(String, Option<String>)> {
+/// SHA-256 of a whole file, lowercase hex.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
     let mut f = File::open(path)?;
     let mut sha = Sha256::new();
-    let mut md5 = want_md5.then(Md5::new);
     let mut buf = vec![0u8; HASH_BUFFER];
     loop {
         let n = f.read(&mut buf)?;
@@ -174,11 +131,8 @@ pub fn hash_file(path: &Path, want_md5: bool) -> io::Result<(String, Option<Stri
             break;
         }
         sha.update(&buf[..n]);
-        if let Some(m) = md5.as_mut() {
-            m.update(&buf[..n]);
-        }
     }
-    Ok((hex(&sha.finalize()), md5.map(|m| hex(&m.finalize()))))
+    Ok(hashing::hex(&sha.finalize()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +205,10 @@ impl Engine {
             manifest: Mutex::new(manifest),
             check_md5,
             jobs: Arc::new(Semaphore::new(jobs)),
+            // Half the cores hash, the rest move bytes: on this 2-core machine one worker with
+            // all 8 big files in its MD5 lanes beat two workers with 4 each (4.0 against 4.5
+            // CPU-s per 2 GiB; wall time the same).
+            hash: HashPool::new(cores.div_ceil(2)),
             hashers: Arc::new(Semaphore::new(cores)),
             made_dirs: Mutex::new(HashSet::new()),
         })
@@ -326,6 +284,7 @@ impl Engine {
                 }
                 ctx.remaining
                     .store(pending.len() as u64 + 1, Ordering::SeqCst);
+                self.announce(&ctx);
                 for part in pending {
                     let permit = self.request_permit().await;
                     let this = self.clone();
@@ -426,6 +385,10 @@ impl Engine {
             Ok(v) => v,
             Err(e) => return Err((job, e)),
         };
+        let reader = match file.try_clone() {
+            Ok(f) => f,
+            Err(e) => return Err((job, io_err("cannot open", &tmp)(e))),
+        };
         let pinned = OnceLock::new();
         if let Some(e) = etag {
             let _ = pinned.set(e);
@@ -453,7 +416,7 @@ impl Engine {
             error: Mutex::new(None),
             log: log.map(Mutex::new),
             done: Mutex::new(done),
-            digests: tokio::sync::Mutex::new(None),
+            digest: self.hash.stream(reader),
             counted: AtomicU64::new(0),
             changed: AtomicBool::new(false),
             etag_logged: AtomicBool::new(false),
@@ -486,9 +449,7 @@ impl Engine {
                         .write_all(format!("{part}\n").as_bytes());
                 }
                 ctx.done.lock().unwrap()[part as usize] = true;
-                if ctx.parts > 1 {
-                    self.advance_hash(&ctx).await;
-                }
+                self.announce(&ctx);
             }
             Ok(()) => {}
             Err(e) => {
@@ -534,10 +495,7 @@ impl Engine {
             {
                 Ok(resp) => {
                     self.check_response(ctx, &resp, range)?;
-                    match self
-                        .stream_body(ctx, resp.body, from, len - pos, whole && pos == 0)
-                        .await
-                    {
+                    match self.stream_body(ctx, resp.body, from, len - pos).await {
                         Ok(n) => {
                             pos += n;
                             if pos == len {
@@ -626,23 +584,8 @@ impl Engine {
         mut body: crate::s3::Body,
         offset: u64,
         want: u64,
-        hash: bool,
     ) -> Result<u64, (u64, S3Error)> {
         let mut got = 0u64;
-        // Only a single-request file is hashed in the stream; nobody else holds its digests.
-        let mut digests = if ctx.parts == 1 {
-            ctx.digests.try_lock().ok()
-        } else {
-            None
-        };
-        if let Some(d) = digests.as_mut() {
-            if hash {
-                **d = Some(Digests::new(self.want_md5(ctx)));
-            } else if let Some(d) = d.as_mut() {
-                // Resumed mid-body: the stream no longer covers the whole file.
-                d.valid = false;
-            }
-        }
         loop {
             let chunk = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
                 Err(_) => {
@@ -676,11 +619,6 @@ impl Engine {
                 err.source = Some(Box::new(e));
                 return Err((got, err));
             }
-            if let Some(Some(d)) = digests.as_deref_mut() {
-                if d.valid {
-                    d.update(&chunk);
-                }
-            }
             got += n;
             ctx.counted.fetch_add(n, Ordering::Relaxed);
             self.progress.transferred(n);
@@ -699,6 +637,7 @@ impl Engine {
                     .await;
             }
             Some(e) => {
+                ctx.digest.cancel();
                 if e.kind == ErrorKind::Changed {
                     let _ = fs::remove_file(&ctx.tmp);
                     let _ = fs::remove_file(&ctx.state);
@@ -708,26 +647,16 @@ impl Engine {
                 let _ = tx.send(Msg::Finished);
             }
             None => {
-                // Hash what is not hashed yet (a whole single-request file whose stream was
-                // interrupted, or parts that a resumed run wrote earlier), then check and rename.
-                let streamed_ok = ctx
-                    .digests
-                    .lock()
-                    .await
-                    .as_ref()
-                    .is_some_and(|d| d.valid && d.hashed == ctx.size);
-                if !streamed_ok {
-                    if ctx.parts == 1 {
-                        *ctx.digests.lock().await = None;
+                let res = match ctx.digest.wait(ctx.size).await {
+                    Err(e) => Err(io_err("cannot read back", &ctx.tmp)(e)),
+                    Ok(()) => {
+                        let this = self.clone();
+                        let ctx2 = ctx.clone();
+                        tokio::task::spawn_blocking(move || this.finish_blocking(&ctx2))
+                            .await
+                            .expect("finish task does not panic")
                     }
-                    self.advance_hash(&ctx).await;
-                }
-                let digests = ctx.digests.lock().await.take();
-                let this = self.clone();
-                let ctx2 = ctx.clone();
-                let res = tokio::task::spawn_blocking(move || this.finish_blocking(&ctx2, digests))
-                    .await
-                    .expect("finish task does not panic");
+                };
                 if matches!(res, Err(FinishError::Md5 { .. })) && ctx.job.restarts < MAX_RESTARTS {
                     // The bytes do not hash to the ETag they were pinned to: damaged in transit
                     // or at rest. Fetch the whole file again rather than trust any part of it.
@@ -747,6 +676,7 @@ impl Engine {
 
     /// Throw away what a file has and queue it again, with the archive's current size and ETag.
     async fn restart(&self, ctx: &FileCtx, tx: &mpsc::UnboundedSender<Msg>, why: &str) {
+        ctx.digest.cancel();
         self.progress.undone(ctx.counted.load(Ordering::Relaxed));
         let _ = fs::remove_file(&ctx.tmp);
         let _ = fs::remove_file(&ctx.state);
@@ -776,11 +706,7 @@ impl Engine {
     }
 
     /// Check the temporary file's size and digests, and rename it into place.
-    fn finish_blocking(
-        &self,
-        ctx: &FileCtx,
-        digests: Option<Digests>,
-    ) -> Result<String, FinishError> {
+    fn finish_blocking(&self, ctx: &FileCtx) -> Result<String, FinishError> {
         let got = fs::metadata(&ctx.tmp)
             .map_err(io_err("cannot stat", &ctx.tmp))?
             .len();
@@ -791,12 +717,7 @@ impl Engine {
             });
         }
         let etag = ctx.etag.get();
-        let (sha, md5) = match digests.filter(|d| d.valid && d.hashed == ctx.size) {
-            Some(d) => d.finish(),
-            None => {
-                hash_file(&ctx.tmp, self.want_md5(ctx)).map_err(io_err("cannot read", &ctx.tmp))?
-            }
-        };
+        let (sha, md5) = ctx.digest.finish();
         if let (Some(etag), Some(md5)) = (etag, md5) {
             if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&md5) {
                 let _ = fs::remove_file(&ctx.tmp);
@@ -817,55 +738,14 @@ impl Engine {
         self.check_md5 && ctx.etag.get().is_some_and(|e| is_md5_etag(e))
     }
 
-    /// Hash every part that is on disk and follows the hashed prefix, in a blocking task.
-    /// Called after each part; the per-file lock makes concurrent callers take turns.
-    async fn advance_hash(&self, ctx: &Arc<FileCtx>) {
-        let mut slot = ctx.digests.lock().await;
-        let mut digests = slot
-            .take()
-            .unwrap_or_else(|| Digests::new(self.want_md5(ctx)));
-        loop {
-            let end = {
-                let done = ctx.done.lock().unwrap();
-                let first = (digests.hashed / ctx.part_size) as usize;
-                let run = done[first.min(done.len())..]
-                    .iter()
-                    .take_while(|d| **d)
-                    .count();
-                ((first + run) as u64 * ctx.part_size).min(ctx.size)
-            };
-            if end <= digests.hashed {
-                break;
-            }
-            let permit = self
-                .hashers
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("semaphore open");
-            let ctx2 = ctx.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let mut buf = vec![0u8; HASH_BUFFER];
-                while digests.hashed < end {
-                    let n = (end - digests.hashed).min(HASH_BUFFER as u64) as usize;
-                    if let Err(e) = ctx2.file.read_exact_at(&mut buf[..n], digests.hashed) {
-                        return (digests, Err(e));
-                    }
-                    digests.update(&buf[..n]);
-                }
-                (digests, Ok(()))
-            })
-            .await
-            .expect("hash task does not panic");
-            digests = res.0;
-            if res.1.is_err() {
-                // Leave the prefix as it is; the final check re-reads the whole file.
-                digests.valid = false;
-                break;
-            }
-        }
-        *slot = Some(digests);
+    /// Hand the hash pool the unbroken run of parts on disk from the start of the file.
+    fn announce(&self, ctx: &FileCtx) {
+        let end = {
+            let done = ctx.done.lock().unwrap();
+            let run = done.iter().take_while(|d| **d).count() as u64;
+            (run * ctx.part_size).min(ctx.size)
+        };
+        self.hash.ready(&ctx.digest, end, self.want_md5(ctx));
     }
 
     async fn fetch_mast(&self, entry: &PlanEntry) -> Result<(String, u64), FinishError> {
