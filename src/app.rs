@@ -41,7 +41,7 @@ struct Sources {
 
 async fn sources(cfg: &Config) -> Result<Sources> {
     let retry = cfg.retry;
-    let s3 = S3::connect(&cfg.s3, retry).await;
+    let s3 = S3::connect(&cfg.s3, retry, cfg.jobs).await;
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
     } else {
@@ -407,7 +407,7 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
     if args.remote {
         let s3_opts = crate::cli::s3_options(&args.sources)?;
-        let s3 = S3::connect(&s3_opts, RetryPolicy::default()).await;
+        let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
         // Each file is compared with the archive through the record that matches it on disk.
         let stale = verify::verify_remote(&s3, &matched)
             .await

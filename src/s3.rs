@@ -16,6 +16,10 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+use http_body_util::{BodyDataStream, BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::retry::{RetryPolicy, Transient};
@@ -26,6 +30,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connection set-up on a healthy network is milliseconds; this only catches black holes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffers of all GET connections together. hyper grows each connection's buffer to
+/// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
+/// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-27 MiB
+/// from 16 to 256 jobs, same speed); above 256 jobs each read is 32 KiB, so that a 100 Gb/s link
+/// does not take a syscall per few packets.
+const READ_BUFFER_BUDGET: usize = 8 << 20;
+
+type LeanClient =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 #[derive(Debug, Clone)]
 pub struct S3Options {
@@ -121,7 +134,7 @@ pub struct S3 {
     /// the SDK spent 0.33-0.40 CPU-s and a plain HTTP client 0.16-0.18 (~0.1 ms less per
     /// request, a fifth of a small file's whole cost). Listings, HEADs and every signed request
     /// keep the SDK, which does them well.
-    lean: Option<reqwest::Client>,
+    lean: Option<LeanClient>,
     /// The bucket named by `--bucket`; `s3://` items may name another.
     pub bucket: String,
     region: String,
@@ -145,8 +158,31 @@ const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// The plain HTTP/1.1 client of anonymous GETs (HTTPS with the system's roots, as the SDK's),
+/// or `None` where no CA roots can be loaded.
+fn lean_client(requests: usize) -> Option<LeanClient> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .ok()?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let buffer = (READ_BUFFER_BUDGET / requests.max(1)).clamp(32 << 10, 256 << 10);
+    Some(
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http1_read_buf_exact_size(buffer)
+            .pool_max_idle_per_host(requests)
+            .build(https),
+    )
+}
+
 impl S3 {
-    pub async fn connect(opts: &S3Options, retry: RetryPolicy) -> S3 {
+    /// `requests`: how many GETs may be in flight at once (sizes each connection's buffer).
+    pub async fn connect(opts: &S3Options, retry: RetryPolicy, requests: usize) -> S3 {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(opts.region.clone()))
             // Our own retry loop owns backoff; two layers would multiply attempts.
@@ -171,13 +207,12 @@ impl S3 {
         if let Some(url) = &opts.endpoint_url {
             conf = conf.endpoint_url(url).force_path_style(true);
         }
-        let lean = (!opts.sign).then(|| {
-            reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("HTTP client builds")
-        });
+        // Without the system's CA roots the SDK's own requests fail too; GETs then go through it.
+        let lean = if opts.sign {
+            None
+        } else {
+            lean_client(requests)
+        };
         S3 {
             stats: Arc::default(),
             lean,
@@ -338,66 +373,59 @@ impl S3 {
         })
     }
 
-    /// An unsigned GET over plain HTTP, with the same checks and error kinds as the SDK's.
+    /// An unsigned GET, with the same checks and error kinds as the SDK's.
     async fn lean_get(
         &self,
-        http: &reqwest::Client,
+        http: &LeanClient,
         bucket: &str,
         key: &str,
         range: Option<(u64, u64)>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, S3Error> {
-        use reqwest::header::{CONTENT_RANGE, ETAG, IF_MATCH, RANGE};
-        let mut req = http.get(self.url(bucket, key));
+        use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE, USER_AGENT};
+        let fail = |kind, detail: String, source: Option<BoxError>| {
+            let mut err = S3::make_error("GET", bucket, key, kind, detail);
+            err.source = source;
+            err
+        };
+        let mut req = http::Request::get(self.url(bucket, key))
+            .header(USER_AGENT, concat!("mastfetch/", env!("CARGO_PKG_VERSION")));
         if let Some((start, end)) = range {
             req = req.header(RANGE, format!("bytes={start}-{end}"));
         }
         if let Some(etag) = if_match {
             req = req.header(IF_MATCH, format!("\"{etag}\""));
         }
-        let resp = match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| fail(ErrorKind::Other, String::new(), Some(Box::new(e))))?;
+        let resp = match tokio::time::timeout(METADATA_TIMEOUT, http.request(req)).await {
             Err(_) => return Err(self.timeout("GET", bucket, key)),
-            Ok(Err(e)) => {
-                let mut err =
-                    S3::make_error("GET", bucket, key, ErrorKind::Transient, String::new());
-                err.source = Some(Box::new(e));
-                return Err(err);
-            }
+            Ok(Err(e)) => return Err(fail(ErrorKind::Transient, String::new(), Some(Box::new(e)))),
             Ok(Ok(r)) => r,
         };
-        let status = resp.status().as_u16();
+        let (head, body) = resp.into_parts();
+        let status = head.status.as_u16();
         if !(200..300).contains(&status) {
             // S3 says what went wrong in a small XML body: `<Code>SlowDown</Code>`.
-            let body = tokio::time::timeout(METADATA_TIMEOUT, resp.text()).await;
-            let text = body.ok().and_then(Result::ok).unwrap_or_default();
+            let text = match tokio::time::timeout(METADATA_TIMEOUT, body.collect()).await {
+                Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                _ => String::new(),
+            };
             let code = text
                 .split_once("<Code>")
                 .and_then(|(_, rest)| rest.split_once("</Code>"))
                 .map_or("", |(code, _)| code);
             let kind = classify_status(status, code);
-            return Err(S3::make_error(
-                "GET",
-                bucket,
-                key,
-                kind,
-                format!(": HTTP {status} {code}"),
-            ));
+            return Err(fail(kind, format!(": HTTP {status} {code}"), None));
         }
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-        };
-        let content_range = header(CONTENT_RANGE).and_then(parse_content_range);
-        let etag = header(ETAG).map(normalize_etag);
-        let content_length = resp.content_length();
+        let header = |name| head.headers.get(name).and_then(|v| v.to_str().ok());
         use futures::TryStreamExt;
-        let body: Body = Box::pin(resp.bytes_stream().map_err(|e| Box::new(e) as BoxError));
         Ok(GetResponse {
-            content_length,
-            content_range,
-            etag,
-            body,
+            content_length: header(CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+            content_range: header(CONTENT_RANGE).and_then(parse_content_range),
+            etag: header(ETAG).map(normalize_etag),
+            body: Box::pin(BodyDataStream::new(body).map_err(|e| Box::new(e) as BoxError)),
         })
     }
 
