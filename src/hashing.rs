@@ -153,7 +153,7 @@ impl Stream {
     /// Whether one round hashes all this stream has ready.
     fn one_round(&self) -> bool {
         let st = self.state.lock().unwrap();
-        st.ready - st.hashed <= CHUNK as u64
+        st.ready.saturating_sub(st.hashed) <= CHUNK as u64
     }
 
     /// Bytes hashed so far.
@@ -234,7 +234,8 @@ fn worker(shared: &Shared) {
             .map(|(stream, buf)| {
                 let (from, len, sha256, md5) = {
                     let mut st = stream.state.lock().unwrap();
-                    let len = (st.ready - st.hashed).min(CHUNK as u64) as usize;
+                    // A stream cancelled while a worker held it can have hashed past ready.
+                    let len = st.ready.saturating_sub(st.hashed).min(CHUNK as u64) as usize;
                     let md5 = (stream.md5.get() == Some(&true)).then_some(st.md5);
                     (st.hashed, len, std::mem::take(&mut st.sha256), md5)
                 };

@@ -32,9 +32,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffers of all GET connections together. hyper grows each connection's buffer to
 /// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
-/// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-27 MiB
-/// from 16 to 256 jobs, same speed); above 256 jobs each read is 32 KiB, so that a 100 Gb/s link
-/// does not take a syscall per few packets.
+/// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-29 MiB
+/// from 16 to 256 jobs, wall time within run-to-run noise); above 256 jobs each read is 32 KiB,
+/// so that a 100 Gb/s link does not take a syscall per few packets.
 const READ_BUFFER_BUDGET: usize = 8 << 20;
 
 type LeanClient =

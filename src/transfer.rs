@@ -206,8 +206,8 @@ impl Engine {
             check_md5,
             jobs: Arc::new(Semaphore::new(jobs)),
             // Half the cores hash, the rest move bytes: on this 2-core machine one worker with
-            // all 8 big files in its MD5 lanes beat two workers with 4 each (4.0 against 4.5
-            // CPU-s per 2 GiB; wall time the same).
+            // all 8 big files in its MD5 lanes beat two workers with 4 each (4.3 against 6.6
+            // CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
             hash: HashPool::new(cores.div_ceil(2)),
             hashers: Arc::new(Semaphore::new(cores)),
             made_dirs: Mutex::new(HashSet::new()),

@@ -33,6 +33,26 @@ const MIRI_CAL: &str = "jw01234002001_02101_00001_mirimage_cal.fits";
 const GS_CAL: &str = "jw01234001001_gs-fg_2022166062113_cal.fits";
 const L3_I2D: &str = "jw01234-o001_t001_nircam_clear-f200w_i2d.fits";
 
+/// The query most tests ask: program 1234's level-2 cal files, answered by MAST.
+const CAL_QUERY: [&str; 8] = [
+    "--program",
+    "1234",
+    "--calib-level",
+    "2",
+    "--suffix",
+    "cal",
+    "--catalog",
+    "mast",
+];
+
+/// `command` with `CAL_QUERY`, then `rest`.
+fn cal_args<'a>(command: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    std::iter::once(command)
+        .chain(CAL_QUERY)
+        .chain(rest.iter().copied())
+        .collect()
+}
+
 fn uri(filename: &str) -> String {
     format!("mast:JWST/product/{filename}")
 }
@@ -283,21 +303,8 @@ fn fetch_program(token_args: &[&str], env: &[(&str, &str)]) {
     let w = World::new(catalog());
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
-    let mut args = vec![
-        "get",
-        "--program",
-        "1234",
-        "--calib-level",
-        "2",
-        "--suffix",
-        "cal",
-        "--catalog",
-        "mast",
-        "--no-progress",
-        "--dest",
-    ];
     let dest_s = dest.to_str().unwrap().to_string();
-    args.push(&dest_s);
+    let mut args = cal_args("get", &["--no-progress", "--dest", &dest_s]);
     args.extend_from_slice(token_args);
     let started = Instant::now();
     let out = w.run(&args, env);
@@ -395,23 +402,7 @@ fn without_a_token_exclusive_files_are_excluded_and_the_rest_completes() {
     let w = World::new(catalog());
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().to_str().unwrap();
-    let out = w.run(
-        &[
-            "get",
-            "--program",
-            "1234",
-            "--calib-level",
-            "2",
-            "--suffix",
-            "cal",
-            "--catalog",
-            "mast",
-            "--no-progress",
-            "--dest",
-            dest,
-        ],
-        &[],
-    );
+    let out = w.run(&cal_args("get", &["--no-progress", "--dest", dest]), &[]);
     assert_eq!(code(&out), 1, "{}", show(&out));
     let manifest = util::manifest(dir.path());
     assert_eq!(by_filename(&manifest, NRC2_CAL)["status"], "excluded");
@@ -451,20 +442,7 @@ fn an_invalid_token_stops_before_any_download() {
         let bad = "mtk-expired-0000-SECRET";
         let tf = dir.path().join("token");
         std::fs::write(&tf, bad).unwrap();
-        let mut args = vec![
-            "get",
-            "--program",
-            "1234",
-            "--calib-level",
-            "2",
-            "--suffix",
-            "cal",
-            "--catalog",
-            "mast",
-            "--no-progress",
-            "--dest",
-            dest.to_str().unwrap(),
-        ];
+        let mut args = cal_args("get", &["--no-progress", "--dest", dest.to_str().unwrap()]);
         let env: Vec<(&str, &str)> = if how == "env" {
             vec![("MAST_API_TOKEN", bad)]
         } else {
@@ -593,19 +571,7 @@ fn executing_paging_and_server_errors_are_ridden_out() {
         .inject(Target::Invoke(OBSERVATIONS), 1, Fault::Status(500));
     w.mast.inject(Target::PathLookup, 1, Fault::Status(502));
     w.mast.inject(Target::PathLookup, 1, Fault::Reset);
-    let args = [
-        "plan",
-        "--program",
-        "1234",
-        "--calib-level",
-        "2",
-        "--suffix",
-        "cal",
-        "--catalog",
-        "mast",
-        "--format",
-        "jsonl",
-    ];
+    let args = cal_args("plan", &["--format", "jsonl"]);
     let started = Instant::now();
     let plan = plan_lines(&w.run(&args, &[]));
     let secs = started.elapsed().as_secs_f64();
@@ -1022,19 +988,7 @@ fn curl_scripts_and_portal_csv_plan_like_their_uris() {
 fn plan_as_curl_is_bash_and_names_the_token_only_by_variable() {
     let w = World::new(catalog());
     let out = w.run(
-        &[
-            "plan",
-            "--program",
-            "1234",
-            "--calib-level",
-            "2",
-            "--suffix",
-            "cal",
-            "--catalog",
-            "mast",
-            "--format",
-            "curl",
-        ],
+        &cal_args("plan", &["--format", "curl"]),
         &[("MAST_API_TOKEN", TOKEN)],
     );
     assert_eq!(code(&out), 0, "{}", show(&out));
