@@ -64,10 +64,34 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         parallel: cfg.jobs.min(32),
     };
     let mut plan = resolver.resolve(parsed).await?;
+    if plan.files.is_empty() && plan.duplicates.is_empty() && plan.problems.is_empty() {
+        // Every item was read, yet none named a file (an empty list, a plan with no rows):
+        // a batch job must not report success for an empty mirror.
+        plan.problems.push(plan::Problem {
+            item: selection_name(cfg),
+            message: "the selection matched nothing".into(),
+            entry: None,
+        });
+    }
     if let Some((k, n)) = cfg.shard {
+        let total = plan.files.len();
         plan.shard(n, k);
+        if plan.files.is_empty() && total > 0 {
+            plan.notes.push(format!(
+                "shard {k} of {n} received none of the plan's {total} files; nothing to do here"
+            ));
+        }
     }
     Ok(plan)
+}
+
+/// The selection as the user gave it, for a message about all of it.
+fn selection_name(cfg: &Config) -> String {
+    let mut parts: Vec<String> = cfg.items.clone();
+    if cfg.query.is_query() {
+        parts.push(cfg.query.describe());
+    }
+    parts.join(" ")
 }
 
 /// The human summary of a plan (stderr) and its `--json` event.
@@ -81,6 +105,10 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     let mast = src.mast.as_ref().map(Mast::stats).unwrap_or_default();
     for p in &plan.problems {
         eprintln!("mastfetch: error: {}: {}", p.item, p.message);
+    }
+    // Said even with --quiet: a plan that may be short is what a batch job must not miss.
+    if let Some(why) = &plan.incomplete {
+        eprintln!("mastfetch: warning: {why}");
     }
     if !opts.quiet {
         for n in &plan.notes {
@@ -104,6 +132,9 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
         }
         if let Some(c) = &plan.catalog {
             line.push_str(&format!("; query answered by {c}"));
+            if plan.incomplete.is_some() {
+                line.push_str(" (MAST unreachable: may be incomplete)");
+            }
         }
         line.push_str(&format!(
             "; requests: {lists} S3 list, {heads} S3 head, {} MAST observation, {} MAST product, {} MAST path lookup",
@@ -122,6 +153,8 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
             "duplicates": plan.duplicates.len(),
             "problems": plan.problems.len(),
             "catalog": plan.catalog,
+            "incomplete": plan.incomplete.is_some(),
+            "warning": plan.incomplete,
             "requests": {"s3_list": lists, "s3_head": heads,
                          "mast_observations": mast.observation_requests,
                          "mast_products": mast.product_requests,
@@ -130,16 +163,25 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     }
 }
 
-fn print_plan(plan: &Plan, format: Option<Format>) -> Result<()> {
+/// Print the plan; `Ok(false)` when the reader closed stdout early (`plan | head`), which is
+/// not an error.
+fn print_plan(plan: &Plan, format: Option<Format>) -> Result<bool> {
     let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         Format::Table
     } else {
         Format::Jsonl
     });
     let mut out = std::io::stdout().lock();
-    plan::write_plan(&mut out, plan, format).context("cannot write the plan")?;
-    out.flush().ok();
-    Ok(())
+    let res = plan::write_plan(&mut out, plan, format).and_then(|()| out.flush());
+    match res {
+        Err(e) if progress::is_broken_pipe(&e) => Ok(false),
+        res => res.map(|()| true).context("cannot write the plan"),
+    }
+}
+
+/// 1 when the plan leaves something out: problems, or a catalog that may have missed products.
+fn plan_code(plan: &Plan) -> u8 {
+    u8::from(!plan.problems.is_empty() || plan.incomplete.is_some())
 }
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
@@ -151,11 +193,13 @@ async fn plan_cmd(args: PlanArgs) -> Result<u8> {
 async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
     let src = sources(cfg).await?;
     let plan = make_plan(cfg, &src).await?;
-    print_plan(&plan, format)?;
+    if !print_plan(&plan, format)? {
+        return Ok(0);
+    }
     let mut quiet = cfg.progress;
     quiet.json = false; // stdout holds the plan itself
     summarize(&plan, &src, quiet);
-    Ok(u8::from(!plan.problems.is_empty()))
+    Ok(plan_code(&plan))
 }
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
@@ -277,7 +321,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         ));
     }
     engine.manifest.lock().unwrap().finish()?;
-    let bad = counts.failed > 0 || counts.excluded > 0 || !plan.problems.is_empty();
+    let bad = counts.failed > 0 || counts.excluded > 0 || plan_code(&plan) > 0;
     Ok(u8::from(bad))
 }
 
@@ -426,12 +470,32 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     } else {
         VerifyFormat::Jsonl
     });
-    let mut out = std::io::stdout().lock();
     let mut counts = std::collections::BTreeMap::new();
     for f in &findings {
         *counts
             .entry(format!("{:?}", f.status).to_lowercase())
             .or_insert(0u64) += 1;
+    }
+    match write_findings(&findings, format) {
+        Err(e) if progress::is_broken_pipe(&e) => return Ok(0),
+        res => res.context("cannot write the verify report")?,
+    }
+    let bad = findings.iter().filter(|f| f.status != Verdict::Ok).count();
+    if !args.quiet {
+        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        eprintln!(
+            "mastfetch: verify: {} files: {}",
+            findings.len(),
+            parts.join(", ")
+        );
+    }
+    Ok(u8::from(bad > 0))
+}
+
+/// One line per finding (jsonl), or the problems only (table).
+fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for f in findings {
         match format {
             VerifyFormat::Jsonl => {
                 serde_json::to_writer(&mut out, f)?;
@@ -449,17 +513,7 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             VerifyFormat::Table => {}
         }
     }
-    out.flush().ok();
-    let bad = findings.iter().filter(|f| f.status != Verdict::Ok).count();
-    if !args.quiet {
-        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        eprintln!(
-            "mastfetch: verify: {} files: {}",
-            findings.len(),
-            parts.join(", ")
-        );
-    }
-    Ok(u8::from(bad > 0))
+    out.flush()
 }
 
 /// Re-exported for tests that build temporary names.

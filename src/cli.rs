@@ -79,7 +79,8 @@ pub struct SelectionArgs {
     /// Leave out file names matching this regular expression.
     #[arg(long, value_name = "REGEX", help_heading = "Query")]
     pub exclude: Option<String>,
-    /// Where a query is answered: auto (a bucket listing when file names suffice), mast, s3.
+    /// Where a query is answered: auto (MAST, the catalog of record; bucket listings only if
+    /// MAST cannot be reached, with a warning and exit 1), mast, s3 (listings only).
     #[arg(long, value_enum, default_value_t = Catalog::Auto, help_heading = "Query")]
     pub catalog: Catalog,
 }

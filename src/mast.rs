@@ -123,6 +123,14 @@ impl Transient for MastError {
     }
 }
 
+/// A query's products, and the rows MAST listed that cannot be planned (no dataURI, or no file
+/// name that is safe to write), which the caller must report rather than drop.
+#[derive(Debug, Default)]
+pub struct Products {
+    pub rows: Vec<ProductRow>,
+    pub unusable: Vec<String>,
+}
+
 /// Requests made, by kind, for the plan summary. Every HTTP request counts: pages, `EXECUTING`
 /// polls and retries included.
 #[derive(Debug, Default, Clone, Copy)]
@@ -316,7 +324,7 @@ impl Mast {
 
     /// Products matching the query: observations, then their products, de-duplicated by
     /// dataURI, filtered by [`Query::accepts_row`], sorted by dataURI.
-    pub async fn products(&self, q: &Query) -> Result<Vec<ProductRow>, MastError> {
+    pub async fn products(&self, q: &Query) -> Result<Products, MastError> {
         let observations = self.observations(q).await?;
         let batches: Vec<String> = observations
             .chunks(OBS_PER_PRODUCT_REQUEST)
@@ -337,15 +345,24 @@ impl Mast {
             .await?;
         pages.sort_by_key(|(i, _)| *i);
         let mut seen = HashSet::new();
+        let mut unusable = Vec::new();
         let mut rows: Vec<ProductRow> = pages
             .into_iter()
             .flat_map(|(_, rows)| rows)
-            .filter_map(|v| parse_product_row(&v))
+            .filter_map(|v| {
+                let row = parse_product_row(&v);
+                if row.is_none() {
+                    unusable.push(describe_row(&v));
+                }
+                row
+            })
             .filter(|r| seen.insert(r.data_uri.clone()))
             .filter(|r| q.accepts_row(r))
             .collect();
         rows.sort_by(|a, b| a.data_uri.cmp(&b.data_uri));
-        Ok(rows)
+        unusable.sort();
+        unusable.dedup();
+        Ok(Products { rows, unusable })
     }
 
     /// The observations of the query, filtered by instrument and level, sorted.
@@ -617,6 +634,15 @@ fn safe_filename(name: &str) -> bool {
 
 /// One `Mast.Caom.Products` row, whatever column set and types its table uses. Rows without a
 /// `dataURI` or a usable file name are dropped.
+/// A product row that cannot be used, named for the user by what it has (cut short: a hostile
+/// answer may be long).
+fn describe_row(row: &Value) -> String {
+    let name = str_field(row, "dataURI")
+        .or_else(|| str_field(row, "productFilename"))
+        .map_or_else(|| "(no dataURI)".to_string(), |s| format!("{s:?}"));
+    name.chars().take(200).collect()
+}
+
 fn parse_product_row(row: &Value) -> Option<ProductRow> {
     let data_uri = str_field(row, "dataURI")?.to_string();
     let from_uri = data_uri.rsplit('/').next().unwrap_or("");
@@ -676,7 +702,7 @@ mod tests {
 
     fn fixture(name: &str) -> Value {
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference/fixtures")
+            .join("tests/fixtures")
             .join(name);
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         serde_json::from_str(&text).unwrap()

@@ -111,6 +111,41 @@ pub fn derive(collection: &str, filename: &str) -> Option<Derived> {
     }
 }
 
+/// Other keys the naming rules allow for a product, tried in the same listing pass as the
+/// derived key. HST association products (`j8ck01041_drz.fits`) live in their association's
+/// folder, whose id ends in `0` (`hst/public/j8ck/j8ck01040/`), while the name's own rootname
+/// ends in another character (MAST's `get_cloud_uris` output shows this for ACS and WFC3).
+pub fn alternate_keys(collection: &str, filename: &str) -> Vec<String> {
+    if collection != "HST" {
+        return Vec::new();
+    }
+    let lower = filename.to_ascii_lowercase();
+    let Some(c) = HST.captures(&lower) else {
+        return Vec::new();
+    };
+    let dataset = &c[1];
+    if dataset.ends_with('0') {
+        return Vec::new();
+    }
+    let association = format!("{}0", &dataset[..dataset.len() - 1]);
+    vec![format!(
+        "hst/public/{}/{association}/{lower}",
+        &association[..4]
+    )]
+}
+
+/// The observation a product found at `key` belongs to: an HST association product found in
+/// its association's folder belongs to the association, otherwise the naming rules decide.
+pub fn obs_id_at(collection: &str, filename: &str, key: &str) -> Option<String> {
+    if alternate_keys(collection, filename)
+        .iter()
+        .any(|k| k == key)
+    {
+        return key.rsplit('/').nth(1).map(str::to_ascii_uppercase);
+    }
+    derive(collection, filename).map(|d| d.obs_id)
+}
+
 fn stem(filename: &str) -> &str {
     filename.split_once('.').map_or(filename, |(s, _)| s)
 }
@@ -175,7 +210,12 @@ pub fn uri_for_key(key: &str) -> Option<Product> {
         filename: filename.to_string(),
     };
     // Only when the rules map the name back to this very key is the URI trustworthy.
-    (product.derive()?.key == key).then_some(product)
+    let derived = product.derive()?.key;
+    let known = derived == key
+        || alternate_keys(collection, filename)
+            .iter()
+            .any(|k| k == key);
+    known.then_some(product)
 }
 
 #[cfg(test)]
@@ -233,6 +273,29 @@ mod tests {
         assert_eq!(d.key, "hst/public/u9o4/u9o40504m/u9o40504m_c3m.fits");
         assert_eq!(d.obs_id, "U9O40504M");
         assert_eq!(mission_of("IC5O01020_drz.fits"), Some("HST"));
+    }
+
+    #[test]
+    fn hst_association_products_may_sit_in_the_association_folder() {
+        assert_eq!(
+            alternate_keys("HST", "j8ck01041_drz.fits"),
+            ["hst/public/j8ck/j8ck01040/j8ck01041_drz.fits"]
+        );
+        assert_eq!(
+            alternate_keys("HST", "IBG705081_drz.fits"),
+            ["hst/public/ibg7/ibg705080/ibg705081_drz.fits"]
+        );
+        // Already the association's own name: its folder is the derived one.
+        assert!(alternate_keys("HST", "jbeveo010_drz.fits").is_empty());
+        assert!(alternate_keys("JWST", "jw02731001001_02101_00001_nrcb1_cal.fits").is_empty());
+        let p = uri_for_key("hst/public/j8ck/j8ck01040/j8ck01041_drz.fits").unwrap();
+        assert_eq!(p.uri, "mast:HST/product/j8ck01041_drz.fits");
+        assert!(uri_for_key("hst/public/j8ck/j8ck01050/j8ck01041_drz.fits").is_none());
+        let key = "hst/public/j8ck/j8ck01040/j8ck01041_drz.fits";
+        assert_eq!(
+            obs_id_at("HST", "j8ck01041_drz.fits", key).as_deref(),
+            Some("J8CK01040")
+        );
     }
 
     #[test]

@@ -74,8 +74,11 @@ pub struct Plan {
     pub problems: Vec<Problem>,
     /// Which catalog answered a query, when there was one (`mast` or `s3`).
     pub catalog: Option<String>,
-    /// Things the user should know that are not errors (a query that matched nothing).
+    /// Things the user should know that are not errors.
     pub notes: Vec<String>,
+    /// Why this plan may lack products that exist (MAST could not be reached, and bucket
+    /// listings answered the query): said loudly, and the run exits 1.
+    pub incomplete: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -73,7 +73,19 @@ fn rate(bytes: u64, secs: f64) -> String {
 pub fn emit(value: &serde_json::Value) {
     let mut line = value.to_string();
     line.push('\n');
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+        // The reader of `get --json | head` has what it wanted: end quietly, as ripgrep does.
+        // Files already complete are in the manifest; partial ones resume on the next run.
+        if is_broken_pipe(&e) {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// A write to a reader that has gone away (`| head`): the end of the output, not an error.
+pub fn is_broken_pipe(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::BrokenPipe
 }
 
 impl Progress {

@@ -10,7 +10,7 @@ use crate::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Catalog {
-    /// S3 listing when every filter can be answered from file names, else MAST.
+    /// MAST; bucket listings only when MAST cannot be reached (the plan then may be short).
     Auto,
     Mast,
     S3,
@@ -50,6 +50,45 @@ impl Query {
     /// True when the user asked a query at all (otherwise only items are planned).
     pub fn is_query(&self) -> bool {
         !self.programs.is_empty() || self.obs_id.is_some()
+    }
+
+    /// The query as the flags that asked it, to name it in messages.
+    pub fn describe(&self) -> String {
+        let list = |v: &[String]| v.join(",");
+        let mut parts = Vec::new();
+        if !self.programs.is_empty() {
+            let p: Vec<String> = self.programs.iter().map(u32::to_string).collect();
+            parts.push(format!("--program {}", list(&p)));
+        }
+        if let Some(o) = &self.obs_id {
+            parts.push(format!("--obs-id {o}"));
+        }
+        if !self.instruments.is_empty() {
+            parts.push(format!("--instrument {}", list(&self.instruments)));
+        }
+        if !self.calib_levels.is_empty() {
+            let l: Vec<String> = self.calib_levels.iter().map(u8::to_string).collect();
+            parts.push(format!("--calib-level {}", list(&l)));
+        }
+        if !self.suffixes.is_empty() {
+            parts.push(format!("--suffix {}", list(&self.suffixes)));
+        }
+        if !self.product_types.is_empty() {
+            parts.push(format!("--product-type {}", list(&self.product_types)));
+        }
+        if self.recommended {
+            parts.push("--recommended".into());
+        }
+        if self.include_guidestars {
+            parts.push("--include-guidestars".into());
+        }
+        if let Some(r) = &self.matches {
+            parts.push(format!("--match {}", r.as_str()));
+        }
+        if let Some(r) = &self.excludes {
+            parts.push(format!("--exclude {}", r.as_str()));
+        }
+        parts.join(" ")
     }
 
     /// Whether file names alone answer every filter, so a bucket listing can replace MAST.
@@ -186,6 +225,7 @@ mod tests {
             ..q.clone()
         };
         assert!(with_gs.accepts_filename("jw02731001001_gs-fg_2022166062113_cal.fits", None));
+        assert_eq!(q.describe(), "--program 2731 --suffix cal");
         let needs_mast = Query {
             calib_levels: vec![2],
             ..q

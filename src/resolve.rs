@@ -16,6 +16,7 @@ use crate::mast::Mast;
 use crate::names::{self, Product};
 use crate::plan::{Layout, Placement, Plan, PlanEntry, PlanIndex, Problem, Source};
 use crate::query::{Catalog, Query};
+use crate::retry::Transient;
 use crate::s3::{ObjectInfo, S3Error, S3};
 
 pub struct Resolver<'a> {
@@ -44,6 +45,14 @@ pub enum ResolveError {
     Conflict(&'static str),
 }
 
+/// How a query was answered: by which catalog, what it found, and why it may be short.
+struct Answer {
+    catalog: &'static str,
+    items: Vec<Item>,
+    problems: Vec<Problem>,
+    incomplete: Option<String>,
+}
+
 /// What became of one wanted product.
 enum Slot {
     Entry(PlanEntry),
@@ -65,9 +74,11 @@ impl Resolver<'_> {
         let mut items = parsed.items;
         let query_start = items.len();
         if self.query.is_query() {
-            let (catalog, found) = self.run_query().await?;
-            plan.catalog = Some(catalog.to_string());
-            items.extend(found);
+            let answer = self.run_query().await?;
+            plan.catalog = Some(answer.catalog.to_string());
+            plan.incomplete = answer.incomplete;
+            plan.problems.extend(answer.problems);
+            items.extend(answer.items);
         }
         let (slots, notes) = self.resolve_items(&items, query_start).await?;
         plan.notes = notes;
@@ -80,7 +91,19 @@ impl Resolver<'_> {
                 })
                 .sum();
             if matched == 0 {
-                plan.notes.push("the query matched no products".into());
+                let catalog = plan.catalog.as_deref().unwrap_or("mast");
+                plan.problems.push(Problem {
+                    item: self.query.describe(),
+                    message: format!(
+                        "the query matched no products (answered by {})",
+                        if catalog == "mast" {
+                            "MAST's catalog"
+                        } else {
+                            "bucket listings"
+                        }
+                    ),
+                    entry: None,
+                });
             }
         }
         let mut index = PlanIndex::default();
@@ -98,9 +121,15 @@ impl Resolver<'_> {
         Ok(plan)
     }
 
-    /// Answer `--program` & co. from MAST, or from a listing when file names suffice.
-    async fn run_query(&self) -> Result<(&'static str, Vec<Item>), ResolveError> {
-        let by_listing = match self.catalog {
+    /// Answer `--program` & co. MAST is the catalog of record: only it knows exclusive-access
+    /// products and those not yet copied to the bucket, so `auto` asks it and answers from
+    /// bucket listings only when MAST cannot be reached (and then says the plan may be short).
+    async fn run_query(&self) -> Result<Answer, ResolveError> {
+        let mast = || {
+            self.mast
+                .ok_or(ResolveError::Conflict("the query needs MAST's catalog"))
+        };
+        match self.catalog {
             Catalog::S3 => {
                 if !self.query.s3_answerable() {
                     return Err(ResolveError::CatalogS3(
@@ -108,44 +137,92 @@ impl Resolver<'_> {
                          without --program",
                     ));
                 }
-                true
+                Ok(self.by_listing(None))
             }
-            Catalog::Mast => false,
-            Catalog::Auto => self.query.s3_answerable() && !self.mast_only,
-        };
-        if by_listing {
-            let mut items = Vec::new();
-            for program in &self.query.programs {
-                items.push(Item::Prefix {
-                    bucket: self.s3.bucket.clone(),
-                    prefix: format!("jwst/public/jw{program:05}/"),
-                    origin: format!("--program {program}"),
-                });
-            }
-            return Ok(("s3", items));
+            Catalog::Mast => self.by_mast(mast()?).await.map_err(ResolveError::Mast),
+            Catalog::Auto => match self.by_mast(mast()?).await {
+                Ok(answer) => Ok(answer),
+                // Transient failures that outlived the retries: MAST cannot be reached now.
+                Err(e) if e.is_transient() && self.query.s3_answerable() && !self.mast_only => {
+                    let why = format!(
+                        "MAST could not be reached ({}); the query was answered from bucket \
+                         listings instead, so exclusive-access and not-yet-mirrored products may \
+                         be missing from this plan",
+                        crate::transfer::chain(&e)
+                    );
+                    Ok(self.by_listing(Some(why)))
+                }
+                Err(e) => Err(ResolveError::Mast(e)),
+            },
         }
-        let Some(mast) = self.mast else {
-            return Err(ResolveError::Conflict("the query needs MAST's catalog"));
-        };
-        let rows = mast
-            .products(&self.query)
-            .await
-            .map_err(ResolveError::Mast)?;
-        let items = rows
+    }
+
+    /// The query's programs as bucket prefixes, filtered by file name when listed.
+    fn by_listing(&self, incomplete: Option<String>) -> Answer {
+        let items = self
+            .query
+            .programs
+            .iter()
+            .map(|program| Item::Prefix {
+                bucket: self.s3.bucket.clone(),
+                prefix: format!("jwst/public/jw{program:05}/"),
+                origin: format!("--program {program}"),
+            })
+            .collect();
+        Answer {
+            catalog: "s3",
+            items,
+            problems: Vec::new(),
+            incomplete,
+        }
+    }
+
+    /// The query's products from MAST's catalog; a row mastfetch cannot use is a problem, never
+    /// dropped in silence.
+    async fn by_mast(&self, mast: &Mast) -> Result<Answer, crate::mast::MastError> {
+        let found = mast.products(&self.query).await?;
+        let items = found
+            .rows
             .into_iter()
-            .filter_map(|row| {
-                let product = Product::from_uri(&row.data_uri)?;
-                Some(Item::Product(Wanted {
+            .map(|row| {
+                // A dataURI outside the `mast:<MISSION>/product/<file>` shape is still a product
+                // MAST serves: planned from MAST under its own URI.
+                let product = Product::from_uri(&row.data_uri).unwrap_or_else(|| Product {
+                    uri: row.data_uri.clone(),
+                    collection: row
+                        .obs_collection
+                        .clone()
+                        .unwrap_or_else(|| "MAST".into())
+                        .to_ascii_uppercase(),
+                    filename: row.filename.clone(),
+                });
+                Item::Product(Wanted {
                     product,
                     obs_id: row.obs_id,
                     size: row.size,
                     access: row.data_rights,
                     key: None,
                     origin: "MAST query".into(),
-                }))
+                })
             })
             .collect();
-        Ok(("mast", items))
+        let problems = found
+            .unusable
+            .into_iter()
+            .map(|row| Problem {
+                item: format!("MAST query: {row}"),
+                message: "MAST listed this product without a usable dataURI or file name; \
+                          it cannot be placed"
+                    .into(),
+                entry: None,
+            })
+            .collect();
+        Ok(Answer {
+            catalog: "mast",
+            items,
+            problems,
+            incomplete: None,
+        })
     }
 
     /// `items[query_start..]` are what a query found; the rest the user named.
@@ -155,22 +232,34 @@ impl Resolver<'_> {
         query_start: usize,
     ) -> Result<(Vec<Slot>, Vec<String>), ResolveError> {
         let mut notes = Vec::new();
-        // Which folder each wanted product should be in, and the distinct folders to list.
-        let mut candidates: Vec<Option<(String, String)>> = vec![None; items.len()];
+        // Where each wanted product may be (the derived key first, then what the naming rules
+        // also allow), and the distinct folders to list: one listing pass answers them all.
+        let mut candidates: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
         let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
         for (i, item) in items.iter().enumerate() {
             let Item::Product(w) = item else { continue };
             if self.mast_only || w.access.as_deref() == Some("EXCLUSIVE_ACCESS") {
                 continue;
             }
-            let key = w
-                .key
-                .clone()
-                .or_else(|| w.product.derive().map(|d| (self.s3.bucket.clone(), d.key)));
-            if let Some((bucket, key)) = key {
-                folders.insert((bucket.clone(), folder_of(&key).to_string()));
-                candidates[i] = Some((bucket, key));
+            let bucket = &self.s3.bucket;
+            let keys: Vec<(String, String)> = match &w.key {
+                Some(k) => vec![k.clone()],
+                None => w
+                    .product
+                    .derive()
+                    .map(|d| d.key)
+                    .into_iter()
+                    .chain(names::alternate_keys(
+                        &w.product.collection,
+                        &w.product.filename,
+                    ))
+                    .map(|k| (bucket.clone(), k))
+                    .collect(),
+            };
+            for (bucket, key) in &keys {
+                folders.insert((bucket.clone(), folder_of(key).to_string()));
             }
+            candidates[i] = keys;
         }
         let mut found = self.list_folders(folders).await?;
 
@@ -181,9 +270,7 @@ impl Resolver<'_> {
             .filter(|(i, item)| {
                 matches!(item, Item::Product(w) if !self.mast_only
                     && w.access.as_deref() != Some("EXCLUSIVE_ACCESS"))
-                    && candidates[*i]
-                        .as_ref()
-                        .is_none_or(|c| !found.contains_key(c))
+                    && !candidates[*i].iter().any(|c| found.contains_key(c))
             })
             .map(|(i, _)| i)
             .collect();
@@ -224,7 +311,7 @@ impl Resolver<'_> {
                     if !found.contains_key(&c) {
                         new_folders.insert(folder);
                     }
-                    candidates[i] = Some(c);
+                    candidates[i] = vec![c];
                 }
             }
             found.extend(self.list_folders(new_folders).await?);
@@ -243,11 +330,11 @@ impl Resolver<'_> {
                         .await?
                 }
                 Item::Product(w) => {
-                    let obj = candidates[i].as_ref().and_then(|c| found.get(c));
-                    match obj {
-                        Some(obj) => {
-                            Slot::Entry(self.s3_entry(w, &candidates[i].as_ref().unwrap().0, obj))
-                        }
+                    let hit = candidates[i]
+                        .iter()
+                        .find_map(|c| found.get(c).map(|obj| (&c.0, obj)));
+                    match hit {
+                        Some((bucket, obj)) => Slot::Entry(self.s3_entry(w, bucket, obj)),
                         None => self.not_in_bucket(w),
                     }
                 }
@@ -295,6 +382,10 @@ impl Resolver<'_> {
 
     fn s3_entry(&self, w: &Wanted, bucket: &str, obj: &ObjectInfo) -> PlanEntry {
         let p = &w.product;
+        let obs_id = w
+            .obs_id
+            .clone()
+            .or_else(|| names::obs_id_at(&p.collection, &p.filename, &obj.key));
         PlanEntry {
             uri: p.uri.clone(),
             filename: p.filename.clone(),
@@ -307,7 +398,7 @@ impl Resolver<'_> {
             access: Some(w.access.clone().unwrap_or_else(|| "PUBLIC".into())),
             dest: self.placement_dest(
                 &p.collection,
-                w.obs_id.as_deref(),
+                obs_id.as_deref(),
                 &p.filename,
                 Some(&obj.key),
             ),
@@ -355,7 +446,9 @@ impl Resolver<'_> {
             }
             let filename = o.key.rsplit('/').next().unwrap_or(&o.key).to_string();
             let product = names::uri_for_key(&o.key);
-            let obs_id = product.as_ref().and_then(|p| p.derive()).map(|d| d.obs_id);
+            let obs_id = product
+                .as_ref()
+                .and_then(|p| names::obs_id_at(&p.collection, &p.filename, &o.key));
             let filter = Query {
                 // Guide stars are left out of queries, not out of an explicit prefix.
                 include_guidestars: !from_query || self.query.include_guidestars,

@@ -816,7 +816,7 @@ fn manifest_as_plan(manifest: &[Value]) -> Vec<Value> {
 }
 
 #[test]
-fn auto_catalog_lists_the_bucket_when_names_suffice() {
+fn auto_catalog_asks_mast_even_when_names_would_suffice() {
     let w = World::new(catalog());
     // MASTFETCH_MAST_URL instead of --mast-url: the environment works too.
     let run = |args: &[&str]| {
@@ -837,40 +837,234 @@ fn auto_catalog_lists_the_bucket_when_names_suffice() {
     ]);
     let plan = plan_lines(&out);
     assert!(
-        util::stderr(&out).contains("query answered by s3"),
+        util::stderr(&out).contains("query answered by mast"),
         "{}",
         show(&out)
     );
-    assert!(
-        w.mast
-            .log()
-            .iter()
-            .all(|l| !matches!(l.kind, Kind::Invoke { .. })),
-        "no MAST query"
-    );
-    // What the bucket holds of it: the public cal file (the others are not mirrored).
-    assert_eq!(filenames(&plan), [NRC1_CAL]);
-    assert_eq!(plan[0]["source"], "s3");
+    assert_eq!(w.mast.invokes(OBSERVATIONS), 1);
+    // MAST knows what the bucket cannot show: the exclusive-access and not-yet-mirrored files.
+    assert_eq!(filenames(&plan), [NRC1_CAL, NRC2_CAL, MIRI_CAL]);
+    assert_eq!(by_filename(&plan, NRC1_CAL)["source"], "s3");
+    assert_eq!(by_filename(&plan, NRC2_CAL)["source"], "mast");
+    assert_eq!(by_filename(&plan, NRC2_CAL)["access"], "EXCLUSIVE_ACCESS");
+    assert_eq!(by_filename(&plan, MIRI_CAL)["source"], "mast");
 
+    // `--catalog s3` is the user's explicit choice: listings only, no MAST query.
+    w.mast.clear_log();
     let out = run(&[
         "plan",
         "--program",
         "1234",
         "--suffix",
         "cal",
-        "--calib-level",
-        "2",
+        "--catalog",
+        "s3",
         "--format",
         "jsonl",
     ]);
     let plan = plan_lines(&out);
     assert!(
-        util::stderr(&out).contains("query answered by mast"),
+        util::stderr(&out).contains("query answered by s3"),
         "{}",
         show(&out)
     );
-    assert_eq!(w.mast.invokes(OBSERVATIONS), 1);
-    assert_eq!(plan.len(), 3);
+    assert_eq!(w.mast.invokes(OBSERVATIONS), 0);
+    assert_eq!(filenames(&plan), [NRC1_CAL]);
+}
+
+/// Program 4321: nothing public yet, so the bucket holds none of it.
+fn exclusive_program() -> Catalog {
+    let mut c = catalog();
+    let mut a = exclusive(jwst("jw04321001001_02101_00001_nrca1_cal.fits", &[4001]));
+    let mut b = exclusive(jwst("jw04321001001_02101_00002_nrca1_cal.fits", &[4001]));
+    for p in [&mut a, &mut b] {
+        p.proposal_id = "4321".into();
+    }
+    c.observations.push(Observation {
+        proposal_id: "4321".into(),
+        ..obs(4001, "jw04321001001_02101_00001_nrca1", "NIRCAM/IMAGE", 2)
+    });
+    c.products.extend([a, b]);
+    c
+}
+
+#[test]
+fn an_exclusive_access_program_is_fetched_with_a_token_and_excluded_without() {
+    let w = World::new(exclusive_program());
+    let query = ["--program", "4321", "--suffix", "cal"];
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("with");
+    let mut args = vec!["get"];
+    args.extend(query);
+    args.extend(["--dest", dest.to_str().unwrap(), "--no-progress"]);
+    let out = w.run(&args, &[("MAST_API_TOKEN", TOKEN)]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let m = util::manifest(&dest);
+    assert_eq!(m.len(), 2, "{m:#?}");
+    for e in &m {
+        assert_eq!(e["status"], "ok");
+        assert_eq!(e["source"], "mast");
+        let name = e["uri"].as_str().unwrap().rsplit('/').next().unwrap();
+        let got = std::fs::read(dest.join(e["path"].as_str().unwrap())).unwrap();
+        assert_eq!(got, w.product(name).data);
+    }
+    assert_eq!(w.mast.downloads().len(), 2);
+
+    let dest = dir.path().join("without");
+    let mut args = vec!["get"];
+    args.extend(query);
+    args.extend(["--dest", dest.to_str().unwrap(), "--no-progress"]);
+    let out = w.run(&args, &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(util::stderr(&out).contains("2 exclusive-access files excluded"));
+    let m = util::manifest(&dest);
+    assert_eq!(m.len(), 2, "{m:#?}");
+    assert!(m.iter().all(|e| e["status"] == "excluded"), "{m:#?}");
+}
+
+#[test]
+fn mast_unreachable_auto_answers_from_listings_loudly_and_exits_1() {
+    let w = World::new(catalog());
+    // A port nothing listens on: connection refused.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let plan_with = |mast: &str, catalog: &str| {
+        util::mastfetch()
+            .args(["plan", "--program", "1234", "--suffix", "cal"])
+            .args(["--catalog", catalog, "--format", "jsonl", "--retries", "1"])
+            .args(["--endpoint-url", &w.s3.endpoint, "--mast-url", mast])
+            .output()
+            .unwrap()
+    };
+    for outage in ["refused", "503"] {
+        let mast = if outage == "refused" {
+            dead.clone()
+        } else {
+            w.mast
+                .inject(Target::Invoke(OBSERVATIONS), 1000, Fault::Status(503));
+            w.mast.url.clone()
+        };
+        let out = plan_with(&mast, "auto");
+        assert_eq!(code(&out), 1, "{outage}: {}", show(&out));
+        let err = util::stderr(&out);
+        assert!(err.contains("warning: MAST could not be reached"), "{err}");
+        assert!(
+            err.contains("exclusive-access and not-yet-mirrored products may be missing"),
+            "{err}"
+        );
+        assert!(err.contains("query answered by s3"), "{err}");
+        let plan = util::jsonl(&util::stdout(&out));
+        assert_eq!(filenames(&plan), [NRC1_CAL], "{outage}");
+
+        // The user asked for MAST's answer: no fallback, a fatal error naming the cause.
+        let out = plan_with(&mast, "mast");
+        assert_eq!(code(&out), 2, "{outage}: {}", show(&out));
+        assert!(util::stderr(&out).contains("the MAST query failed"));
+        assert!(util::stdout(&out).is_empty());
+    }
+
+    // `get --json`: the plan event says the plan may be short; what was found is fetched.
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::mastfetch()
+        .args([
+            "get",
+            "--program",
+            "1234",
+            "--suffix",
+            "cal",
+            "--json",
+            "--retries",
+            "1",
+        ])
+        .args(["--endpoint-url", &w.s3.endpoint, "--mast-url", &dead])
+        .args(["--dest", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let events = util::jsonl(&util::stdout(&out));
+    let plan = events.iter().find(|e| e["event"] == "plan").unwrap();
+    assert_eq!(plan["incomplete"], true, "{plan}");
+    assert!(plan["warning"].as_str().unwrap().contains("may be missing"));
+    assert_eq!(plan["catalog"], "s3");
+    assert_eq!(util::manifest(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_selection_that_matches_nothing_fails() {
+    let w = World::new(catalog());
+    let out = w.run(
+        &[
+            "plan",
+            "--program",
+            "1234",
+            "--suffix",
+            "nosuch",
+            "--format",
+            "jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("--program 1234 --suffix nosuch: the query matched no products"),
+        "{err}"
+    );
+
+    let out = w.run(&["plan", "s3://stpubdata/jwst/public/jw07777/"], &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(util::stderr(&out).contains("no objects under this prefix"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.txt");
+    std::fs::write(&list, "# nothing here\n\n").unwrap();
+    let arg = format!("@{}", list.display());
+    let out = w.run(&["plan", &arg], &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    assert!(util::stderr(&out).contains("the selection matched nothing"));
+
+    std::fs::write(&list, "not-a-product.txt\nalso_not_one\n").unwrap();
+    let out = w.run(&["plan", &arg], &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+
+    // A shard that receives nothing of a non-empty plan has nothing to do: fine.
+    let out = w.run(
+        &[
+            "plan",
+            &uri(NRC1_CAL),
+            "--shards",
+            "4",
+            "--shard-index",
+            "3",
+            "--format",
+            "jsonl",
+        ],
+        &[],
+    );
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    assert!(util::stdout(&out).trim().is_empty());
+    assert!(util::stderr(&out).contains("shard 3 of 4 received none"));
+}
+
+#[test]
+fn mast_rows_without_a_usable_uri_are_reported_not_dropped() {
+    let mut c = catalog();
+    // Neither the dataURI nor the file name gives a name that is safe to write.
+    let mut odd = jwst("jw01234001001_02101_00001_nrcb1_o001_cal.fits", &[O_NRC1]);
+    odd.uri = "mast:JWST/product/..".into();
+    odd.filename = "..".into();
+    odd.cloud_key = None;
+    c.products.push(odd);
+    let w = World::new(c);
+    let out = w.run(&cal_args("plan", &["--format", "jsonl"]), &[]);
+    assert_eq!(code(&out), 1, "{}", show(&out));
+    let err = util::stderr(&out);
+    assert!(err.contains("MAST query:"), "{err}");
+    assert!(err.contains("cannot be placed"), "{err}");
+    // The rest of the plan stands.
+    assert_eq!(util::jsonl(&util::stdout(&out)).len(), 3);
 }
 
 /// The fields of a plan line that say what is fetched from where to where.

@@ -1,5 +1,5 @@
 //! A MAST stand-in for tests: a small hyper server on 127.0.0.1 answering, from an in-memory
-//! catalog the test defines, in MAST's real formats (as in ../shared/reference/fixtures):
+//! catalog the test defines, in MAST's real formats (as in tests/fixtures):
 //! `POST /api/v0/invoke` (`Mast.Caom.Filtered`, `Mast.Caom.Products`, with paging and
 //! `EXECUTING`), `GET /api/v0.1/path_lookup/` (HTTP 414 above 40 URIs), `GET
 //! /api/v0.1/Download/file?uri=` (token-guarded exclusive access, Range) and `GET /whoami`.
