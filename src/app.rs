@@ -22,6 +22,7 @@ use crate::progress::{self, FileEvent, Progress};
 use crate::resolve::Resolver;
 use crate::retry::RetryPolicy;
 use crate::s3::S3;
+use crate::shard;
 use crate::transfer::{self, Engine};
 use crate::verify::{self, Verdict};
 
@@ -51,7 +52,15 @@ async fn sources(cfg: &Config) -> Result<Sources> {
 }
 
 async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
-    let parsed = input::parse_items(&cfg.items)?;
+    // A shard of a plan file reads only its own rows: memory for its share, not the plan's.
+    let streamed = match (cfg.shard, streamable_plan(cfg)) {
+        (Some((k, n)), Some(path)) => Some(shard::stream(path, &cfg.items[0][1..], n, k)?),
+        _ => None,
+    };
+    let (parsed, streamed_total) = match streamed {
+        Some(share) => (share.parsed, Some(share.total)),
+        None => (input::parse_items(&cfg.items)?, None),
+    };
     let resolver = Resolver {
         s3: &src.s3,
         mast: src.mast.as_ref(),
@@ -64,6 +73,21 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         parallel: cfg.jobs.min(32),
     };
     let mut plan = resolver.resolve(parsed).await?;
+    if let Some(total) = streamed_total {
+        let (k, n) = cfg.shard.expect("streamed only when sharded");
+        if total == 0 {
+            plan.problems.push(plan::Problem {
+                item: selection_name(cfg),
+                message: "the selection matched nothing".into(),
+                entry: None,
+            });
+        } else if plan.files.is_empty() {
+            plan.notes.push(format!(
+                "shard {k} of {n} received none of the plan's {total} files; nothing to do here"
+            ));
+        }
+        return Ok(plan);
+    }
     if plan.files.is_empty() && plan.duplicates.is_empty() && plan.problems.is_empty() {
         // Every item was read, yet none named a file (an empty list, a plan with no rows):
         // a batch job must not report success for an empty mirror.
@@ -83,6 +107,15 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         }
     }
     Ok(plan)
+}
+
+/// The plan file of `SELECTION = @plan.jsonl` alone (no query), which shards read as a stream.
+fn streamable_plan(cfg: &Config) -> Option<&Path> {
+    let [item] = cfg.items.as_slice() else {
+        return None;
+    };
+    let path = Path::new(item.strip_prefix('@')?);
+    (path != Path::new("-") && !cfg.query.is_query() && shard::is_plan_file(path)).then_some(path)
 }
 
 /// The selection as the user gave it, for a message about all of it.

@@ -353,31 +353,35 @@ fn parse_jsonl(text: &str, name: &str, out: &mut Parsed) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let origin = format!("{name}:{}", i + 1);
-        let value: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(e) => {
-                out.problem(&origin, line, format!("not JSON: {e}"));
-                continue;
-            }
-        };
-        if value.get("dest").is_some() {
-            match serde_json::from_value::<PlanEntry>(value) {
-                Ok(p) => out.items.push(Item::Planned(p)),
-                Err(e) => out.problem(&origin, line, format!("not a plan line: {e}")),
-            }
-        } else if value.get("path").is_some() && value.get("status").is_some() {
-            match serde_json::from_value::<manifest::Entry>(value) {
-                Ok(m) => from_manifest(m, &origin, out),
-                Err(e) => out.problem(&origin, line, format!("not a manifest line: {e}")),
-            }
-        } else {
-            out.problem(
-                &origin,
-                line,
-                "neither a plan line (dest) nor a manifest line (path, status)",
-            );
+        parse_jsonl_line(line, &format!("{name}:{}", i + 1), out);
+    }
+}
+
+/// One line of a plan or a manifest (also used by shards that stream a plan file).
+pub(crate) fn parse_jsonl_line(line: &str, origin: &str, out: &mut Parsed) {
+    let value: serde_json::Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => {
+            out.problem(origin, line, format!("not JSON: {e}"));
+            return;
         }
+    };
+    if value.get("dest").is_some() {
+        match serde_json::from_value::<PlanEntry>(value) {
+            Ok(p) => out.items.push(Item::Planned(p)),
+            Err(e) => out.problem(origin, line, format!("not a plan line: {e}")),
+        }
+    } else if value.get("path").is_some() && value.get("status").is_some() {
+        match serde_json::from_value::<manifest::Entry>(value) {
+            Ok(m) => from_manifest(m, origin, out),
+            Err(e) => out.problem(origin, line, format!("not a manifest line: {e}")),
+        }
+    } else {
+        out.problem(
+            origin,
+            line,
+            "neither a plan line (dest) nor a manifest line (path, status)",
+        );
     }
 }
 

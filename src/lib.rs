@@ -22,5 +22,6 @@ pub mod query;
 pub mod resolve;
 pub mod retry;
 pub mod s3;
+pub mod shard;
 pub mod transfer;
 pub mod verify;

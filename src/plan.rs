@@ -214,36 +214,17 @@ impl Plan {
         self.files.iter().filter_map(|f| f.size).sum()
     }
 
-    /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes.
-    ///
-    /// Files are ordered by (size desc, uri) and each goes to the currently lightest shard
-    /// (ties to the lowest index): every shard computes the same assignment from the same plan,
-    /// and the greedy rule keeps the largest shard within one file of the mean.
+    /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes (the rule
+    /// is [`crate::shard::partition`]'s, shared with plan files read as a stream).
     pub fn shard(&mut self, shards: u32, index: u32) {
         if shards <= 1 {
             return;
         }
-        let mut order: Vec<usize> = (0..self.files.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (fa, fb) = (&self.files[a], &self.files[b]);
-            fb.size
-                .unwrap_or(0)
-                .cmp(&fa.size.unwrap_or(0))
-                .then_with(|| fa.uri.cmp(&fb.uri))
-        });
-        let mut load = vec![0u64; shards as usize];
-        let mut mine = vec![false; self.files.len()];
-        for i in order {
-            let (lightest, _) = load
-                .iter()
-                .enumerate()
-                .min_by_key(|&(k, &l)| (l, k))
-                .expect("at least one shard");
-            // Empty files still cost a request; count them as one byte for balance.
-            load[lightest] += self.files[i].size.unwrap_or(0).max(1);
-            mine[i] = lightest == index as usize;
-        }
-        let mut keep = mine.into_iter();
+        let sizes: Vec<u64> = self.files.iter().map(|f| f.size.unwrap_or(0)).collect();
+        let mine = crate::shard::partition(&sizes, shards)
+            .into_iter()
+            .map(|k| k == index);
+        let mut keep = mine;
         self.files.retain(|_| keep.next().unwrap_or(false));
         // Duplicates follow the shard of their first copy.
         let dests: std::collections::HashSet<&str> =

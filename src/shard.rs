@@ -1,0 +1,244 @@
+//! Sharding: which files of a plan one of N processes takes.
+//!
+//! Owns the partition rule, the same in every process that reads the same plan: files in order
+//! of size (largest first, then their position in the plan), each given to the shard with the
+//! fewest bytes so far (ties to the lowest shard). Greedy largest-first keeps every shard within
+//! one file of the mean. Also owns the streaming form for plan files of millions of rows: two
+//! passes over the file, keeping 16 bytes a row between them (its size and the hashes of its
+//! URI and destination) instead of the rows, so a shard's memory is that plus its own share.
+//! It does not decide what a row means (that is `input` and `plan`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::input::{self, Parsed};
+
+/// The shard of each file, given the files' sizes in plan order (unknown sizes as 0).
+pub fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| (Reverse(sizes[i as usize]), i));
+    let mut load: BinaryHeap<Reverse<(u64, u32)>> = (0..shards).map(|k| Reverse((0, k))).collect();
+    let mut shard_of = vec![0u32; sizes.len()];
+    for i in order {
+        let Reverse((bytes, k)) = load.pop().expect("at least one shard");
+        shard_of[i as usize] = k;
+        // Empty files still cost a request: one byte each, so they spread too.
+        load.push(Reverse((bytes + sizes[i as usize].max(1), k)));
+    }
+    shard_of
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the plan {}", path.display())]
+pub struct StreamError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// One shard's rows of a plan file, and the size of the whole plan.
+#[derive(Debug, Default)]
+pub struct Share {
+    pub parsed: Parsed,
+    /// Files (distinct rows) in the whole plan.
+    pub total: usize,
+}
+
+/// The fields of a plan row that the partition needs, read without building the row.
+#[derive(Deserialize)]
+struct RowKey<'a> {
+    #[serde(borrow)]
+    uri: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    dest: std::borrow::Cow<'a, str>,
+    size: Option<u64>,
+}
+
+/// Every row of a plan file, with its line number: the same rows in both passes.
+fn rows(path: &Path, mut each: impl FnMut(usize, &str)) -> Result<(), StreamError> {
+    let err = |source| StreamError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(err)?);
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(err)? == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = line.trim();
+        if !text.is_empty() && !text.starts_with('#') {
+            each(number, text);
+        }
+    }
+}
+
+/// Whether the file is a plan (`plan --format jsonl` output): its first row reads as one.
+pub fn is_plan_file(path: &Path) -> bool {
+    let mut first = None;
+    let _ = rows(path, |_, text| {
+        if first.is_none() {
+            first = Some(serde_json::from_str::<RowKey>(text).is_ok());
+        }
+    });
+    first.unwrap_or(false)
+}
+
+fn hash(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// For each row, the earlier row it must stay with (itself when none): a repeat of a URI is a
+/// duplicate of its first copy, and a repeat of a destination collides with it, and `plan`
+/// decides both only when the two rows are in one shard. Equal hashes of different strings
+/// only keep two rows together (balance, not correctness).
+fn leaders(uri: &[u64], dest: &[u64]) -> Vec<u32> {
+    let mut leader: Vec<u32> = (0..uri.len() as u32).collect();
+    for hashes in [uri, dest] {
+        let mut sorted: Vec<(u64, u32)> = hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| (h, i as u32))
+            .collect();
+        sorted.sort_unstable();
+        for run in sorted.chunk_by(|a, b| a.0 == b.0) {
+            let first = run[0].1;
+            for &(_, i) in &run[1..] {
+                // Follow to the root so chains (same URI as one row, same dest as another) hold.
+                let root = root_of(&leader, first);
+                let own = root_of(&leader, i);
+                let (keep, moved) = (root.min(own), root.max(own));
+                leader[moved as usize] = keep;
+            }
+        }
+    }
+    (0..leader.len() as u32)
+        .map(|i| root_of(&leader, i))
+        .collect()
+}
+
+fn root_of(leader: &[u32], mut i: u32) -> u32 {
+    while leader[i as usize] != i {
+        i = leader[i as usize];
+    }
+    i
+}
+
+/// Shard `index` of `shards` of the plan file at `path`, read as a stream. A row that does not
+/// parse is given to a shard like any other, which reports it.
+pub fn stream(path: &Path, name: &str, shards: u32, index: u32) -> Result<Share, StreamError> {
+    let (mut sizes, mut uris, mut dests) = (Vec::new(), Vec::new(), Vec::new());
+    rows(path, |number, text| {
+        match serde_json::from_str::<RowKey>(text) {
+            Ok(k) => {
+                sizes.push(k.size.unwrap_or(0));
+                uris.push(hash(&k.uri));
+                dests.push(hash(&k.dest));
+            }
+            Err(_) => {
+                // Unique placeholders: an unreadable row stays alone.
+                sizes.push(0);
+                uris.push(hash(&format!("\0line {number}")));
+                dests.push(hash(&format!("\0line {number}")));
+            }
+        }
+    })?;
+    let leader = leaders(&uris, &dests);
+    drop((uris, dests));
+    // Roots are the plan's files, in plan order; the others follow their root's shard.
+    let roots: Vec<u32> = (0..leader.len() as u32)
+        .filter(|&i| leader[i as usize] == i)
+        .collect();
+    let root_sizes: Vec<u64> = roots.iter().map(|&i| sizes[i as usize]).collect();
+    drop(sizes);
+    let root_shard = partition(&root_sizes, shards);
+    let mut mine = vec![false; leader.len()];
+    for (r, &i) in roots.iter().enumerate() {
+        mine[i as usize] = root_shard[r] == index;
+    }
+    let mut share = Share {
+        total: roots.len(),
+        ..Share::default()
+    };
+    let mut row = 0;
+    rows(path, |number, text| {
+        if mine[leader[row] as usize] {
+            input::parse_jsonl_line(text, &format!("{name}:{number}"), &mut share.parsed);
+        }
+        row += 1;
+    })?;
+    Ok(share)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_is_greedy_largest_first_and_deterministic() {
+        let sizes = [10, 50, 30, 30, 0, 20];
+        let a = partition(&sizes, 2);
+        assert_eq!(a, partition(&sizes, 2));
+        // 50 -> 0; 30 (pos 2) -> 1; 30 (pos 3) -> 1 (30 < 50); 20 -> 0 (50 < 60); 10 -> 1;
+        // 0 -> 0 (70 = 70: the lower shard).
+        assert_eq!(a, [1, 0, 1, 1, 0, 0]);
+        let load = |k| (0..6).filter(|&i| a[i] == k).map(|i| sizes[i]).sum::<u64>();
+        assert_eq!((load(0), load(1)), (70, 70));
+        assert!(partition(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn repeats_follow_their_first_copy() {
+        // Rows 0 and 2 share a URI; rows 2 and 3 a destination; row 1 stands alone.
+        let l = leaders(&[1, 2, 1, 4], &[10, 20, 30, 30]);
+        assert_eq!(l, [0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn streamed_shards_cover_the_plan_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.jsonl");
+        let mut text = String::new();
+        for i in 0..200u64 {
+            let name = format!("jw01234001001_02101_{i:05}_nrcb1_cal.fits");
+            text.push_str(
+                &serde_json::json!({
+                    "uri": format!("mast:JWST/product/{name}"), "filename": name,
+                    "source": "s3", "bucket": "b", "key": name, "url": "u",
+                    "size": (i * 7919) % 1000, "etag": null, "access": "PUBLIC", "dest": name,
+                })
+                .to_string(),
+            );
+            text.push('\n');
+        }
+        text.push_str("{not json\n");
+        std::fs::write(&path, &text).unwrap();
+        assert!(is_plan_file(&path));
+        let mut seen = std::collections::HashSet::new();
+        let mut problems = 0;
+        for k in 0..7 {
+            let share = stream(&path, "plan.jsonl", 7, k).unwrap();
+            assert_eq!(share.total, 201);
+            problems += share.parsed.problems.len();
+            for item in share.parsed.items {
+                let input::Item::Planned(p) = item else {
+                    panic!("plan rows only")
+                };
+                assert!(seen.insert(p.uri), "a row in two shards");
+            }
+        }
+        assert_eq!(seen.len(), 200);
+        assert_eq!(problems, 1, "the bad row is reported by one shard");
+    }
+}
