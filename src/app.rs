@@ -463,4 +463,4 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
 }
 
 /// Re-exported for tests that build temporary names.
-pub use transfer::temp_paths;
+pub use crate::dest::temp_paths;

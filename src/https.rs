@@ -4,7 +4,7 @@
 //! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
 //! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine.
+//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use crate::plan::PlanEntry;
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
-use crate::transfer::{sha256_file, temp_paths};
+use crate::transfer::sha256_file;
 
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -205,10 +205,11 @@ impl MastHttps {
         Ok(())
     }
 
-    /// Fetch one product into `dest`: returns its SHA-256 and size.
+    /// Fetch one product into `dest` (its place under `dir`): returns its SHA-256 and size.
     pub async fn download(
         &self,
         entry: &PlanEntry,
+        dir: &Path,
         dest: &Path,
         progress: &Progress,
         hashers: Arc<Semaphore>,
@@ -218,13 +219,14 @@ impl MastHttps {
             what: "not a URL",
             source: None,
         })?;
-        let (tmp, state) = temp_paths(dest);
+        let (tmp, state) = crate::dest::temp_paths(dir, &entry.dest);
         let io = |what, path: &Path| {
             let path = path.to_path_buf();
             move |source| HttpsError::Io { what, path, source }
         };
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
+        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
+            fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
+        }
         // A partial file continues only if an earlier run fetched this very URL into it.
         let resume_ok = fs::read_to_string(&state).is_ok_and(|s| s.trim() == entry.url);
         if !resume_ok {

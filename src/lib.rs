@@ -4,11 +4,13 @@
 //! code. Modules, in the order data flows through them: `cli` (flags -> config), `input`
 //! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
 //! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
-//! `s3` and `https` (the two sources), `transfer` (the engine), `hashing` (its digests),
+//! `s3` and `https` (the two sources), `dest` (mastfetch's own names under DIR), `transfer` (the
+//! engine), `hashing` (its digests),
 //! `manifest`, `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
 
 pub mod app;
 pub mod cli;
+pub mod dest;
 pub mod fits;
 pub mod hashing;
 pub mod https;

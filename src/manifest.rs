@@ -215,7 +215,15 @@ impl Writer {
     pub fn open(dir: &Path, shard: Option<(u32, u32)>) -> Result<Writer, ManifestError> {
         let manifest_path = dir.join(manifest_name(shard));
         let sums_path = dir.join(sums_name(shard));
-        let lock_path = dir.join(format!(".{}.lock", manifest_name(shard)));
+        let lock_path = crate::dest::lock_path(dir, &manifest_name(shard));
+        // The lock lives in the private folder, where no planned file may land (an object
+        // named like it would otherwise replace it and let a second writer in).
+        if let Some(private) = lock_path.parent() {
+            fs::create_dir_all(private).map_err(|source| ManifestError::Write {
+                path: private.to_path_buf(),
+                source,
+            })?;
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -312,7 +320,7 @@ fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = crate::dest::replacement_path(dir, &name);
     fs::write(&tmp, data).map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }

@@ -11,6 +11,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dest;
 use crate::names;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,29 +182,65 @@ impl Plan {
             });
             return;
         }
+        if let Some(why) = dest::reserved(&entry.dest) {
+            self.problems.push(Problem {
+                item: entry.uri.clone(),
+                message: format!("destination {} is {why}", entry.dest),
+                entry: None,
+            });
+            return;
+        }
+        let taken_by = |i: usize, files: &[PlanEntry]| {
+            if i == usize::MAX {
+                "a duplicate".to_string()
+            } else {
+                files[i].uri.clone()
+            }
+        };
+        // A file where another needs a folder (`x` and `x/y`) would fail at rename time and
+        // leave its temporary file behind; refuse the later one now, naming both.
+        let folder_clash = index
+            .folders
+            .get(&entry.dest)
+            .map(|&i| (entry.dest.clone(), i))
+            .or_else(|| {
+                folders_of(&entry.dest)
+                    .find_map(|f| index.by_dest.get(f).map(|&i| (f.to_string(), i)))
+            });
+        if let Some((folder, i)) = folder_clash {
+            self.problems.push(Problem {
+                item: entry.uri.clone(),
+                message: format!(
+                    "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
+                    entry.dest,
+                    taken_by(i, &self.files)
+                ),
+                entry: None,
+            });
+            return;
+        }
         if let Some(&i) = index.by_uri.get(&entry.uri) {
             let first_dest = self.files[i].dest.clone();
             if first_dest != entry.dest && !index.by_dest.contains_key(&entry.dest) {
-                index.by_dest.insert(entry.dest.clone(), usize::MAX);
+                index.add_dest(&entry.dest, usize::MAX);
                 self.duplicates.push(Duplicate { entry, first_dest });
             }
             return;
         }
         if let Some(&i) = index.by_dest.get(&entry.dest) {
-            let other = if i == usize::MAX {
-                "a duplicate".to_string()
-            } else {
-                self.files[i].uri.clone()
-            };
             self.problems.push(Problem {
                 item: entry.uri.clone(),
-                message: format!("destination {} is already taken by {other}", entry.dest),
+                message: format!(
+                    "destination {} is already taken by {}",
+                    entry.dest,
+                    taken_by(i, &self.files)
+                ),
                 entry: None,
             });
             return;
         }
         index.by_uri.insert(entry.uri.clone(), self.files.len());
-        index.by_dest.insert(entry.dest.clone(), self.files.len());
+        index.add_dest(&entry.dest, self.files.len());
         self.files.push(entry);
     }
 
@@ -259,6 +296,25 @@ impl Plan {
 pub struct PlanIndex {
     by_uri: HashMap<String, usize>,
     by_dest: HashMap<String, usize>,
+    /// Every folder some planned destination needs, with that file (`usize::MAX`: a duplicate).
+    folders: HashMap<String, usize>,
+}
+
+impl PlanIndex {
+    fn add_dest(&mut self, dest: &str, i: usize) {
+        self.by_dest.insert(dest.to_string(), i);
+        for f in folders_of(dest) {
+            if self.folders.contains_key(f) {
+                break; // its own folders are there too
+            }
+            self.folders.insert(f.to_string(), i);
+        }
+    }
+}
+
+/// The folders of a `/`-separated destination, deepest first: `a/b/c` gives `a/b`, `a`.
+fn folders_of(dest: &str) -> impl Iterator<Item = &str> {
+    dest.match_indices('/').rev().map(move |(i, _)| &dest[..i])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -454,6 +510,29 @@ mod tests {
         assert_eq!(plan.duplicates.len(), 1);
         assert_eq!(plan.duplicates[0].first_dest, "a/x");
         assert_eq!(plan.problems.len(), 2);
+    }
+
+    #[test]
+    fn reserved_names_and_folder_clashes_are_refused() {
+        let mut plan = Plan::default();
+        let mut idx = PlanIndex::default();
+        plan.push(entry("u1", "p/x", 1), &mut idx);
+        plan.push(entry("u2", "p/x/y", 1), &mut idx); // p/x is a file: problem
+        plan.push(entry("u3", "q/r/s", 1), &mut idx);
+        plan.push(entry("u4", "q/r", 1), &mut idx); // q/r is a folder: problem
+        plan.push(entry("u5", "q", 1), &mut idx); // q is a folder: problem
+        plan.push(entry("u6", "SHA256SUMS", 1), &mut idx);
+        plan.push(entry("u7", ".mastfetch/tmp/a.part", 1), &mut idx);
+        plan.push(entry("u8", "q/r2", 1), &mut idx); // a sibling: fine
+        let dests: Vec<&str> = plan.files.iter().map(|f| f.dest.as_str()).collect();
+        assert_eq!(dests, ["p/x", "q/r/s", "q/r2"]);
+        assert_eq!(plan.problems.len(), 5, "{:?}", plan.problems);
+        assert!(
+            plan.problems[0].message.contains("u1"),
+            "{:?}",
+            plan.problems
+        );
+        assert_eq!(plan.problems[0].item, "u2");
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! Hostile and broken inputs: listings whose keys look like mastfetch's own files, destinations
+//! that clash, bounded `@FILE` input, escaped echoes, servers that never finish or never heal.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::s3server::{Fault, TestS3};
+use crate::util::{self, data, files_under, run, stderr};
+
+const BUCKET: &str = "stpubdata";
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn a_key_shaped_like_a_temporary_name_keeps_its_own_bytes() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let (x, dot_x) = (data(1, 300_000), data(2, 200_000));
+    s3.put(BUCKET, "odd/X", &x);
+    s3.put(BUCKET, "odd/.X.mastfetch", &dot_x);
+    s3.put(BUCKET, "odd/.X.mastfetch.state", &data(3, 10));
+    let dir = tempfile::tempdir().unwrap();
+    for layout in ["flat", "mirror", "nested"] {
+        let dest = dir.path().join(layout);
+        let out = run(
+            &s3.endpoint,
+            &[
+                "get",
+                "s3://stpubdata/odd/",
+                "--layout",
+                layout,
+                "--dest",
+                dest.to_str().unwrap(),
+                "--s3-only",
+            ],
+        );
+        assert_eq!(code(&out), 0, "{layout}: {}", stderr(&out));
+        let files = files_under(&dest);
+        let find = |name: &str| {
+            let f = files
+                .iter()
+                .find(|f| f.rsplit('/').next() == Some(name))
+                .unwrap_or_else(|| panic!("{layout}: no {name} in {files:?}"));
+            std::fs::read(dest.join(f)).unwrap()
+        };
+        assert!(find("X") == x, "{layout}: X has the wrong bytes");
+        assert!(find(".X.mastfetch") == dot_x, "{layout}: .X.mastfetch");
+        assert_eq!(find(".X.mastfetch.state"), data(3, 10));
+        assert_eq!(util::manifest(&dest).len(), 3);
+    }
+}
+
+#[test]
+fn objects_named_like_our_own_files_are_refused_and_the_lock_holds() {
+    let s3 = TestS3::start(&[BUCKET]);
+    for name in [
+        "SHA256SUMS",
+        "mastfetch-manifest.jsonl",
+        ".mastfetch-manifest.jsonl.lock",
+    ] {
+        s3.put(BUCKET, &format!("own/{name}"), b"not yours\n");
+    }
+    let good = data(4, 4 << 20);
+    s3.put(BUCKET, "own/good.fits", &good);
+    // Slow the good file so that a second run starts while the first holds the lock.
+    s3.inject(
+        "GET",
+        "own/good.fits",
+        100,
+        Fault::Delay(Duration::from_millis(200)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().to_str().unwrap();
+    let args = [
+        "get",
+        "s3://stpubdata/own/",
+        "--layout",
+        "flat",
+        "--dest",
+        dest,
+        "--part-size",
+        "1MiB",
+        "--jobs",
+        "1",
+        "--s3-only",
+        "--endpoint-url",
+        &s3.endpoint,
+    ];
+    let first = util::mastfetch()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !s3.log().iter().any(|r| r.is_get_object()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "first run never fetched"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = util::mastfetch().args(args).output().unwrap();
+    assert_eq!(code(&second), 2, "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("another mastfetch"),
+        "{}",
+        stderr(&second)
+    );
+    let first = first.wait_with_output().unwrap();
+    let err = stderr(&first);
+    assert_eq!(code(&first), 1, "{err}");
+    for name in [
+        "own/SHA256SUMS",
+        "own/mastfetch-manifest.jsonl",
+        "own/.mastfetch-manifest.jsonl.lock",
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("error") && l.contains(name) && l.contains("mastfetch")),
+            "{name} not named: {err}"
+        );
+    }
+    assert!(std::fs::read(dir.path().join("good.fits")).unwrap() == good);
+    // Our own files are ours: the manifest parses and names the one file fetched.
+    let m = util::manifest(dir.path());
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(m[0]["path"], "good.fits");
+    let sums = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+    assert!(sums.ends_with("  good.fits\n"), "{sums}");
+    assert!(!dir.path().join(".mastfetch-manifest.jsonl.lock").exists());
+}
+
+#[test]
+fn a_file_and_a_folder_of_the_same_name_are_not_both_planned() {
+    let s3 = TestS3::start(&[BUCKET]);
+    s3.put(BUCKET, "k/a", &data(5, 1000));
+    s3.put(BUCKET, "k/b", &data(6, 2000));
+    s3.put(BUCKET, "k/c", &data(7, 3000));
+    let dir = tempfile::tempdir().unwrap();
+    let entry = |uri: &str, key: &str, dest: &str| {
+        serde_json::json!({"uri": uri, "filename": dest.rsplit('/').next().unwrap(),
+            "source": "s3", "bucket": BUCKET, "key": key, "url": "u", "size": null,
+            "etag": null, "access": "PUBLIC", "dest": dest})
+        .to_string()
+    };
+    let plan = [
+        entry("s3://stpubdata/k/a", "k/a", "d/x"),
+        entry("s3://stpubdata/k/b", "k/b", "d/x/y"),
+        entry("s3://stpubdata/k/c", "k/c", "e/z"),
+    ]
+    .join("\n");
+    let p = dir.path().join("plan.jsonl");
+    std::fs::write(&p, plan).unwrap();
+    let dest = dir.path().join("out");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            &format!("@{}", p.display()),
+            "--dest",
+            dest.to_str().unwrap(),
+            "--s3-only",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("s3://stpubdata/k/b") && err.contains("d/x"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dest.join("d/x")).unwrap(), data(5, 1000));
+    assert_eq!(std::fs::read(dest.join("e/z")).unwrap(), data(7, 3000));
+    // Nothing else was left behind: no temporary file, no half-made folder.
+    let mut files = files_under(&dest);
+    files.retain(|f| !f.starts_with(".mastfetch/") || f.ends_with(".lock"));
+    assert_eq!(
+        files,
+        [
+            ".mastfetch/mastfetch-manifest.jsonl.lock",
+            "SHA256SUMS",
+            "d/x",
+            "e/z",
+            "mastfetch-manifest.jsonl"
+        ]
+    );
+    let left: Vec<String> = files_under(&dest)
+        .into_iter()
+        .filter(|f| f.ends_with(".part") || f.ends_with(".state"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
