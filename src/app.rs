@@ -22,6 +22,7 @@ use crate::progress::{self, FileEvent, Progress};
 use crate::resolve::Resolver;
 use crate::retry::RetryPolicy;
 use crate::s3::S3;
+use crate::text;
 use crate::transfer::{self, Engine};
 use crate::verify::{self, Verdict};
 
@@ -51,7 +52,7 @@ async fn sources(cfg: &Config) -> Result<Sources> {
 }
 
 async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
-    let parsed = input::parse_items(&cfg.items)?;
+    let parsed = input::parse_items(&cfg.items, &cfg.input_limits)?;
     let resolver = Resolver {
         s3: &src.s3,
         mast: src.mast.as_ref(),
@@ -80,11 +81,15 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     let heads = stats.heads.load(std::sync::atomic::Ordering::Relaxed);
     let mast = src.mast.as_ref().map(Mast::stats).unwrap_or_default();
     for p in &plan.problems {
-        eprintln!("mastfetch: error: {}: {}", p.item, p.message);
+        eprintln!(
+            "mastfetch: error: {}: {}",
+            text::escape(&p.item),
+            text::escape(&p.message)
+        );
     }
     if !opts.quiet {
         for n in &plan.notes {
-            eprintln!("mastfetch: note: {n}");
+            eprintln!("mastfetch: note: {}", text::escape(n));
         }
     }
     if !opts.quiet {
@@ -442,8 +447,8 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                 writeln!(
                     out,
                     "{status:<8} {}  {}",
-                    f.path,
-                    f.message.as_deref().unwrap_or("")
+                    text::escape(&f.path),
+                    text::escape(f.message.as_deref().unwrap_or(""))
                 )?;
             }
             VerifyFormat::Table => {}

@@ -257,6 +257,8 @@ pub struct Config {
     pub retry: crate::retry::RetryPolicy,
     pub check_md5: bool,
     pub progress: crate::progress::Options,
+    /// How much an @FILE may hold.
+    pub input_limits: crate::input::Limits,
 }
 
 /// Requests in flight by default. Real S3 sustains ~85-90 MB/s per connection, so ~15 requests
@@ -414,6 +416,7 @@ impl Config {
                 no_progress: run.no_progress,
                 json: run.json,
             },
+            input_limits: crate::input::Limits::from_env(),
         })
     }
 }

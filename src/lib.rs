@@ -6,7 +6,7 @@
 //! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
 //! `s3` and `https` (the two sources), `dest` (mastfetch's own names under DIR), `transfer` (the
 //! engine), `hashing` (its digests),
-//! `manifest`, `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
+//! `manifest`, `verify`, `fits`, `progress`, `retry`, `text` (showing outside text safely), and `app` (the commands).
 
 pub mod app;
 pub mod cli;
@@ -24,5 +24,6 @@ pub mod query;
 pub mod resolve;
 pub mod retry;
 pub mod s3;
+pub mod text;
 pub mod transfer;
 pub mod verify;

@@ -62,7 +62,8 @@ impl Entry {
             etag: p.etag.clone(),
             access: p.access.clone(),
             status,
-            message,
+            // Messages quote inputs and servers; the manifest is read in terminals too.
+            message: message.map(|m| crate::text::escape(&m).into_owned()),
         }
     }
 }

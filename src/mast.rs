@@ -479,7 +479,8 @@ impl Mast {
                         .unwrap_or("(no message)");
                     return Err(MastError::Service {
                         service,
-                        msg: msg.to_string(),
+                        // A server's words are echoed cut and escaped, like any input.
+                        msg: crate::text::shown(msg),
                     });
                 }
                 Some("COMPLETE") | None => return Ok(parse_page(value)),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dest;
 use crate::names;
+use crate::text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -176,16 +177,16 @@ impl Plan {
     pub fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
         if let Err(e) = safe_relative(&entry.dest) {
             self.problems.push(Problem {
-                item: entry.uri.clone(),
-                message: e.to_string(),
+                item: text::shown(&entry.uri),
+                message: text::escape(&e.to_string()).into_owned(),
                 entry: None,
             });
             return;
         }
         if let Some(why) = dest::reserved(&entry.dest) {
             self.problems.push(Problem {
-                item: entry.uri.clone(),
-                message: format!("destination {} is {why}", entry.dest),
+                item: text::shown(&entry.uri),
+                message: format!("destination {} is {why}", text::shown(&entry.dest)),
                 entry: None,
             });
             return;
@@ -209,11 +210,11 @@ impl Plan {
             });
         if let Some((folder, i)) = folder_clash {
             self.problems.push(Problem {
-                item: entry.uri.clone(),
+                item: text::shown(&entry.uri),
                 message: format!(
                     "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
-                    entry.dest,
-                    taken_by(i, &self.files)
+                    text::shown(&entry.dest),
+                    text::shown(&taken_by(i, &self.files))
                 ),
                 entry: None,
             });
@@ -229,11 +230,11 @@ impl Plan {
         }
         if let Some(&i) = index.by_dest.get(&entry.dest) {
             self.problems.push(Problem {
-                item: entry.uri.clone(),
+                item: text::shown(&entry.uri),
                 message: format!(
                     "destination {} is already taken by {}",
-                    entry.dest,
-                    taken_by(i, &self.files)
+                    text::shown(&entry.dest),
+                    text::shown(&taken_by(i, &self.files))
                 ),
                 entry: None,
             });
@@ -366,7 +367,7 @@ pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Resul
             let width = plan
                 .files
                 .iter()
-                .map(|f| f.dest.len())
+                .map(|f| text::escape(&f.dest).chars().count())
                 .max()
                 .unwrap_or(4)
                 .max(4);
@@ -381,7 +382,7 @@ pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Resul
                 writeln!(
                     out,
                     "{:<width$}  {size:>12}  {:<6}  {access}",
-                    f.dest,
+                    text::escape(&f.dest),
                     f.source.as_str()
                 )?;
             }

@@ -217,7 +217,7 @@ impl Progress {
 
     /// An error line, printed once, above the bar when there is one.
     pub fn error(&self, msg: &str) {
-        let line = format!("mastfetch: error: {msg}");
+        let line = format!("mastfetch: error: {}", crate::text::escape(msg));
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -229,6 +229,7 @@ impl Progress {
         if self.opts.quiet {
             return;
         }
+        let msg = crate::text::escape(msg);
         match &self.bar {
             Some(bar) => bar.println(format!("mastfetch: {msg}")),
             None => eprintln!("mastfetch: {msg}"),

@@ -1,7 +1,8 @@
 //! Hostile and broken inputs: listings whose keys look like mastfetch's own files, destinations
 //! that clash, bounded `@FILE` input, escaped echoes, servers that never finish or never heal.
 
-use std::process::Stdio;
+use std::io::Write;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::s3server::{Fault, TestS3};
@@ -190,4 +191,111 @@ fn a_file_and_a_folder_of_the_same_name_are_not_both_planned() {
         .filter(|f| f.ends_with(".part") || f.ends_with(".state"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `mastfetch plan @- --s3-only` fed by a thread that writes `chunk` until the reader stops.
+fn plan_from_endless_stdin(s3: &TestS3, chunk: &'static [u8], env: &[(&str, &str)]) -> Output {
+    let mut child = util::mastfetch()
+        .args([
+            "plan",
+            "@-",
+            "--s3-only",
+            "--format",
+            "jsonl",
+            "--endpoint-url",
+            &s3.endpoint,
+        ])
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        // Ends when mastfetch closes its end (a broken pipe), as `cat /dev/zero |` would.
+        while stdin.write_all(chunk).is_ok() {}
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn endless_or_binary_input_stops_at_a_limit_with_one_error() {
+    let s3 = TestS3::start(&[BUCKET]);
+    static ZEROS: [u8; 4096] = [0; 4096];
+    let zeros = plan_from_endless_stdin(&s3, &ZEROS, &[]);
+    let err = stderr(&zeros);
+    assert_eq!(code(&zeros), 2, "{err}");
+    assert!(err.contains("not a text file"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let lines = plan_from_endless_stdin(
+        &s3,
+        b"jw02731001001_02101_00001_nrcb1_cal.fits\n",
+        &[("MASTFETCH_INPUT_MAX_BYTES", "1000000")],
+    );
+    let err = stderr(&lines);
+    assert_eq!(code(&lines), 2, "{err}");
+    assert!(err.contains("larger than 1000000 bytes"), "{err}");
+
+    let one_line =
+        plan_from_endless_stdin(&s3, b"aaaaaaaa", &[("MASTFETCH_INPUT_MAX_LINE", "5000")]);
+    let err = stderr(&one_line);
+    assert_eq!(code(&one_line), 2, "{err}");
+    assert!(
+        err.contains("stdin:1: a line longer than 5000 bytes")
+            || err.contains("standard input:1: a line longer than 5000 bytes"),
+        "{err}"
+    );
+
+    let many = plan_from_endless_stdin(&s3, b"\n\n\n\n", &[("MASTFETCH_INPUT_MAX_LINES", "1000")]);
+    let err = stderr(&many);
+    assert_eq!(code(&many), 2, "{err}");
+    assert!(err.contains("more than 1000 lines"), "{err}");
+}
+
+#[test]
+fn bad_lines_are_echoed_escaped_cut_and_counted() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let cal = "jw02731001001_02101_00001_nrcb1_cal.fits";
+    s3.put(
+        BUCKET,
+        &format!("jwst/public/jw02731/jw02731001001/{cal}"),
+        &data(9, 100),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut list = format!("{cal}\n");
+    list.push_str("evil\u{1b}[31mred\u{1b}[0m.fits\n");
+    list.push_str("jw\u{202E}stif.exe\n");
+    list.push_str(&format!("{}\n", "x".repeat(5000)));
+    for i in 0..47 {
+        list.push_str(&format!("bad name {i}\n"));
+    }
+    let p = dir.path().join("list.txt");
+    std::fs::write(&p, list).unwrap();
+    let out = run(
+        &s3.endpoint,
+        &[
+            "plan",
+            &format!("@{}", p.display()),
+            "--s3-only",
+            "--format",
+            "table",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{202E}'),
+        "{err:?}"
+    );
+    assert!(err.contains("\\u{1b}[31m"), "{err}");
+    assert!(err.contains("\\u{202e}"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error:")).collect();
+    assert_eq!(errors.len(), 6, "{err}");
+    assert!(errors[5].contains("45 more bad lines"), "{err}");
+    assert!(err.lines().all(|l| l.chars().count() < 600), "{err}");
+    assert!(util::stdout(&out).contains(cal));
 }
