@@ -46,7 +46,11 @@ async fn sources(cfg: &Config) -> Result<Sources> {
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
     } else {
-        Some(Mast::new(cfg.mast_url.clone(), retry, 8).context("cannot set up the MAST client")?)
+        Some(
+            Mast::new(cfg.mast_url.clone(), retry, 8)
+                .context("cannot set up the MAST client")?
+                .with_deadline(cfg.mast_timeout),
+        )
     };
     Ok(Sources { s3, mast })
 }
@@ -149,6 +153,11 @@ fn print_plan(plan: &Plan, format: Option<Format>) -> Result<()> {
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    // stdout holds the plan: notes go to stderr only.
+    progress::set_wait_notes(progress::Options {
+        json: false,
+        ..cfg.progress
+    });
     show_plan(&cfg, args.format).await
 }
 
@@ -165,6 +174,10 @@ async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    progress::set_wait_notes(progress::Options {
+        json: cfg.progress.json && !args.dry_run,
+        ..cfg.progress
+    });
     if args.dry_run {
         return show_plan(&cfg, args.format).await;
     }

@@ -105,6 +105,14 @@ pub struct SourceArgs {
         help_heading = "Sources"
     )]
     pub mast_url: String,
+    /// Longest wait, in seconds, for a MAST query that keeps answering EXECUTING.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 600,
+        help_heading = "Sources"
+    )]
+    pub mast_timeout: u64,
     /// File holding the MAST API token (default: env MAST_API_TOKEN; needed only for
     /// exclusive-access files).
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
@@ -143,6 +151,10 @@ pub struct RunArgs {
     /// SLURM_ARRAY_TASK_ID.
     #[arg(long)]
     pub shard_index: Option<u32>,
+    /// Seconds in which a response body must deliver 16 KiB, else it is retried as stalled
+    /// (for tests; the default suits real links).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, hide = true)]
+    pub stall_timeout: u64,
     /// No progress bar or periodic lines.
     #[arg(long)]
     pub no_progress: bool,
@@ -247,6 +259,8 @@ pub struct Config {
     pub catalog: Catalog,
     pub s3: S3Options,
     pub mast_url: Url,
+    /// How long a MAST query may answer EXECUTING.
+    pub mast_timeout: std::time::Duration,
     pub token_file: Option<PathBuf>,
     pub s3_only: bool,
     pub mast_only: bool,
@@ -399,6 +413,7 @@ impl Config {
             catalog: sel.catalog,
             s3: s3_options(src)?,
             mast_url: mast_base(&src.mast_url)?,
+            mast_timeout: std::time::Duration::from_secs(src.mast_timeout.max(1)),
             token_file: src.token_file.clone(),
             s3_only: src.s3_only,
             mast_only: src.mast_only,
@@ -409,6 +424,7 @@ impl Config {
             check_md5: !run.no_md5,
             retry: crate::retry::RetryPolicy {
                 max_retries: run.retries,
+                stall: std::time::Duration::from_secs(run.stall_timeout.max(1)),
                 ..Default::default()
             },
             progress: crate::progress::Options {

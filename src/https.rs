@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
@@ -23,7 +22,6 @@ use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
 use crate::transfer::sha256_file;
 
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
      make a new one at https://auth.mast.stsci.edu/token and pass it with --token-file or \
@@ -71,6 +69,12 @@ pub enum HttpsError {
         #[source]
         source: io::Error,
     },
+    #[error("GET {url}: answer")]
+    TooSlow {
+        url: String,
+        #[source]
+        source: crate::retry::TooSlow,
+    },
     #[error("{url}: received {got} bytes, MAST said {want}")]
     Size { url: String, got: u64, want: u64 },
     #[error("the MAST token was refused by {url}: {TOKEN_HELP}")]
@@ -83,7 +87,9 @@ impl Transient for HttpsError {
     fn is_transient(&self) -> bool {
         match self {
             HttpsError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
-            HttpsError::Request { .. } | HttpsError::Size { .. } => true,
+            HttpsError::Request { .. } | HttpsError::Size { .. } | HttpsError::TooSlow { .. } => {
+                true
+            }
             _ => false,
         }
     }
@@ -184,13 +190,26 @@ impl MastHttps {
                         hint: "",
                     });
                 }
-                resp.json::<serde_json::Value>()
+                let body = crate::retry::read_body(&self.retry, resp.bytes_stream())
                     .await
-                    .map_err(|e| HttpsError::Request {
+                    .map_err(|e| match e {
+                        crate::retry::BodyError::TooSlow(source) => HttpsError::TooSlow {
+                            url: url.to_string(),
+                            source,
+                        },
+                        crate::retry::BodyError::Body(e) => HttpsError::Request {
+                            url: url.to_string(),
+                            what: "answer interrupted",
+                            source: Some(e),
+                        },
+                    })?;
+                serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| {
+                    HttpsError::Request {
                         url: url.to_string(),
-                        what: "unreadable answer",
-                        source: Some(e),
-                    })
+                        what: "unreadable answer (not JSON)",
+                        source: None,
+                    }
+                })
             })
             .await?;
         if resp
@@ -248,8 +267,8 @@ impl MastHttps {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if e.is_transient() && attempt < self.retry.max_retries => {
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                Err(e) if self.retry.should_retry(&e, attempt) => {
+                    self.retry.pause(attempt, &e).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -367,14 +386,14 @@ impl MastHttps {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
         let mut got = 0u64;
+        let mut dog = crate::retry::Watchdog::new(&self.retry);
         loop {
-            let next = tokio::time::timeout(STALL_TIMEOUT, stream.next()).await;
+            let next = dog.next(&mut stream).await;
             let chunk = match next {
-                Err(_) => {
-                    return Err(HttpsError::Request {
+                Err(source) => {
+                    return Err(HttpsError::TooSlow {
                         url: url.to_string(),
-                        what: "stalled",
-                        source: None,
+                        source,
                     })
                 }
                 Ok(None) => break,

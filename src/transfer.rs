@@ -14,9 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -26,11 +25,9 @@ use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
-use crate::retry::{RetryPolicy, Transient};
+use crate::retry::RetryPolicy;
 use crate::s3::{ErrorKind, S3Error, S3};
 
-/// A body that delivers nothing for this long is a stalled connection: retry it elsewhere.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
 /// Read size of `sha256_file`.
@@ -502,10 +499,10 @@ impl Engine {
                 }
                 Err(e) => e,
             };
-            if !err.is_transient() || attempt >= self.retry.max_retries {
+            if !self.retry.should_retry(&err, attempt) {
                 return Err(err);
             }
-            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            self.retry.pause(attempt, &err).await;
             attempt += 1;
         }
     }
@@ -574,13 +571,13 @@ impl Engine {
         want: u64,
     ) -> Result<u64, (u64, S3Error)> {
         let mut got = 0u64;
+        // A stalled or dripping connection is retried on a new one, resuming from `got`.
+        let mut dog = crate::retry::Watchdog::new(&self.retry);
         loop {
-            let chunk = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
-                Err(_) => {
-                    let e = ctx.make_error(
-                        ErrorKind::Transient,
-                        format!(": no data for {}s", STALL_TIMEOUT.as_secs()),
-                    );
+            let chunk = match dog.next(&mut body).await {
+                Err(slow) => {
+                    let mut e = ctx.make_error(ErrorKind::Transient, ": body".into());
+                    e.source = Some(Box::new(slow));
                     return Err((got, e));
                 }
                 Ok(None) => return Ok(got),

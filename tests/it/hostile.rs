@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::mast_server::{Catalog, Fault as MastFault, MastServer, Target};
 use crate::s3server::{Fault, TestS3};
 use crate::util::{self, data, files_under, run, stderr};
 
@@ -298,4 +299,80 @@ fn bad_lines_are_echoed_escaped_cut_and_counted() {
     assert!(errors[5].contains("45 more bad lines"), "{err}");
     assert!(err.lines().all(|l| l.chars().count() < 600), "{err}");
     assert!(util::stdout(&out).contains(cal));
+}
+
+/// `mastfetch ARGS` against a MAST stand-in with an empty catalog (a dead S3 endpoint).
+fn against_mast(mast: &MastServer, args: &[&str]) -> Output {
+    util::mastfetch()
+        .args(args)
+        .args([
+            "--mast-url",
+            &mast.url,
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap()
+}
+
+const QUERY: [&str; 5] = ["plan", "--program", "1234", "--catalog", "mast"];
+
+#[test]
+fn a_query_executing_forever_stops_at_its_deadline() {
+    let mast = MastServer::start(Catalog::default(), "t");
+    mast.executing("Mast.Caom.Filtered", usize::MAX);
+    let mut args = QUERY.to_vec();
+    args.extend(["--mast-timeout", "2"]);
+    let out = against_mast(&mast, &args);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("Mast.Caom.Filtered: still executing after"),
+        "{err}"
+    );
+    assert!(err.contains("--mast-timeout"), "{err}");
+}
+
+#[test]
+fn a_dripping_answer_is_cut_retried_and_said() {
+    let mast = MastServer::start(Catalog::default(), "t");
+    mast.inject(
+        Target::Invoke("Mast.Caom.Filtered"),
+        100,
+        MastFault::Drip(Duration::from_millis(250)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = against_mast(
+        &mast,
+        &[
+            "get",
+            "--program",
+            "1234",
+            "--catalog",
+            "mast",
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--stall-timeout",
+            "1",
+            "--retries",
+            "1",
+            "--json",
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("too slow"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("mastfetch: note: retrying (1 of 1)")
+                && l.contains("Mast.Caom.Filtered")),
+        "{err}"
+    );
+    let notes: Vec<_> = util::jsonl(&util::stdout(&out))
+        .into_iter()
+        .filter(|e| e["event"] == "note")
+        .collect();
+    assert_eq!(notes.len(), 1, "{}", util::stdout(&out));
+    assert!(notes[0]["message"].as_str().unwrap().contains("retrying"));
+    assert_eq!(mast.invokes("Mast.Caom.Filtered"), 2);
 }
