@@ -296,8 +296,11 @@ fn parse_jobs(s: &str) -> Result<usize, ConfigError> {
 /// The MAST base URL with a trailing `/`, so that API paths join under it.
 pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
     let mut url = Url::parse(s).map_err(|e| flag("mast-url", format!("{s:?}: {e}")))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(flag("mast-url", format!("{s:?}: not an http(s) URL")));
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(flag(
+            "mast-url",
+            format!("{s:?}: not an http:// or https:// URL with a host"),
+        ));
     }
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -307,8 +310,15 @@ pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
 }
 
 pub fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
-    if let Some(ep) = &src.endpoint_url {
-        Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
+    if let Some(ep) = src.endpoint_url.as_ref().filter(|s| !s.is_empty()) {
+        let url = Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
+        // Anything else would be retried for a minute and a half before failing.
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(flag(
+                "endpoint-url",
+                format!("{ep:?}: not an http:// or https:// URL with a host"),
+            ));
+        }
     }
     Ok(S3Options {
         bucket: src.bucket.clone(),

@@ -55,7 +55,7 @@ pub enum HttpsError {
         status: u16,
         hint: &'static str,
     },
-    #[error("GET {url}: {what}")]
+    #[error("GET {url}: {what}{}", .source.as_ref().map_or("", |e| crate::retry::transport_hint(e)))]
     Request {
         url: String,
         what: &'static str,
@@ -87,10 +87,22 @@ impl Transient for HttpsError {
     fn is_transient(&self) -> bool {
         match self {
             HttpsError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
+            HttpsError::Request {
+                source: Some(e), ..
+            } => crate::retry::outlook(e) != crate::retry::Outlook::Never,
             HttpsError::Request { .. } | HttpsError::Size { .. } | HttpsError::TooSlow { .. } => {
                 true
             }
             _ => false,
+        }
+    }
+
+    fn retry_limit(&self) -> Option<u32> {
+        match self {
+            HttpsError::Request {
+                source: Some(e), ..
+            } if crate::retry::outlook(e) == crate::retry::Outlook::OnceMore => Some(1),
+            _ => None,
         }
     }
 }

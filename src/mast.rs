@@ -76,7 +76,7 @@ const HST_INSTRUMENTS: [&str; 12] = [
 pub enum MastError {
     /// `source` is stripped of its URL: ours is in the message, and a `path_lookup` URL would
     /// repeat 40 URIs.
-    #[error("MAST {service}: no answer from {url}")]
+    #[error("MAST {service}: no answer from {url}{}", crate::retry::transport_hint(.source))]
     Request {
         service: &'static str,
         url: String,
@@ -127,7 +127,9 @@ pub enum MastError {
 impl Transient for MastError {
     fn is_transient(&self) -> bool {
         match self {
-            MastError::Request { .. } => true,
+            MastError::Request { source, .. } => {
+                crate::retry::outlook(source) != crate::retry::Outlook::Never
+            }
             MastError::TooSlow { .. } => true,
             // The deadline is the user's: starting the query over would wait past it.
             MastError::StillExecuting { .. } => false,
@@ -135,6 +137,17 @@ impl Transient for MastError {
             MastError::Decode { .. } | MastError::Service { .. } | MastError::Paging { .. } => {
                 false
             }
+        }
+    }
+
+    fn retry_limit(&self) -> Option<u32> {
+        match self {
+            MastError::Request { source, .. }
+                if crate::retry::outlook(source) == crate::retry::Outlook::OnceMore =>
+            {
+                Some(1)
+            }
+            _ => None,
         }
     }
 }

@@ -52,6 +52,79 @@ impl Default for RetryPolicy {
     }
 }
 
+/// What a failed connection says about the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outlook {
+    /// A reset, a timeout, a refused connection: worth the usual retries.
+    Retry,
+    /// The host name did not resolve: one more try (a resolver hiccup), then give up.
+    OnceMore,
+    /// It will fail the same way every time (TLS to a plain-HTTP server, a bad certificate, a
+    /// redirect loop): give up at once.
+    Never,
+}
+
+/// Read a transport error's cause chain. The HTTP stacks (reqwest, hyper, the AWS SDK, rustls)
+/// wrap these causes in their own types, so the chain's words are what they have in common.
+pub fn outlook(err: &(dyn std::error::Error + 'static)) -> Outlook {
+    let mut words = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            if r.is_redirect() {
+                return Outlook::Never;
+            }
+        }
+        words.push_str(&e.to_string().to_ascii_lowercase());
+        words.push('\n');
+        next = e.source();
+    }
+    const TLS: [&str; 6] = [
+        "invalidcontenttype",
+        "corrupt message",
+        "invalid peer certificate",
+        "handshakefailure",
+        "wrong version number",
+        "certificate verify failed",
+    ];
+    const DNS: [&str; 5] = [
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+        "no such host",
+        "nodename nor servname",
+    ];
+    if TLS.iter().any(|w| words.contains(w)) || words.contains("too many redirects") {
+        Outlook::Never
+    } else if DNS.iter().any(|w| words.contains(w)) {
+        Outlook::OnceMore
+    } else {
+        Outlook::Retry
+    }
+}
+
+/// Words for an error message that say what a transport error means, when it is one that will
+/// not heal by itself: `""` otherwise.
+pub fn transport_hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
+    let mut words = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        words.push_str(&e.to_string().to_ascii_lowercase());
+        next = e.source();
+    }
+    match outlook(err) {
+        Outlook::Never if words.contains("redirect") => " (a redirect loop)",
+        Outlook::Never if words.contains("certificate") => {
+            " (the TLS certificate is not valid for this host)"
+        }
+        Outlook::Never => {
+            " (the TLS handshake failed: is it a plain-HTTP server? then give an http:// URL)"
+        }
+        Outlook::OnceMore => " (the host name does not resolve: check it, and the network)",
+        Outlook::Retry => "",
+    }
+}
+
 /// A body that delivered too little within one watchdog window.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -151,16 +224,17 @@ impl RetryPolicy {
 
     /// Wait before retry `attempt + 1` of what failed with `err`, saying so (at most one such
     /// note every half minute, so that many retrying requests do not flood the terminal).
-    pub fn pause(
-        &self,
-        attempt: u32,
-        err: &(dyn std::error::Error + 'static),
-    ) -> tokio::time::Sleep {
+    pub fn pause<E>(&self, attempt: u32, err: &E) -> tokio::time::Sleep
+    where
+        E: Transient + std::error::Error + 'static,
+    {
         let wait = self.backoff(attempt);
+        let limit = err
+            .retry_limit()
+            .map_or(self.max_retries, |l| l.min(self.max_retries));
         crate::progress::wait_note(&format!(
-            "retrying ({} of {}) in {:.1} s: {}",
+            "retrying ({} of {limit}) in {:.1} s: {}",
             attempt + 1,
-            self.max_retries,
             wait.as_secs_f64(),
             crate::transfer::chain(err)
         ));
@@ -207,6 +281,27 @@ mod tests {
             max_delay: Duration::from_millis(2),
             stall: Duration::from_millis(200),
         }
+    }
+
+    #[test]
+    fn transport_errors_that_will_not_heal_are_told_apart() {
+        use std::io::{Error, ErrorKind};
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Wrap(#[source] Error);
+        let dns = Wrap(Error::other(
+            "dns error: failed to lookup address information: Name or service not known",
+        ));
+        assert_eq!(outlook(&dns), Outlook::OnceMore);
+        let tls = Wrap(Error::new(
+            ErrorKind::InvalidData,
+            "received corrupt message of type InvalidContentType",
+        ));
+        assert_eq!(outlook(&tls), Outlook::Never);
+        assert!(transport_hint(&tls).contains("plain-HTTP"));
+        let reset = Wrap(Error::new(ErrorKind::ConnectionReset, "connection reset"));
+        assert_eq!(outlook(&reset), Outlook::Retry);
+        assert_eq!(transport_hint(&reset), "");
     }
 
     #[tokio::test]

@@ -376,3 +376,133 @@ fn a_dripping_answer_is_cut_retried_and_said() {
     assert!(notes[0]["message"].as_str().unwrap().contains("retrying"));
     assert_eq!(mast.invokes("Mast.Caom.Filtered"), 2);
 }
+
+#[test]
+fn an_unsupported_scheme_is_a_usage_error_before_any_request() {
+    for (flag, url) in [
+        ("--endpoint-url", "ftp://127.0.0.1:9/"),
+        ("--mast-url", "ftp://127.0.0.1:9/"),
+    ] {
+        let out = util::mastfetch()
+            .args([
+                "plan",
+                "jw02731001001_02101_00001_nrcb1_cal.fits",
+                flag,
+                url,
+            ])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{err}");
+        assert!(
+            err.contains(flag) && err.contains("not an http:// or https:// URL"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn tls_to_a_plain_http_server_fails_at_once_naming_the_host() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let https = s3.endpoint.replace("http://", "https://");
+    let out = util::mastfetch()
+        .args([
+            "plan",
+            "s3://stpubdata/jwst/",
+            "--s3-only",
+            "--endpoint-url",
+            &https,
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains(&https) && err.contains("http://"), "{err}");
+    assert!(!err.contains("note: retrying"), "{err}");
+
+    let mast = MastServer::start(Catalog::default(), "t");
+    let out = util::mastfetch()
+        .args(QUERY)
+        .args(["--mast-url", &mast.url.replace("http://", "https://")])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("127.0.0.1") && err.contains("plain-HTTP"),
+        "{err}"
+    );
+    assert!(!err.contains("note: retrying"), "{err}");
+}
+
+#[test]
+fn a_redirect_loop_and_a_4xx_are_not_retried() {
+    let mast = MastServer::start(Catalog::default(), "t");
+    mast.inject(
+        Target::Invoke("Mast.Caom.Filtered"),
+        1000,
+        MastFault::RedirectLoop,
+    );
+    let out = against_mast(&mast, &QUERY);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(err.contains("redirect"), "{err}");
+    // One request and the redirects it followed; no retry started the chain again.
+    assert!(
+        mast.invokes("Mast.Caom.Filtered") <= 12,
+        "{}",
+        mast.invokes("Mast.Caom.Filtered")
+    );
+
+    let mast = MastServer::start(Catalog::default(), "t");
+    mast.inject(
+        Target::Invoke("Mast.Caom.Filtered"),
+        1000,
+        MastFault::Status(400),
+    );
+    let out = against_mast(&mast, &QUERY);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("127.0.0.1"),
+        "{err}"
+    );
+    assert_eq!(mast.invokes("Mast.Caom.Filtered"), 1);
+}
+
+#[test]
+fn a_host_that_does_not_resolve_is_tried_twice_then_named() {
+    // `.invalid` never resolves (RFC 6761); resolvers answer it without asking anyone.
+    let dir = tempfile::tempdir().unwrap();
+    let out = util::mastfetch()
+        .args([
+            "get",
+            "--program",
+            "2731",
+            "--suffix",
+            "cat",
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--endpoint-url",
+            "https://no-such-host.invalid",
+            "--mast-url",
+            "https://no-such-host.invalid/",
+        ])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.contains("no-such-host.invalid") && err.contains("does not resolve"),
+        "{err}"
+    );
+    let notes: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("note: retrying"))
+        .collect();
+    assert!(
+        notes.len() <= 1 && notes.iter().all(|n| n.contains("(1 of 1)")),
+        "{err}"
+    );
+}
