@@ -158,13 +158,14 @@ async fn plan_cmd(args: PlanArgs) -> Result<u8> {
         json: false,
         ..cfg.progress
     });
-    show_plan(&cfg, args.format).await
+    show_plan(&cfg, args.format, args.dest.as_deref()).await
 }
 
 /// `plan`, and `get --dry-run`: print the plan, its summary to stderr, exit 1 on problems.
-async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
+async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> Result<u8> {
     let src = sources(cfg).await?;
-    let plan = make_plan(cfg, &src).await?;
+    let mut plan = make_plan(cfg, &src).await?;
+    plan.dir = dir.map(|d| d.to_string_lossy().into_owned());
     print_plan(&plan, format)?;
     let mut quiet = cfg.progress;
     quiet.json = false; // stdout holds the plan itself
@@ -179,7 +180,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         ..cfg.progress
     });
     if args.dry_run {
-        return show_plan(&cfg, args.format).await;
+        return show_plan(&cfg, args.format, Some(&args.dest)).await;
     }
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

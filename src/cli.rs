@@ -134,8 +134,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto")]
     pub jobs: String,
     /// Ranged-GET part size (8MiB, 16MiB, ...).
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub part_size: u64,
     /// Retries per request for transient failures (5xx, SlowDown, timeouts, resets, short
     /// bodies), with jittered exponential backoff.
     #[arg(long, default_value_t = 10)]
@@ -177,6 +177,10 @@ pub struct PlanArgs {
     /// Output format (default: table on a terminal, jsonl otherwise).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// The folder the plan is for: `dest` fields stay relative to it (so the plan can be
+    /// given to `get --dest` on any machine); `--format curl` fetches into it by default.
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -242,6 +246,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub enum ConfigError {
     #[error("--{flag}: {message}")]
     Flag { flag: &'static str, message: String },
+    /// No items and no query: no flag is to blame, only what is missing.
+    #[error(
+        "nothing selected{filters}: give items (mast: URIs, product file names, s3:// prefixes, \
+         @FILE) or a query by program or observation id (see `mastfetch help get`)"
+    )]
+    NothingSelected { filters: String },
 }
 
 fn flag(flag: &'static str, message: impl Into<String>) -> ConfigError {
@@ -383,11 +393,25 @@ impl Config {
         run: &RunArgs,
     ) -> Result<Config, ConfigError> {
         if sel.items.is_empty() && sel.program.is_empty() && sel.obs_id.is_none() {
-            return Err(flag(
-                "program",
-                "nothing selected: give items (mast: URIs, file names, s3:// prefixes, @FILE) \
-                 or a query (--program, --obs-id)",
-            ));
+            // Filters the user did give select nothing by themselves; say so, naming only them.
+            let given: Vec<&str> = [
+                ("--instrument", !sel.instrument.is_empty()),
+                ("--calib-level", !sel.calib_level.is_empty()),
+                ("--suffix", !sel.suffix.is_empty()),
+                ("--product-type", !sel.product_type.is_empty()),
+                ("--recommended", sel.recommended),
+                ("--match", sel.match_.is_some()),
+                ("--exclude", sel.exclude.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(f, on)| on.then_some(f))
+            .collect();
+            let filters = if given.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} only filter a selection)", given.join(", "))
+            };
+            return Err(ConfigError::NothingSelected { filters });
         }
         let query = Query {
             programs: sel.program.clone(),
@@ -429,7 +453,7 @@ impl Config {
             mast_only: src.mast_only,
             layout: run.layout,
             jobs: parse_jobs(&run.jobs)?,
-            part_size: run.part_size.unwrap_or(DEFAULT_PART_SIZE),
+            part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),
             check_md5: !run.no_md5,
             retry: crate::retry::RetryPolicy {
@@ -485,6 +509,21 @@ mod tests {
     fn shard_index_must_fit() {
         assert_eq!(shard_index(Some(3), 4).unwrap(), 3);
         assert!(shard_index(Some(4), 4).is_err());
+    }
+
+    #[test]
+    fn help_shows_defaults_and_plan_takes_dest() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("get")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: 16MiB]"), "{help}");
+        assert!(help.contains("[default: 600]"), "{help}");
+        let cli = Cli::try_parse_from(["mastfetch", "plan", "x.fits", "--dest", "d"]).unwrap();
+        assert!(matches!(cli.command, Command::Plan(p) if p.dest.as_deref() == Some("d".as_ref())));
     }
 
     #[test]

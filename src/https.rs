@@ -79,7 +79,10 @@ pub enum HttpsError {
     Size { url: String, got: u64, want: u64 },
     #[error("the MAST token was refused by {url}: {TOKEN_HELP}")]
     BadToken { url: String },
-    #[error("{url}: not a MAST address this token may be sent to (only {base} over HTTPS)")]
+    #[error(
+        "{url}: not a MAST address this token may be sent to (only {base}, over HTTPS (plain \
+         HTTP only to a loopback address))"
+    )]
     TokenTarget { url: String, base: String },
 }
 
@@ -503,6 +506,13 @@ mod tests {
         )
         .unwrap();
         assert!(local.may_send_token(&Url::parse("http://127.0.0.1:8080/whoami").unwrap()));
+        let refused = HttpsError::TokenTarget {
+            url: "http://mast.stsci.edu/x".into(),
+            base: "https://mast.stsci.edu/".into(),
+        };
+        assert!(refused
+            .to_string()
+            .contains("HTTPS (plain HTTP only to a loopback address)"));
     }
 
     #[test]

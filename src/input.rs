@@ -11,7 +11,7 @@ use std::io::Read;
 use percent_encoding::percent_decode_str;
 
 use crate::manifest;
-use crate::names::Product;
+use crate::names::{self, Product};
 use crate::plan::{PlanEntry, Problem};
 use crate::text;
 
@@ -114,6 +114,30 @@ impl Limits {
 const ECHOED_BAD_LINES: usize = 5;
 
 impl Parsed {
+    /// Keep a named product, unless its name is not one MAST could have given it: a refusal
+    /// here names the input line, where a bad destination later could only name the URI.
+    fn push_product(&mut self, w: Wanted) {
+        let path = w
+            .product
+            .uri
+            .split_once("/product/")
+            .map_or(w.product.filename.as_str(), |(_, p)| p);
+        let bad = std::iter::once(w.product.filename.as_str())
+            .chain(path.split('/'))
+            .find_map(|part| names::check_name(part).err());
+        match bad {
+            Some(why) => {
+                let origin = w.origin.clone();
+                self.problem(
+                    &origin,
+                    &w.product.uri,
+                    format!("not a product name: {why}"),
+                );
+            }
+            None => self.items.push(Item::Product(w)),
+        }
+    }
+
     fn problem(&mut self, origin: &str, item: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             item: format!("{}: {}", text::escape(origin), text::shown(item)),
@@ -234,6 +258,17 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             );
             return;
         }
+        if prefix.trim_matches('/').is_empty() {
+            out.problem(
+                origin,
+                item,
+                format!(
+                    "a whole bucket (stpubdata holds petabytes): name a prefix, e.g. \
+                     s3://{bucket}/jwst/public/jw02731/"
+                ),
+            );
+            return;
+        }
         out.items.push(Item::Prefix {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
@@ -243,7 +278,7 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
     }
     if item.starts_with("mast:") {
         match Product::from_uri(item) {
-            Some(product) => out.items.push(Item::Product(wanted(product, origin))),
+            Some(product) => out.push_product(wanted(product, origin)),
             None => out.problem(
                 origin,
                 item,
@@ -257,7 +292,7 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             Some((product, obs_id)) => {
                 let mut w = wanted(product, origin);
                 w.obs_id = obs_id;
-                out.items.push(Item::Product(w));
+                out.push_product(w);
             }
             None => out.problem(
                 origin,
@@ -275,8 +310,12 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
         );
         return;
     }
+    if let Err(why) = names::check_name(item) {
+        out.problem(origin, item, format!("not a product name: {why}"));
+        return;
+    }
     match Product::from_filename(item) {
-        Some(product) => out.items.push(Item::Product(wanted(product, origin))),
+        Some(product) => out.push_product(wanted(product, origin)),
         None => out.problem(
             origin,
             item,
@@ -409,7 +448,7 @@ fn parse_curl_script(text: &str, name: &str, out: &mut Parsed) {
             .or(dataset);
         let mut w = wanted(product, &origin);
         w.obs_id = obs_id;
-        out.items.push(Item::Product(w));
+        out.push_product(w);
     }
 }
 
@@ -510,7 +549,7 @@ fn from_manifest(m: manifest::Entry, origin: &str, out: &mut Parsed) {
         // The manifest's folder is a destination, not a MAST fact; the key is worth confirming.
         w.key = m.bucket.zip(m.key);
         w.access = m.access;
-        out.items.push(Item::Product(w));
+        out.push_product(w);
     } else if let (Some(bucket), Some(key)) = (m.bucket, m.key) {
         out.items.push(Item::Prefix {
             bucket,
@@ -553,7 +592,12 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
     let rights_col = col("dataRights");
     let coll_col = col("obs_collection");
     for (i, rec) in rdr.records().enumerate() {
-        let line = skipped + i + 2;
+        // The reader's own line numbers: a quoted field may span lines.
+        let at = match &rec {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        };
+        let line = skipped + at.map_or(i + 2, |p| p.line() as usize);
         let origin = format!("{name}:{line}");
         let rec = match rec {
             Ok(r) => r,
@@ -563,6 +607,14 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             }
         };
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).filter(|v| !v.is_empty());
+        if let Some(v) = get(uri_col).or(get(file_col)).filter(|v| v.contains('\n')) {
+            out.problem(
+                &origin,
+                v,
+                "not a product name: it spans lines (an unterminated quote?)",
+            );
+            continue;
+        }
         let product = if let Some(uri) = get(uri_col) {
             Product::from_uri(uri)
                 .ok_or_else(|| format!("not a MAST product URI: {}", text::shown(uri)))
@@ -589,7 +641,7 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
                 w.obs_id = get(obs_col).map(str::to_string);
                 w.size = get(size_col).and_then(|s| s.parse().ok());
                 w.access = get(rights_col).map(str::to_string);
-                out.items.push(Item::Product(w));
+                out.push_product(w);
             }
             Err(msg) => out.problem(&origin, "row", msg),
         }

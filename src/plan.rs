@@ -78,6 +78,8 @@ pub struct Plan {
     pub catalog: Option<String>,
     /// Things the user should know that are not errors (a query that matched nothing).
     pub notes: Vec<String>,
+    /// The folder the plan is for (`plan --dest`), when given: `dest` fields stay relative.
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -407,7 +409,13 @@ fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
     s.push_str("# Usage: bash this-script [DIR]\n");
     s.push_str("set -euo pipefail\n");
     s.push_str("type -P curl >/dev/null || { echo 'This script requires curl.' >&2; exit 1; }\n");
-    s.push_str("DIR=${1:-.}\n");
+    // The folder `plan --dest` named (else `.`), unless the script is given another.
+    s.push_str("DIR=${1:-}\n");
+    let _ = writeln!(
+        s,
+        "[ -n \"$DIR\" ] || DIR={}",
+        sh_quote(plan.dir.as_deref().unwrap_or("."))
+    );
     s.push_str("failed=0\n");
     s.push_str("fetch() { # dest url [token]\n");
     s.push_str("  local dest=\"$DIR/$1\"\n");
@@ -591,5 +599,10 @@ mod tests {
         write_plan(&mut out, &plan, Format::Curl).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains(r"fetch 'it'\''s/x'"), "{s}");
+        assert!(s.contains("DIR='.'"), "{s}");
+        plan.dir = Some("my dir".into());
+        let mut out = Vec::new();
+        write_plan(&mut out, &plan, Format::Curl).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("DIR='my dir'"));
     }
 }

@@ -506,3 +506,124 @@ fn a_host_that_does_not_resolve_is_tried_twice_then_named() {
         "{err}"
     );
 }
+
+#[test]
+fn hygiene_bom_csv_lines_names_dots_bucket_dest_and_messages() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let cal = "jw02731001001_02101_00001_nrcb1_cal.fits";
+    let rate = "jw02731001001_02101_00001_nrcb1_rate.fits";
+    for f in [cal, rate] {
+        s3.put(
+            BUCKET,
+            &format!("jwst/public/jw02731/jw02731001001/{f}"),
+            &data(11, 100),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let plan = |args: &[&str]| {
+        let mut all = vec!["plan", "--s3-only", "--format", "jsonl"];
+        all.extend_from_slice(args);
+        run(&s3.endpoint, &all)
+    };
+
+    // A BOM before the first line of a list is not part of the first name.
+    let list = dir.path().join("bom.txt");
+    std::fs::write(&list, format!("\u{FEFF}{cal}\n{rate}\n")).unwrap();
+    let out = plan(&[&format!("@{}", list.display())]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(util::jsonl(&util::stdout(&out)).len(), 2);
+
+    // An unterminated quote in a CSV is not a product name; the error names its line.
+    let csv = dir.path().join("export.csv");
+    std::fs::write(
+        &csv,
+        format!("obs_id,dataURI\nx,mast:JWST/product/{cal}\ny,\"mast:JWST/product/{rate}\nz,mast:JWST/product/{rate}\n"),
+    )
+    .unwrap();
+    let out = plan(&[&format!("@{}", csv.display())]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("export.csv:3") && err.contains("not a product name"),
+        "{err}"
+    );
+    assert_eq!(util::jsonl(&util::stdout(&out)).len(), 1, "{err}");
+
+    // Names outside MAST's characters, and `..` in a URI (argument or CSV), are refused.
+    let dots = dir.path().join("dots.csv");
+    std::fs::write(&dots, "dataURI\nmast:JWST/product/../../etc/passwd\n").unwrap();
+    let out = plan(&[
+        "jw02731001001_02101_00001_nrcb1 cal.fits",
+        "mast:JWST/product/../x.fits",
+        &format!("@{}", dots.display()),
+        cal,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(err.matches("not a product name").count(), 3, "{err}");
+    assert!(err.contains("dots.csv:2"), "{err}");
+    assert!(
+        !err.contains("unsafe destination"),
+        "refused as names first: {err}"
+    );
+
+    // A whole bucket is refused with a hint; nothing is listed.
+    for bucket in ["s3://stpubdata", "s3://stpubdata/"] {
+        s3.clear_log();
+        let out = plan(&[bucket]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{err}");
+        assert!(
+            err.contains("whole bucket") && err.contains("name a prefix"),
+            "{err}"
+        );
+        assert!(!s3.log().iter().any(|r| r.is_list()), "listed the bucket");
+    }
+
+    // `plan --dest` is accepted; dest fields stay relative; the curl script defaults to it.
+    let out = plan(&[cal, "--dest", "/data/mirror"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let p = util::jsonl(&util::stdout(&out));
+    assert!(p[0]["dest"].as_str().unwrap().starts_with("JWST/"));
+    let out = run(
+        &s3.endpoint,
+        &[
+            "plan",
+            cal,
+            "--s3-only",
+            "--format",
+            "curl",
+            "--dest",
+            "/data/mirror",
+        ],
+    );
+    assert!(
+        util::stdout(&out).contains("DIR='/data/mirror'"),
+        "{}",
+        util::stdout(&out)
+    );
+
+    // --help shows defaults; no selection blames no flag that was not given.
+    let help = util::mastfetch().args(["help", "get"]).output().unwrap();
+    assert!(
+        util::stdout(&help).contains("[default: 16MiB]"),
+        "{}",
+        util::stdout(&help)
+    );
+    let nothing = run(
+        &s3.endpoint,
+        &["get", "--dest", dir.path().to_str().unwrap()],
+    );
+    let err = stderr(&nothing);
+    assert_eq!(code(&nothing), 2, "{err}");
+    assert!(
+        err.contains("nothing selected") && !err.contains("--program"),
+        "{err}"
+    );
+    let filtered = run(&s3.endpoint, &["plan", "--suffix", "cal"]);
+    let err = stderr(&filtered);
+    assert!(
+        err.contains("--suffix only filter") && !err.contains("--program"),
+        "{err}"
+    );
+}
