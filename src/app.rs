@@ -410,6 +410,21 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
 async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let dir = &args.dir;
     let entries = manifest::read_all(dir)?;
+    // A line cut short by a crash is passed over when reading; verify must still say so.
+    let mut torn = 0;
+    for path in manifest::manifests_in(dir).unwrap_or_default() {
+        if let Some(line) = manifest::torn_line(&path)? {
+            torn += 1;
+            eprintln!(
+                "mastfetch: error: {}:{line}: unreadable manifest line (cut short by a crash?); \
+                 the file it recorded is not checked",
+                text::escape(&path.display().to_string())
+            );
+        }
+    }
+    if entries.is_empty() && torn > 0 {
+        return Ok(1);
+    }
     if entries.is_empty() {
         bail!(
             "no mastfetch manifest in {} (mastfetch-manifest*.jsonl)",
@@ -478,7 +493,7 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             parts.join(", ")
         );
     }
-    Ok(u8::from(bad > 0))
+    Ok(u8::from(bad > 0 || torn > 0))
 }
 
 /// Re-exported for tests that build temporary names.

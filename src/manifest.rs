@@ -158,6 +158,21 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     Ok(by_path.into_values().collect())
 }
 
+/// The line number of a torn last line of a manifest (one that [`read`] passes over), if any:
+/// `verify` must say that the record of a file is unreadable rather than report all well.
+pub fn torn_line(path: &Path) -> Result<Option<usize>, ManifestError> {
+    let text = fs::read(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines.last().and_then(|last| {
+        let torn = !last.trim().is_empty() && serde_json::from_str::<Entry>(last).is_err();
+        torn.then_some(lines.len())
+    }))
+}
+
 /// Every manifest in `dir` (the plain one and each shard's).
 pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();

@@ -627,3 +627,40 @@ fn hygiene_bom_csv_lines_names_dots_bucket_dest_and_messages() {
         "{err}"
     );
 }
+
+#[test]
+fn verify_names_a_torn_manifest_line_and_exits_1() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let cal = "jw02731001001_02101_00001_nrcb1_cal.fits";
+    s3.put(
+        BUCKET,
+        &format!("jwst/public/jw02731/jw02731001001/{cal}"),
+        &data(12, 1000),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            cal,
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--s3-only",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let manifest = dir.path().join("mastfetch-manifest.jsonl");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("{\"uri\":\"mast:JWST/product/x.fits\",\"pa");
+    std::fs::write(&manifest, text).unwrap();
+    let out = util::mastfetch()
+        .args(["verify", dir.path().to_str().unwrap(), "--format", "jsonl"])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("mastfetch-manifest.jsonl:2: unreadable manifest line"),
+        "{err}"
+    );
+}
