@@ -332,11 +332,15 @@ impl MastHttps {
         if *have > 0 {
             req = req.header(RANGE, format!("bytes={have}-"));
         }
-        let resp = req.send().await.map_err(|e| HttpsError::Request {
-            url: url.to_string(),
-            what: "no answer",
-            source: Some(e),
-        })?;
+        let what = format!("GET {url}");
+        let resp =
+            crate::retry::noting(&what, req.send())
+                .await
+                .map_err(|e| HttpsError::Request {
+                    url: url.to_string(),
+                    what: "no answer",
+                    source: Some(e),
+                })?;
         let status = resp.status();
         match status {
             StatusCode::OK => {

@@ -344,10 +344,8 @@ impl Mast {
             u.to_string()
         };
         self.counters.path_lookups.fetch_add(1, Ordering::Relaxed);
-        let resp = self
-            .client
-            .get(url)
-            .send()
+        let what = format!("MAST {PATH_LOOKUP} ({shown})");
+        let resp = crate::retry::noting(&what, self.client.get(url).send())
             .await
             .map_err(|source| MastError::Request {
                 service: PATH_LOOKUP,
@@ -487,13 +485,14 @@ impl Mast {
         let mut pause = EXECUTING_FIRST_PAUSE;
         loop {
             self.counter(service).fetch_add(1, Ordering::Relaxed);
-            let resp = self
+            let request = self
                 .client
                 .post(url.clone())
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(ACCEPT, "text/plain")
                 .body(body.clone())
-                .send()
+                .send();
+            let resp = crate::retry::noting(&format!("MAST {service}"), request)
                 .await
                 .map_err(|source| MastError::Request {
                     service,

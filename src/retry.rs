@@ -183,6 +183,26 @@ impl Watchdog {
     }
 }
 
+/// A request that has not been answered for this long is worth a note (and one every
+/// `progress::NOTE_INTERVAL` after that).
+const NOTE_AFTER: Duration = Duration::from_secs(30);
+
+/// `fut` (a request waiting for its answer), with a note every half minute that it still waits,
+/// naming `what`: a server that holds a request for minutes is never silent.
+pub async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let start = Instant::now();
+    loop {
+        match tokio::time::timeout(NOTE_AFTER, &mut fut).await {
+            Ok(v) => return v,
+            Err(_) => crate::progress::wait_note(&format!(
+                "still waiting for an answer to {what} after {} s",
+                start.elapsed().as_secs()
+            )),
+        }
+    }
+}
+
 /// A whole (small) body, read through the watchdog.
 pub async fn read_body<S, B, E>(policy: &RetryPolicy, mut body: S) -> Result<Vec<u8>, BodyError<E>>
 where

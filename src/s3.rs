@@ -336,7 +336,9 @@ impl S3 {
                         req = req.delimiter("/");
                     }
                     self.stats.lists.fetch_add(1, Ordering::Relaxed);
-                    match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+                    let what = format!("LIST s3://{bucket}/{prefix}");
+                    let answer = crate::retry::noting(&what, req.send());
+                    match tokio::time::timeout(METADATA_TIMEOUT, answer).await {
                         Err(_) => Err(self.timeout("LIST", bucket, prefix)),
                         Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
                     }
