@@ -262,10 +262,8 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             out.problem(
                 origin,
                 item,
-                format!(
-                    "a whole bucket (stpubdata holds petabytes): name a prefix, e.g. \
-                     s3://{bucket}/jwst/public/jw02731/"
-                ),
+                "a whole bucket (petabytes, for stpubdata): name a prefix, e.g. \
+                 s3://stpubdata/jwst/public/jw02731/",
             );
             return;
         }
