@@ -406,10 +406,10 @@ impl Config {
             .into_iter()
             .filter_map(|(f, on)| on.then_some(f))
             .collect();
-            let filters = if given.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} only filter a selection)", given.join(", "))
+            let filters = match given.as_slice() {
+                [] => String::new(),
+                [one] => format!(" ({one} only filters a selection)"),
+                many => format!(" ({} only filter a selection)", many.join(", ")),
             };
             return Err(ConfigError::NothingSelected { filters });
         }

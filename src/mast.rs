@@ -517,7 +517,7 @@ impl Mast {
             match value.get("status").and_then(Value::as_str) {
                 Some("EXECUTING") => {
                     let waited = started.elapsed();
-                    if waited + pause > self.deadline {
+                    if waited >= self.deadline {
                         return Err(MastError::StillExecuting { service, waited });
                     }
                     if waited >= EXECUTING_NOTE_AFTER {
@@ -528,7 +528,8 @@ impl Mast {
                             self.deadline.as_secs()
                         ));
                     }
-                    tokio::time::sleep(pause).await;
+                    // The last pause ends at the deadline, for one last look.
+                    tokio::time::sleep(pause.min(self.deadline - waited)).await;
                     pause = (pause * 2).min(EXECUTING_MAX_PAUSE);
                 }
                 Some("ERROR") => {

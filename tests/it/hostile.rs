@@ -623,7 +623,7 @@ fn hygiene_bom_csv_lines_names_dots_bucket_dest_and_messages() {
     let filtered = run(&s3.endpoint, &["plan", "--suffix", "cal"]);
     let err = stderr(&filtered);
     assert!(
-        err.contains("--suffix only filter") && !err.contains("--program"),
+        err.contains("--suffix only filters") && !err.contains("--program"),
         "{err}"
     );
 }
