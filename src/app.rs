@@ -23,6 +23,7 @@ use crate::resolve::Resolver;
 use crate::retry::RetryPolicy;
 use crate::s3::S3;
 use crate::shard;
+use crate::text;
 use crate::transfer::{self, Engine};
 use crate::verify::{self, Verdict};
 
@@ -46,7 +47,11 @@ async fn sources(cfg: &Config) -> Result<Sources> {
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
     } else {
-        Some(Mast::new(cfg.mast_url.clone(), retry, 8).context("cannot set up the MAST client")?)
+        Some(
+            Mast::new(cfg.mast_url.clone(), retry, 8)
+                .context("cannot set up the MAST client")?
+                .with_deadline(cfg.mast_timeout),
+        )
     };
     Ok(Sources { s3, mast })
 }
@@ -59,7 +64,7 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
     };
     let (parsed, streamed_total) = match streamed {
         Some(share) => (share.parsed, Some(share.total)),
-        None => (input::parse_items(&cfg.items)?, None),
+        None => (input::parse_items(&cfg.items, &cfg.input_limits)?, None),
     };
     let resolver = Resolver {
         s3: &src.s3,
@@ -137,7 +142,11 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     let heads = stats.heads.load(std::sync::atomic::Ordering::Relaxed);
     let mast = src.mast.as_ref().map(Mast::stats).unwrap_or_default();
     for p in &plan.problems {
-        eprintln!("mastfetch: error: {}: {}", p.item, p.message);
+        eprintln!(
+            "mastfetch: error: {}: {}",
+            text::escape(&p.item),
+            text::escape(&p.message)
+        );
     }
     // Said even with --quiet: a plan that may be short is what a batch job must not miss.
     if let Some(why) = &plan.incomplete {
@@ -145,7 +154,7 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
     }
     if !opts.quiet {
         for n in &plan.notes {
-            eprintln!("mastfetch: note: {n}");
+            eprintln!("mastfetch: note: {}", text::escape(n));
         }
     }
     if !opts.quiet {
@@ -219,13 +228,19 @@ fn plan_code(plan: &Plan) -> u8 {
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    show_plan(&cfg, args.format).await
+    // stdout holds the plan: notes go to stderr only.
+    progress::set_wait_notes(progress::Options {
+        json: false,
+        ..cfg.progress
+    });
+    show_plan(&cfg, args.format, args.dest.as_deref()).await
 }
 
 /// `plan`, and `get --dry-run`: print the plan, its summary to stderr, exit 1 on problems.
-async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
+async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> Result<u8> {
     let src = sources(cfg).await?;
-    let plan = make_plan(cfg, &src).await?;
+    let mut plan = make_plan(cfg, &src).await?;
+    plan.dir = dir.map(|d| d.to_string_lossy().into_owned());
     if !print_plan(&plan, format)? {
         return Ok(0);
     }
@@ -237,8 +252,12 @@ async fn show_plan(cfg: &Config, format: Option<Format>) -> Result<u8> {
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    progress::set_wait_notes(progress::Options {
+        json: cfg.progress.json && !args.dry_run,
+        ..cfg.progress
+    });
     if args.dry_run {
-        return show_plan(&cfg, args.format).await;
+        return show_plan(&cfg, args.format, Some(&args.dest)).await;
     }
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -468,6 +487,21 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
 async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let dir = &args.dir;
     let entries = manifest::read_all(dir)?;
+    // A line cut short by a crash is passed over when reading; verify must still say so.
+    let mut torn = 0;
+    for path in manifest::manifests_in(dir).unwrap_or_default() {
+        if let Some(line) = manifest::torn_line(&path)? {
+            torn += 1;
+            eprintln!(
+                "mastfetch: error: {}:{line}: unreadable manifest line (cut short by a crash?); \
+                 the file it recorded is not checked",
+                text::escape(&path.display().to_string())
+            );
+        }
+    }
+    if entries.is_empty() && torn > 0 {
+        return Ok(1);
+    }
     if entries.is_empty() {
         bail!(
             "no mastfetch manifest in {} (mastfetch-manifest*.jsonl)",
@@ -522,7 +556,7 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             parts.join(", ")
         );
     }
-    Ok(u8::from(bad > 0))
+    Ok(u8::from(bad > 0 || torn > 0))
 }
 
 /// One line per finding (jsonl), or the problems only (table).
@@ -539,8 +573,8 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
                 writeln!(
                     out,
                     "{status:<8} {}  {}",
-                    f.path,
-                    f.message.as_deref().unwrap_or("")
+                    text::escape(&f.path),
+                    text::escape(f.message.as_deref().unwrap_or(""))
                 )?;
             }
             VerifyFormat::Table => {}
@@ -550,4 +584,4 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
 }
 
 /// Re-exported for tests that build temporary names.
-pub use transfer::temp_paths;
+pub use crate::dest::temp_paths;

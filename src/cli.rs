@@ -106,6 +106,14 @@ pub struct SourceArgs {
         help_heading = "Sources"
     )]
     pub mast_url: String,
+    /// Longest wait, in seconds, for a MAST query that keeps answering EXECUTING.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 600,
+        help_heading = "Sources"
+    )]
+    pub mast_timeout: u64,
     /// File holding the MAST API token (default: env MAST_API_TOKEN; needed only for
     /// exclusive-access files).
     #[arg(long, value_name = "PATH", help_heading = "Sources")]
@@ -127,8 +135,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto")]
     pub jobs: String,
     /// Ranged-GET part size (8MiB, 16MiB, ...).
-    #[arg(long, value_parser = parse_size)]
-    pub part_size: Option<u64>,
+    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
+    pub part_size: u64,
     /// Retries per request for transient failures (5xx, SlowDown, timeouts, resets, short
     /// bodies), with jittered exponential backoff.
     #[arg(long, default_value_t = 10)]
@@ -144,6 +152,10 @@ pub struct RunArgs {
     /// SLURM_ARRAY_TASK_ID.
     #[arg(long)]
     pub shard_index: Option<u32>,
+    /// Seconds in which a response body must deliver 16 KiB, else it is retried as stalled
+    /// (for tests; the default suits real links).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, hide = true)]
+    pub stall_timeout: u64,
     /// No progress bar or periodic lines.
     #[arg(long)]
     pub no_progress: bool,
@@ -166,6 +178,10 @@ pub struct PlanArgs {
     /// Output format (default: table on a terminal, jsonl otherwise).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// The folder the plan is for: `dest` fields stay relative to it (so the plan can be
+    /// given to `get --dest` on any machine); `--format curl` fetches into it by default.
+    #[arg(long, value_name = "DIR")]
+    pub dest: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +247,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub enum ConfigError {
     #[error("--{flag}: {message}")]
     Flag { flag: &'static str, message: String },
+    /// No items and no query: no flag is to blame, only what is missing.
+    #[error(
+        "nothing selected{filters}: give items (mast: URIs, product file names, s3:// prefixes, \
+         @FILE) or a query by program or observation id (see `mastfetch help get`)"
+    )]
+    NothingSelected { filters: String },
 }
 
 fn flag(flag: &'static str, message: impl Into<String>) -> ConfigError {
@@ -248,6 +270,8 @@ pub struct Config {
     pub catalog: Catalog,
     pub s3: S3Options,
     pub mast_url: Url,
+    /// How long a MAST query may answer EXECUTING.
+    pub mast_timeout: std::time::Duration,
     pub token_file: Option<PathBuf>,
     pub s3_only: bool,
     pub mast_only: bool,
@@ -258,6 +282,8 @@ pub struct Config {
     pub retry: crate::retry::RetryPolicy,
     pub check_md5: bool,
     pub progress: crate::progress::Options,
+    /// How much an @FILE may hold.
+    pub input_limits: crate::input::Limits,
 }
 
 /// Requests in flight by default. Real S3 sustains ~85-90 MB/s per connection, so ~15 requests
@@ -281,8 +307,11 @@ fn parse_jobs(s: &str) -> Result<usize, ConfigError> {
 /// The MAST base URL with a trailing `/`, so that API paths join under it.
 pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
     let mut url = Url::parse(s).map_err(|e| flag("mast-url", format!("{s:?}: {e}")))?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err(flag("mast-url", format!("{s:?}: not an http(s) URL")));
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(flag(
+            "mast-url",
+            format!("{s:?}: not an http:// or https:// URL with a host"),
+        ));
     }
     if !url.path().ends_with('/') {
         let p = format!("{}/", url.path());
@@ -292,8 +321,15 @@ pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
 }
 
 pub fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
-    if let Some(ep) = &src.endpoint_url {
-        Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
+    if let Some(ep) = src.endpoint_url.as_ref().filter(|s| !s.is_empty()) {
+        let url = Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
+        // Anything else would be retried for a minute and a half before failing.
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(flag(
+                "endpoint-url",
+                format!("{ep:?}: not an http:// or https:// URL with a host"),
+            ));
+        }
     }
     Ok(S3Options {
         bucket: src.bucket.clone(),
@@ -358,11 +394,25 @@ impl Config {
         run: &RunArgs,
     ) -> Result<Config, ConfigError> {
         if sel.items.is_empty() && sel.program.is_empty() && sel.obs_id.is_none() {
-            return Err(flag(
-                "program",
-                "nothing selected: give items (mast: URIs, file names, s3:// prefixes, @FILE) \
-                 or a query (--program, --obs-id)",
-            ));
+            // Filters the user did give select nothing by themselves; say so, naming only them.
+            let given: Vec<&str> = [
+                ("--instrument", !sel.instrument.is_empty()),
+                ("--calib-level", !sel.calib_level.is_empty()),
+                ("--suffix", !sel.suffix.is_empty()),
+                ("--product-type", !sel.product_type.is_empty()),
+                ("--recommended", sel.recommended),
+                ("--match", sel.match_.is_some()),
+                ("--exclude", sel.exclude.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(f, on)| on.then_some(f))
+            .collect();
+            let filters = match given.as_slice() {
+                [] => String::new(),
+                [one] => format!(" ({one} only filters a selection)"),
+                many => format!(" ({} only filter a selection)", many.join(", ")),
+            };
+            return Err(ConfigError::NothingSelected { filters });
         }
         let query = Query {
             programs: sel.program.clone(),
@@ -398,16 +448,18 @@ impl Config {
             catalog: sel.catalog,
             s3: s3_options(src)?,
             mast_url: mast_base(&src.mast_url)?,
+            mast_timeout: std::time::Duration::from_secs(src.mast_timeout.max(1)),
             token_file: src.token_file.clone(),
             s3_only: src.s3_only,
             mast_only: src.mast_only,
             layout: run.layout,
             jobs: parse_jobs(&run.jobs)?,
-            part_size: run.part_size.unwrap_or(DEFAULT_PART_SIZE),
+            part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),
             check_md5: !run.no_md5,
             retry: crate::retry::RetryPolicy {
                 max_retries: run.retries,
+                stall: std::time::Duration::from_secs(run.stall_timeout.max(1)),
                 ..Default::default()
             },
             progress: crate::progress::Options {
@@ -415,6 +467,7 @@ impl Config {
                 no_progress: run.no_progress,
                 json: run.json,
             },
+            input_limits: crate::input::Limits::from_env(),
         })
     }
 }
@@ -457,6 +510,21 @@ mod tests {
     fn shard_index_must_fit() {
         assert_eq!(shard_index(Some(3), 4).unwrap(), 3);
         assert!(shard_index(Some(4), 4).is_err());
+    }
+
+    #[test]
+    fn help_shows_defaults_and_plan_takes_dest() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let help = cmd
+            .find_subcommand_mut("get")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("[default: 16MiB]"), "{help}");
+        assert!(help.contains("[default: 600]"), "{help}");
+        let cli = Cli::try_parse_from(["mastfetch", "plan", "x.fits", "--dest", "d"]).unwrap();
+        assert!(matches!(cli.command, Command::Plan(p) if p.dest.as_deref() == Some("d".as_ref())));
     }
 
     #[test]

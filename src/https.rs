@@ -4,7 +4,7 @@
 //! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
 //! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine.
+//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
@@ -21,9 +20,8 @@ use tokio::sync::Semaphore;
 use crate::plan::PlanEntry;
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
-use crate::transfer::{sha256_file, temp_paths};
+use crate::transfer::sha256_file;
 
-const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
      make a new one at https://auth.mast.stsci.edu/token and pass it with --token-file or \
@@ -57,7 +55,7 @@ pub enum HttpsError {
         status: u16,
         hint: &'static str,
     },
-    #[error("GET {url}: {what}")]
+    #[error("GET {url}: {what}{}", .source.as_ref().map_or("", |e| crate::retry::transport_hint(e)))]
     Request {
         url: String,
         what: &'static str,
@@ -71,11 +69,20 @@ pub enum HttpsError {
         #[source]
         source: io::Error,
     },
+    #[error("GET {url}: answer")]
+    TooSlow {
+        url: String,
+        #[source]
+        source: crate::retry::TooSlow,
+    },
     #[error("{url}: received {got} bytes, MAST said {want}")]
     Size { url: String, got: u64, want: u64 },
     #[error("the MAST token was refused by {url}: {TOKEN_HELP}")]
     BadToken { url: String },
-    #[error("{url}: not a MAST address this token may be sent to (only {base} over HTTPS)")]
+    #[error(
+        "{url}: not a MAST address this token may be sent to (only {base}, over HTTPS (plain \
+         HTTP only to a loopback address))"
+    )]
     TokenTarget { url: String, base: String },
 }
 
@@ -83,8 +90,22 @@ impl Transient for HttpsError {
     fn is_transient(&self) -> bool {
         match self {
             HttpsError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
-            HttpsError::Request { .. } | HttpsError::Size { .. } => true,
+            HttpsError::Request {
+                source: Some(e), ..
+            } => crate::retry::outlook(e) != crate::retry::Outlook::Never,
+            HttpsError::Request { .. } | HttpsError::Size { .. } | HttpsError::TooSlow { .. } => {
+                true
+            }
             _ => false,
+        }
+    }
+
+    fn retry_limit(&self) -> Option<u32> {
+        match self {
+            HttpsError::Request {
+                source: Some(e), ..
+            } if crate::retry::outlook(e) == crate::retry::Outlook::OnceMore => Some(1),
+            _ => None,
         }
     }
 }
@@ -184,13 +205,26 @@ impl MastHttps {
                         hint: "",
                     });
                 }
-                resp.json::<serde_json::Value>()
+                let body = crate::retry::read_body(&self.retry, resp.bytes_stream())
                     .await
-                    .map_err(|e| HttpsError::Request {
+                    .map_err(|e| match e {
+                        crate::retry::BodyError::TooSlow(source) => HttpsError::TooSlow {
+                            url: url.to_string(),
+                            source,
+                        },
+                        crate::retry::BodyError::Body(e) => HttpsError::Request {
+                            url: url.to_string(),
+                            what: "answer interrupted",
+                            source: Some(e),
+                        },
+                    })?;
+                serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| {
+                    HttpsError::Request {
                         url: url.to_string(),
-                        what: "unreadable answer",
-                        source: Some(e),
-                    })
+                        what: "unreadable answer (not JSON)",
+                        source: None,
+                    }
+                })
             })
             .await?;
         if resp
@@ -205,10 +239,11 @@ impl MastHttps {
         Ok(())
     }
 
-    /// Fetch one product into `dest`: returns its SHA-256 and size.
+    /// Fetch one product into `dest` (its place under `dir`): returns its SHA-256 and size.
     pub async fn download(
         &self,
         entry: &PlanEntry,
+        dir: &Path,
         dest: &Path,
         progress: &Progress,
         hashers: Arc<Semaphore>,
@@ -218,13 +253,14 @@ impl MastHttps {
             what: "not a URL",
             source: None,
         })?;
-        let (tmp, state) = temp_paths(dest);
+        let (tmp, state) = crate::dest::temp_paths(dir, &entry.dest);
         let io = |what, path: &Path| {
             let path = path.to_path_buf();
             move |source| HttpsError::Io { what, path, source }
         };
-        let parent = dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
+        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
+            fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
+        }
         // A partial file continues only if an earlier run fetched this very URL into it.
         let resume_ok = fs::read_to_string(&state).is_ok_and(|s| s.trim() == entry.url);
         if !resume_ok {
@@ -246,8 +282,8 @@ impl MastHttps {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if e.is_transient() && attempt < self.retry.max_retries => {
-                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                Err(e) if self.retry.should_retry(&e, attempt) => {
+                    self.retry.pause(attempt, &e).await;
                     attempt += 1;
                 }
                 Err(e) => return Err(e),
@@ -296,11 +332,15 @@ impl MastHttps {
         if *have > 0 {
             req = req.header(RANGE, format!("bytes={have}-"));
         }
-        let resp = req.send().await.map_err(|e| HttpsError::Request {
-            url: url.to_string(),
-            what: "no answer",
-            source: Some(e),
-        })?;
+        let what = format!("GET {url}");
+        let resp =
+            crate::retry::noting(&what, req.send())
+                .await
+                .map_err(|e| HttpsError::Request {
+                    url: url.to_string(),
+                    what: "no answer",
+                    source: Some(e),
+                })?;
         let status = resp.status();
         match status {
             StatusCode::OK => {
@@ -365,14 +405,14 @@ impl MastHttps {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
         let mut got = 0u64;
+        let mut dog = crate::retry::Watchdog::new(&self.retry);
         loop {
-            let next = tokio::time::timeout(STALL_TIMEOUT, stream.next()).await;
+            let next = dog.next(&mut stream).await;
             let chunk = match next {
-                Err(_) => {
-                    return Err(HttpsError::Request {
+                Err(source) => {
+                    return Err(HttpsError::TooSlow {
                         url: url.to_string(),
-                        what: "stalled",
-                        source: None,
+                        source,
                     })
                 }
                 Ok(None) => break,
@@ -470,6 +510,13 @@ mod tests {
         )
         .unwrap();
         assert!(local.may_send_token(&Url::parse("http://127.0.0.1:8080/whoami").unwrap()));
+        let refused = HttpsError::TokenTarget {
+            url: "http://mast.stsci.edu/x".into(),
+            base: "https://mast.stsci.edu/".into(),
+        };
+        assert!(refused
+            .to_string()
+            .contains("HTTPS (plain HTTP only to a loopback address)"));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use std::io::Read;
 use percent_encoding::percent_decode_str;
 
 use crate::manifest;
-use crate::names::Product;
+use crate::names::{self, Product};
 use crate::plan::{PlanEntry, Problem};
+use crate::text;
 
 /// A product wanted by name, with whatever its input said about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,50 +48,196 @@ pub struct Parsed {
     pub problems: Vec<Problem>,
 }
 
+/// An `@FILE` that cannot be read as a file of items: the whole run stops (exit 2), since
+/// whatever it was meant to select is unknown.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read {what}")]
-pub struct ReadError {
-    what: String,
-    #[source]
-    source: std::io::Error,
+pub enum ReadError {
+    #[error("cannot read {what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{what}: not a text file (a NUL byte at byte {offset}); @FILE takes a list of items, a \
+         MAST curl script, a CSV export, a plan or a manifest"
+    )]
+    NotText { what: String, offset: u64 },
+    #[error("{what}: larger than {limit} bytes, the most an @FILE may hold")]
+    TooLarge { what: String, limit: u64 },
+    #[error("{what}:{line}: a line longer than {limit} bytes: not a file of items")]
+    LineTooLong { what: String, line: u64, limit: u64 },
+    #[error("{what}: more than {limit} lines, the most an @FILE may hold")]
+    TooManyLines { what: String, limit: u64 },
 }
 
+/// How much an `@FILE` may hold. The defaults are far above any real list (a million products
+/// is ~100 MB) and far below what would exhaust memory or drown a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_line: u64,
+    pub max_lines: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 1 << 30,
+            max_line: 64 << 10,
+            max_lines: 10_000_000,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, lowered (never raised) by `MASTFETCH_INPUT_MAX_BYTES`,
+    /// `MASTFETCH_INPUT_MAX_LINE` and `MASTFETCH_INPUT_MAX_LINES` (for tests and tight hosts).
+    pub fn from_env() -> Limits {
+        let d = Limits::default();
+        let var = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(default, |v| v.clamp(1, default))
+        };
+        Limits {
+            max_bytes: var("MASTFETCH_INPUT_MAX_BYTES", d.max_bytes),
+            max_line: var("MASTFETCH_INPUT_MAX_LINE", d.max_line),
+            max_lines: var("MASTFETCH_INPUT_MAX_LINES", d.max_lines),
+        }
+    }
+}
+
+/// Bad lines of one @FILE echoed one by one; the rest are counted in one line (a binary file
+/// or a wrong file would otherwise print one error per line).
+const ECHOED_BAD_LINES: usize = 5;
+
 impl Parsed {
+    /// Keep a named product, unless its name is not one MAST could have given it: a refusal
+    /// here names the input line, where a bad destination later could only name the URI.
+    fn push_product(&mut self, w: Wanted) {
+        let path = w
+            .product
+            .uri
+            .split_once("/product/")
+            .map_or(w.product.filename.as_str(), |(_, p)| p);
+        let bad = std::iter::once(w.product.filename.as_str())
+            .chain(path.split('/'))
+            .find_map(|part| names::check_name(part).err());
+        match bad {
+            Some(why) => {
+                let origin = w.origin.clone();
+                self.problem(
+                    &origin,
+                    &w.product.uri,
+                    format!("not a product name: {why}"),
+                );
+            }
+            None => self.items.push(Item::Product(w)),
+        }
+    }
+
     fn problem(&mut self, origin: &str, item: &str, message: impl Into<String>) {
         self.problems.push(Problem {
-            item: format!("{origin}: {item}"),
+            item: format!("{}: {}", text::escape(origin), text::shown(item)),
             message: message.into(),
             entry: None,
         });
     }
 }
 
+/// Read an @FILE as text within `limits`, stopping at the first byte past one: a NUL (binary),
+/// too many bytes, lines or bytes in a line. Invalid UTF-8 is replaced (and then fails as a
+/// name); a leading BOM is dropped.
+pub fn read_text(mut r: impl Read, what: &str, limits: &Limits) -> Result<String, ReadError> {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let (mut line_len, mut lines) = (0u64, 0u64);
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ReadError::Io {
+                    what: what.to_string(),
+                    source,
+                })
+            }
+        };
+        if buf.len() as u64 + n as u64 > limits.max_bytes {
+            return Err(ReadError::TooLarge {
+                what: what.to_string(),
+                limit: limits.max_bytes,
+            });
+        }
+        for (i, &b) in chunk[..n].iter().enumerate() {
+            match b {
+                0 => {
+                    return Err(ReadError::NotText {
+                        what: what.to_string(),
+                        offset: (buf.len() + i) as u64,
+                    })
+                }
+                b'\n' => {
+                    lines += 1;
+                    line_len = 0;
+                    if lines > limits.max_lines {
+                        return Err(ReadError::TooManyLines {
+                            what: what.to_string(),
+                            limit: limits.max_lines,
+                        });
+                    }
+                }
+                _ => {
+                    line_len += 1;
+                    if line_len > limits.max_line {
+                        return Err(ReadError::LineTooLong {
+                            what: what.to_string(),
+                            line: lines + 1,
+                            limit: limits.max_line,
+                        });
+                    }
+                }
+            }
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf);
+    Ok(text.strip_prefix('\u{FEFF}').unwrap_or(&text).to_string())
+}
+
 /// Parse the positional items; `@PATH` and `@-` read files (stdin) of items.
-pub fn parse_items(args: &[String]) -> Result<Parsed, ReadError> {
+pub fn parse_items(args: &[String], limits: &Limits) -> Result<Parsed, ReadError> {
     let mut out = Parsed::default();
     for (i, arg) in args.iter().enumerate() {
         let origin = format!("argument {}", i + 1);
         if let Some(path) = arg.strip_prefix('@') {
             let (text, name) = if path == "-" {
-                let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .map_err(|source| ReadError {
-                        what: "standard input".into(),
-                        source,
-                    })?;
-                (s, "stdin".to_string())
+                let text = read_text(std::io::stdin().lock(), "standard input", limits)?;
+                (text, "stdin".to_string())
             } else {
-                let bytes = std::fs::read(path).map_err(|source| ReadError {
+                let file = std::fs::File::open(path).map_err(|source| ReadError::Io {
                     what: path.to_string(),
                     source,
                 })?;
-                (
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                    path.to_string(),
-                )
+                (read_text(file, path, limits)?, path.to_string())
             };
+            let before = out.problems.len();
             parse_file(&text, &name, &mut out);
+            let bad = out.problems.len() - before;
+            if bad > ECHOED_BAD_LINES {
+                out.problems.truncate(before + ECHOED_BAD_LINES);
+                out.problems.push(Problem {
+                    item: text::escape(&name).into_owned(),
+                    message: format!(
+                        "{} more bad lines not shown ({bad} in all; is it a file of items?)",
+                        bad - ECHOED_BAD_LINES
+                    ),
+                    entry: None,
+                });
+            }
         } else {
             parse_one(arg, &origin, &mut out);
         }
@@ -111,6 +258,15 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             );
             return;
         }
+        if prefix.trim_matches('/').is_empty() {
+            out.problem(
+                origin,
+                item,
+                "a whole bucket (petabytes, for stpubdata): name a prefix, e.g. \
+                 s3://stpubdata/jwst/public/jw02731/",
+            );
+            return;
+        }
         out.items.push(Item::Prefix {
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
@@ -120,7 +276,7 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
     }
     if item.starts_with("mast:") {
         match Product::from_uri(item) {
-            Some(product) => out.items.push(Item::Product(wanted(product, origin))),
+            Some(product) => out.push_product(wanted(product, origin)),
             None => out.problem(
                 origin,
                 item,
@@ -134,7 +290,7 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             Some((product, obs_id)) => {
                 let mut w = wanted(product, origin);
                 w.obs_id = obs_id;
-                out.items.push(Item::Product(w));
+                out.push_product(w);
             }
             None => out.problem(
                 origin,
@@ -152,8 +308,12 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
         );
         return;
     }
+    if let Err(why) = names::check_name(item) {
+        out.problem(origin, item, format!("not a product name: {why}"));
+        return;
+    }
     match Product::from_filename(item) {
-        Some(product) => out.items.push(Item::Product(wanted(product, origin))),
+        Some(product) => out.push_product(wanted(product, origin)),
         None => out.problem(
             origin,
             item,
@@ -286,7 +446,7 @@ fn parse_curl_script(text: &str, name: &str, out: &mut Parsed) {
             .or(dataset);
         let mut w = wanted(product, &origin);
         w.obs_id = obs_id;
-        out.items.push(Item::Product(w));
+        out.push_product(w);
     }
 }
 
@@ -391,7 +551,7 @@ fn from_manifest(m: manifest::Entry, origin: &str, out: &mut Parsed) {
         // The manifest's folder is a destination, not a MAST fact; the key is worth confirming.
         w.key = m.bucket.zip(m.key);
         w.access = m.access;
-        out.items.push(Item::Product(w));
+        out.push_product(w);
     } else if let (Some(bucket), Some(key)) = (m.bucket, m.key) {
         out.items.push(Item::Prefix {
             bucket,
@@ -434,7 +594,12 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
     let rights_col = col("dataRights");
     let coll_col = col("obs_collection");
     for (i, rec) in rdr.records().enumerate() {
-        let line = skipped + i + 2;
+        // The reader's own line numbers: a quoted field may span lines.
+        let at = match &rec {
+            Ok(r) => r.position(),
+            Err(e) => e.position(),
+        };
+        let line = skipped + at.map_or(i + 2, |p| p.line() as usize);
         let origin = format!("{name}:{line}");
         let rec = match rec {
             Ok(r) => r,
@@ -444,8 +609,17 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             }
         };
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).filter(|v| !v.is_empty());
+        if let Some(v) = get(uri_col).or(get(file_col)).filter(|v| v.contains('\n')) {
+            out.problem(
+                &origin,
+                v,
+                "not a product name: it spans lines (an unterminated quote?)",
+            );
+            continue;
+        }
         let product = if let Some(uri) = get(uri_col) {
-            Product::from_uri(uri).ok_or_else(|| format!("not a MAST product URI: {uri}"))
+            Product::from_uri(uri)
+                .ok_or_else(|| format!("not a MAST product URI: {}", text::shown(uri)))
         } else if let Some(file) = get(file_col) {
             match get(coll_col) {
                 Some(coll) => Ok(Product {
@@ -454,7 +628,7 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
                     filename: file.to_string(),
                 }),
                 None => Product::from_filename(file)
-                    .ok_or_else(|| format!("cannot tell the mission of {file}")),
+                    .ok_or_else(|| format!("cannot tell the mission of {}", text::shown(file))),
             }
         } else {
             Err("no dataURI or file name in this row".to_string())
@@ -469,7 +643,7 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
                 w.obs_id = get(obs_col).map(str::to_string);
                 w.size = get(size_col).and_then(|s| s.parse().ok());
                 w.access = get(rights_col).map(str::to_string);
-                out.items.push(Item::Product(w));
+                out.push_product(w);
             }
             Err(msg) => out.problem(&origin, "row", msg),
         }

@@ -4,11 +4,13 @@
 //! code. Modules, in the order data flows through them: `cli` (flags -> config), `input`
 //! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
 //! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
-//! `s3` and `https` (the two sources), `transfer` (the engine), `hashing` (its digests),
-//! `manifest`, `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
+//! `s3` and `https` (the two sources), `dest` (mastfetch's own names under DIR), `transfer` (the
+//! engine), `hashing` (its digests),
+//! `manifest`, `verify`, `fits`, `progress`, `retry`, `text` (showing outside text safely), and `app` (the commands).
 
 pub mod app;
 pub mod cli;
+pub mod dest;
 pub mod fits;
 pub mod hashing;
 pub mod https;
@@ -23,5 +25,6 @@ pub mod resolve;
 pub mod retry;
 pub mod s3;
 pub mod shard;
+pub mod text;
 pub mod transfer;
 pub mod verify;

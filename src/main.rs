@@ -19,7 +19,11 @@ fn main() -> ExitCode {
     match runtime.block_on(mastfetch::app::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("mastfetch: error: {e:#}");
+            // The chain may quote inputs or a server's words: shown escaped, never raw.
+            eprintln!(
+                "mastfetch: error: {}",
+                mastfetch::text::escape(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

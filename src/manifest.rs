@@ -62,7 +62,8 @@ impl Entry {
             etag: p.etag.clone(),
             access: p.access.clone(),
             status,
-            message,
+            // Messages quote inputs and servers; the manifest is read in terminals too.
+            message: message.map(|m| crate::text::escape(&m).into_owned()),
         }
     }
 }
@@ -157,6 +158,21 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     Ok(by_path.into_values().collect())
 }
 
+/// The line number of a torn last line of a manifest (one that [`read`] passes over), if any:
+/// `verify` must say that the record of a file is unreadable rather than report all well.
+pub fn torn_line(path: &Path) -> Result<Option<usize>, ManifestError> {
+    let text = fs::read(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    Ok(lines.last().and_then(|last| {
+        let torn = !last.trim().is_empty() && serde_json::from_str::<Entry>(last).is_err();
+        torn.then_some(lines.len())
+    }))
+}
+
 /// Every manifest in `dir` (the plain one and each shard's).
 pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
@@ -215,7 +231,15 @@ impl Writer {
     pub fn open(dir: &Path, shard: Option<(u32, u32)>) -> Result<Writer, ManifestError> {
         let manifest_path = dir.join(manifest_name(shard));
         let sums_path = dir.join(sums_name(shard));
-        let lock_path = dir.join(format!(".{}.lock", manifest_name(shard)));
+        let lock_path = crate::dest::lock_path(dir, &manifest_name(shard));
+        // The lock lives in the private folder, where no planned file may land (an object
+        // named like it would otherwise replace it and let a second writer in).
+        if let Some(private) = lock_path.parent() {
+            fs::create_dir_all(private).map_err(|source| ManifestError::Write {
+                path: private.to_path_buf(),
+                source,
+            })?;
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -312,7 +336,7 @@ fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = crate::dest::replacement_path(dir, &name);
     fs::write(&tmp, data).map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
 }

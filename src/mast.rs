@@ -42,10 +42,12 @@ use crate::retry::{RetryPolicy, Transient};
 /// request that hangs is still given up (and retried) well before a user would give up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long one request may keep answering `EXECUTING` before the attempt counts as failed (and
-/// the retry policy decides whether to start it over). Five minutes: astroquery's 600 s limit
-/// for whole queries is often too short, but ours are small pieces of a query.
-const EXECUTING_LIMIT: Duration = Duration::from_secs(300);
+/// How long one request may keep answering `EXECUTING` by default (`--mast-timeout`): the
+/// limit astroquery uses for whole queries; ours are small pieces of a query, so a piece still
+/// executing after ten minutes means MAST is in trouble, and asking again would only add load.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+/// A query executing this long is worth a note (and one every `progress::NOTE_INTERVAL`).
+const EXECUTING_NOTE_AFTER: Duration = Duration::from_secs(30);
 /// First pause before asking again after `EXECUTING`; doubles up to [`EXECUTING_MAX_PAUSE`], so
 /// quick queries are picked up quickly and slow ones are not hammered.
 const EXECUTING_FIRST_PAUSE: Duration = Duration::from_millis(200);
@@ -74,7 +76,7 @@ const HST_INSTRUMENTS: [&str; 12] = [
 pub enum MastError {
     /// `source` is stripped of its URL: ours is in the message, and a `path_lookup` URL would
     /// repeat 40 URIs.
-    #[error("MAST {service}: no answer from {url}")]
+    #[error("MAST {service}: no answer from {url}{}", crate::retry::transport_hint(.source))]
     Request {
         service: &'static str,
         url: String,
@@ -96,10 +98,21 @@ pub enum MastError {
     },
     #[error("MAST {service} answered an error: {msg}")]
     Service { service: &'static str, msg: String },
-    #[error("MAST {service}: still executing after {} s", waited.as_secs())]
+    #[error(
+        "MAST {service}: still executing after {} s (--mast-timeout); MAST may be busy: try \
+         again later, narrow the query, or raise --mast-timeout",
+        waited.as_secs()
+    )]
     StillExecuting {
         service: &'static str,
         waited: Duration,
+    },
+    #[error("MAST {service}: answer from {url}")]
+    TooSlow {
+        service: &'static str,
+        url: String,
+        #[source]
+        source: crate::retry::TooSlow,
     },
     #[error(
         "MAST {service}: page {page} of {pages} came back empty (the result changed while paging?)"
@@ -114,11 +127,27 @@ pub enum MastError {
 impl Transient for MastError {
     fn is_transient(&self) -> bool {
         match self {
-            MastError::Request { .. } | MastError::StillExecuting { .. } => true,
+            MastError::Request { source, .. } => {
+                crate::retry::outlook(source) != crate::retry::Outlook::Never
+            }
+            MastError::TooSlow { .. } => true,
+            // The deadline is the user's: starting the query over would wait past it.
+            MastError::StillExecuting { .. } => false,
             MastError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             MastError::Decode { .. } | MastError::Service { .. } | MastError::Paging { .. } => {
                 false
             }
+        }
+    }
+
+    fn retry_limit(&self) -> Option<u32> {
+        match self {
+            MastError::Request { source, .. }
+                if crate::retry::outlook(source) == crate::retry::Outlook::OnceMore =>
+            {
+                Some(1)
+            }
+            _ => None,
         }
     }
 }
@@ -156,6 +185,8 @@ pub struct Mast {
     retry: RetryPolicy,
     parallel: usize,
     counters: Counters,
+    /// How long a request may keep answering `EXECUTING`.
+    deadline: Duration,
 }
 
 /// An observation row: what the product requests need.
@@ -187,7 +218,37 @@ impl Mast {
             retry,
             parallel: parallel.max(1),
             counters: Counters::default(),
+            deadline: DEFAULT_DEADLINE,
         })
+    }
+
+    /// How long a request may keep answering `EXECUTING` (`--mast-timeout`).
+    pub fn with_deadline(mut self, deadline: Duration) -> Mast {
+        self.deadline = deadline;
+        self
+    }
+
+    /// A body read through the retry policy's minimum-progress watchdog.
+    async fn body(
+        &self,
+        service: &'static str,
+        url: &str,
+        resp: reqwest::Response,
+    ) -> Result<Vec<u8>, MastError> {
+        crate::retry::read_body(&self.retry, resp.bytes_stream())
+            .await
+            .map_err(|e| match e {
+                crate::retry::BodyError::TooSlow(source) => MastError::TooSlow {
+                    service,
+                    url: url.to_string(),
+                    source,
+                },
+                crate::retry::BodyError::Body(source) => MastError::Request {
+                    service,
+                    url: url.to_string(),
+                    source: source.without_url(),
+                },
+            })
     }
 
     pub fn stats(&self) -> MastStats {
@@ -291,10 +352,8 @@ impl Mast {
             u.to_string()
         };
         self.counters.path_lookups.fetch_add(1, Ordering::Relaxed);
-        let resp = self
-            .client
-            .get(url)
-            .send()
+        let what = format!("MAST {PATH_LOOKUP} ({shown})");
+        let resp = crate::retry::noting(&what, self.client.get(url).send())
             .await
             .map_err(|source| MastError::Request {
                 service: PATH_LOOKUP,
@@ -309,11 +368,7 @@ impl Mast {
                 status: status.as_u16(),
             });
         }
-        let body = resp.bytes().await.map_err(|source| MastError::Request {
-            service: PATH_LOOKUP,
-            url: shown.clone(),
-            source: source.without_url(),
-        })?;
+        let body = self.body(PATH_LOOKUP, &shown, resp).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|source| MastError::Decode {
             service: PATH_LOOKUP,
             url: shown,
@@ -447,13 +502,14 @@ impl Mast {
         let mut pause = EXECUTING_FIRST_PAUSE;
         loop {
             self.counter(service).fetch_add(1, Ordering::Relaxed);
-            let resp = self
+            let request = self
                 .client
                 .post(url.clone())
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(ACCEPT, "text/plain")
                 .body(body.clone())
-                .send()
+                .send();
+            let resp = crate::retry::noting(&format!("MAST {service}"), request)
                 .await
                 .map_err(|source| MastError::Request {
                     service,
@@ -468,11 +524,7 @@ impl Mast {
                     status: status.as_u16(),
                 });
             }
-            let bytes = resp.bytes().await.map_err(|source| MastError::Request {
-                service,
-                url: url.to_string(),
-                source: source.without_url(),
-            })?;
+            let bytes = self.body(service, url.as_str(), resp).await?;
             let value: Value =
                 serde_json::from_slice(&bytes).map_err(|source| MastError::Decode {
                     service,
@@ -482,10 +534,19 @@ impl Mast {
             match value.get("status").and_then(Value::as_str) {
                 Some("EXECUTING") => {
                     let waited = started.elapsed();
-                    if waited + pause > EXECUTING_LIMIT {
+                    if waited >= self.deadline {
                         return Err(MastError::StillExecuting { service, waited });
                     }
-                    tokio::time::sleep(pause).await;
+                    if waited >= EXECUTING_NOTE_AFTER {
+                        crate::progress::wait_note(&format!(
+                            "MAST {service} still executing after {} s (giving up after {} s, \
+                             --mast-timeout)",
+                            waited.as_secs(),
+                            self.deadline.as_secs()
+                        ));
+                    }
+                    // The last pause ends at the deadline, for one last look.
+                    tokio::time::sleep(pause.min(self.deadline - waited)).await;
                     pause = (pause * 2).min(EXECUTING_MAX_PAUSE);
                 }
                 Some("ERROR") => {
@@ -496,7 +557,8 @@ impl Mast {
                         .unwrap_or("(no message)");
                     return Err(MastError::Service {
                         service,
-                        msg: msg.to_string(),
+                        // A server's words are echoed cut and escaped, like any input.
+                        msg: crate::text::shown(msg),
                     });
                 }
                 Some("COMPLETE") | None => return Ok(parse_page(value)),
@@ -899,7 +961,8 @@ mod tests {
         assert!(status(429).is_transient());
         assert!(!status(404).is_transient());
         assert!(!status(414).is_transient());
-        assert!(MastError::StillExecuting {
+        // Past --mast-timeout the query is given up, not started over.
+        assert!(!MastError::StillExecuting {
             service: PRODUCTS,
             waited: Duration::from_secs(1)
         }

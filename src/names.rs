@@ -40,6 +40,38 @@ static HST: LazyLock<Regex> =
 static MAST_URI: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^mast:([A-Za-z0-9_-]+)/product/(.+)$").unwrap());
 
+/// Longest product name accepted: a file name on every file system we write to.
+const MAX_NAME: usize = 255;
+
+/// Whether `name` can be a MAST product file name (or one folder of a product URI's path):
+/// MAST's names use letters, digits, `.`, `_`, `-` and `+`. Anything else (spaces, quotes,
+/// control characters, a CSV row run together by an unterminated quote) is not one of its
+/// products, and a leading dot or `..` would be a hidden or escaping path.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is a path, not a name"));
+    }
+    if name.starts_with('.') {
+        return Err("starts with a dot".into());
+    }
+    if name.len() > MAX_NAME {
+        return Err(format!("longer than {MAX_NAME} bytes"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+')))
+    {
+        Some(c) => Err(format!(
+            "{} is not a character of MAST product names",
+            crate::text::escape(&format!("{c:?}"))
+        )),
+        None => Ok(()),
+    }
+}
+
 impl Product {
     /// Parse a `mast:<COLLECTION>/product/<file>` URI.
     pub fn from_uri(uri: &str) -> Option<Product> {

@@ -11,7 +11,9 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dest;
 use crate::names;
+use crate::text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -79,6 +81,8 @@ pub struct Plan {
     /// Why this plan may lack products that exist (MAST could not be reached, and bucket
     /// listings answered the query): said loudly, and the run exits 1.
     pub incomplete: Option<String>,
+    /// The folder the plan is for (`plan --dest`), when given: `dest` fields stay relative.
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -178,8 +182,45 @@ impl Plan {
     pub fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
         if let Err(e) = safe_relative(&entry.dest) {
             self.problems.push(Problem {
-                item: entry.uri.clone(),
-                message: e.to_string(),
+                item: text::shown(&entry.uri),
+                message: text::escape(&e.to_string()).into_owned(),
+                entry: None,
+            });
+            return;
+        }
+        if let Some(why) = dest::reserved(&entry.dest) {
+            self.problems.push(Problem {
+                item: text::shown(&entry.uri),
+                message: format!("destination {} is {why}", text::shown(&entry.dest)),
+                entry: None,
+            });
+            return;
+        }
+        let taken_by = |i: usize, files: &[PlanEntry]| {
+            if i == usize::MAX {
+                "a duplicate".to_string()
+            } else {
+                files[i].uri.clone()
+            }
+        };
+        // A file where another needs a folder (`x` and `x/y`) would fail at rename time and
+        // leave its temporary file behind; refuse the later one now, naming both.
+        let folder_clash = index
+            .folders
+            .get(&entry.dest)
+            .map(|&i| (entry.dest.clone(), i))
+            .or_else(|| {
+                folders_of(&entry.dest)
+                    .find_map(|f| index.by_dest.get(f).map(|&i| (f.to_string(), i)))
+            });
+        if let Some((folder, i)) = folder_clash {
+            self.problems.push(Problem {
+                item: text::shown(&entry.uri),
+                message: format!(
+                    "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
+                    text::shown(&entry.dest),
+                    text::shown(&taken_by(i, &self.files))
+                ),
                 entry: None,
             });
             return;
@@ -187,26 +228,25 @@ impl Plan {
         if let Some(&i) = index.by_uri.get(&entry.uri) {
             let first_dest = self.files[i].dest.clone();
             if first_dest != entry.dest && !index.by_dest.contains_key(&entry.dest) {
-                index.by_dest.insert(entry.dest.clone(), usize::MAX);
+                index.add_dest(&entry.dest, usize::MAX);
                 self.duplicates.push(Duplicate { entry, first_dest });
             }
             return;
         }
         if let Some(&i) = index.by_dest.get(&entry.dest) {
-            let other = if i == usize::MAX {
-                "a duplicate".to_string()
-            } else {
-                self.files[i].uri.clone()
-            };
             self.problems.push(Problem {
-                item: entry.uri.clone(),
-                message: format!("destination {} is already taken by {other}", entry.dest),
+                item: text::shown(&entry.uri),
+                message: format!(
+                    "destination {} is already taken by {}",
+                    text::shown(&entry.dest),
+                    text::shown(&taken_by(i, &self.files))
+                ),
                 entry: None,
             });
             return;
         }
         index.by_uri.insert(entry.uri.clone(), self.files.len());
-        index.by_dest.insert(entry.dest.clone(), self.files.len());
+        index.add_dest(&entry.dest, self.files.len());
         self.files.push(entry);
     }
 
@@ -243,6 +283,25 @@ impl Plan {
 pub struct PlanIndex {
     by_uri: HashMap<String, usize>,
     by_dest: HashMap<String, usize>,
+    /// Every folder some planned destination needs, with that file (`usize::MAX`: a duplicate).
+    folders: HashMap<String, usize>,
+}
+
+impl PlanIndex {
+    fn add_dest(&mut self, dest: &str, i: usize) {
+        self.by_dest.insert(dest.to_string(), i);
+        for f in folders_of(dest) {
+            if self.folders.contains_key(f) {
+                break; // its own folders are there too
+            }
+            self.folders.insert(f.to_string(), i);
+        }
+    }
+}
+
+/// The folders of a `/`-separated destination, deepest first: `a/b/c` gives `a/b`, `a`.
+fn folders_of(dest: &str) -> impl Iterator<Item = &str> {
+    dest.match_indices('/').rev().map(move |(i, _)| &dest[..i])
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -294,7 +353,7 @@ pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Resul
             let width = plan
                 .files
                 .iter()
-                .map(|f| f.dest.len())
+                .map(|f| text::escape(&f.dest).chars().count())
                 .max()
                 .unwrap_or(4)
                 .max(4);
@@ -309,7 +368,7 @@ pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Resul
                 writeln!(
                     out,
                     "{:<width$}  {size:>12}  {:<6}  {access}",
-                    f.dest,
+                    text::escape(&f.dest),
                     f.source.as_str()
                 )?;
             }
@@ -334,7 +393,13 @@ fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
     s.push_str("# Usage: bash this-script [DIR]\n");
     s.push_str("set -euo pipefail\n");
     s.push_str("type -P curl >/dev/null || { echo 'This script requires curl.' >&2; exit 1; }\n");
-    s.push_str("DIR=${1:-.}\n");
+    // The folder `plan --dest` named (else `.`), unless the script is given another.
+    s.push_str("DIR=${1:-}\n");
+    let _ = writeln!(
+        s,
+        "[ -n \"$DIR\" ] || DIR={}",
+        sh_quote(plan.dir.as_deref().unwrap_or("."))
+    );
     s.push_str("failed=0\n");
     s.push_str("fetch() { # dest url [token]\n");
     s.push_str("  local dest=\"$DIR/$1\"\n");
@@ -441,6 +506,29 @@ mod tests {
     }
 
     #[test]
+    fn reserved_names_and_folder_clashes_are_refused() {
+        let mut plan = Plan::default();
+        let mut idx = PlanIndex::default();
+        plan.push(entry("u1", "p/x", 1), &mut idx);
+        plan.push(entry("u2", "p/x/y", 1), &mut idx); // p/x is a file: problem
+        plan.push(entry("u3", "q/r/s", 1), &mut idx);
+        plan.push(entry("u4", "q/r", 1), &mut idx); // q/r is a folder: problem
+        plan.push(entry("u5", "q", 1), &mut idx); // q is a folder: problem
+        plan.push(entry("u6", "SHA256SUMS", 1), &mut idx);
+        plan.push(entry("u7", ".mastfetch/tmp/a.part", 1), &mut idx);
+        plan.push(entry("u8", "q/r2", 1), &mut idx); // a sibling: fine
+        let dests: Vec<&str> = plan.files.iter().map(|f| f.dest.as_str()).collect();
+        assert_eq!(dests, ["p/x", "q/r/s", "q/r2"]);
+        assert_eq!(plan.problems.len(), 5, "{:?}", plan.problems);
+        assert!(
+            plan.problems[0].message.contains("u1"),
+            "{:?}",
+            plan.problems
+        );
+        assert_eq!(plan.problems[0].item, "u2");
+    }
+
+    #[test]
     fn shards_cover_the_plan_once_and_balance_bytes() {
         let mut full = Plan::default();
         let mut idx = PlanIndex::default();
@@ -495,5 +583,10 @@ mod tests {
         write_plan(&mut out, &plan, Format::Curl).unwrap();
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains(r"fetch 'it'\''s/x'"), "{s}");
+        assert!(s.contains("DIR='.'"), "{s}");
+        plan.dir = Some("my dir".into());
+        let mut out = Vec::new();
+        write_plan(&mut out, &plan, Format::Curl).unwrap();
+        assert!(String::from_utf8(out).unwrap().contains("DIR='my dir'"));
     }
 }

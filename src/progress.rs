@@ -2,7 +2,8 @@
 //!
 //! Owns the indicatif bar (bytes, rate, ETA, files) on a terminal, a plain status line every few
 //! seconds when stderr is not one (batch logs), the JSON-lines events of `--json` on stdout, the
-//! per-file error lines and the end summary. The only module that knows indicatif.
+//! per-file error lines, the notes about waits (retries, slow answers) that any module may give
+//! at any time, and the end summary. The only module that knows indicatif.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,59 @@ use crate::manifest::Status;
 
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
+/// Notes about waits come at most this often: often enough that a waiting run is never silent
+/// for long, rarely enough that a thousand retrying requests do not flood the terminal.
+pub const NOTE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Where notes about waits go. Global because they come from deep inside planning and
+/// transfers (a retry loop, a MAST poll) where no `Progress` is at hand.
+struct WaitNotes {
+    opts: Option<Options>,
+    last: Option<Instant>,
+    bar: Option<ProgressBar>,
+}
+
+static WAIT_NOTES: Mutex<WaitNotes> = Mutex::new(WaitNotes {
+    opts: None,
+    last: None,
+    bar: None,
+});
+
+fn wait_notes() -> std::sync::MutexGuard<'static, WaitNotes> {
+    WAIT_NOTES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How notes about waits are shown in this run (`--quiet` hides them; `--json` also emits
+/// `{"event": "note"}`).
+pub fn set_wait_notes(opts: Options) {
+    wait_notes().opts = Some(opts);
+}
+
+/// Say why the run is waiting (a retry, a slow or busy server), unless a note was given less
+/// than [`NOTE_INTERVAL`] ago.
+pub fn wait_note(msg: &str) {
+    let mut w = wait_notes();
+    if w.last.is_some_and(|t| t.elapsed() < NOTE_INTERVAL) {
+        return;
+    }
+    w.last = Some(Instant::now());
+    let opts = w.opts.unwrap_or(Options {
+        quiet: false,
+        no_progress: false,
+        json: false,
+    });
+    let msg = crate::text::escape(msg);
+    if !opts.quiet {
+        let line = format!("mastfetch: note: {msg}");
+        match &w.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    if opts.json {
+        emit(&json!({"event": "note", "message": msg}));
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -105,6 +159,7 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
+        wait_notes().bar = bar.clone();
         let p = Arc::new(Progress {
             opts,
             bar,
@@ -229,7 +284,7 @@ impl Progress {
 
     /// An error line, printed once, above the bar when there is one.
     pub fn error(&self, msg: &str) {
-        let line = format!("mastfetch: error: {msg}");
+        let line = format!("mastfetch: error: {}", crate::text::escape(msg));
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -241,6 +296,7 @@ impl Progress {
         if self.opts.quiet {
             return;
         }
+        let msg = crate::text::escape(msg);
         match &self.bar {
             Some(bar) => bar.println(format!("mastfetch: {msg}")),
             None => eprintln!("mastfetch: {msg}"),
@@ -259,6 +315,7 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+        wait_notes().bar = None;
         let c = self.counts();
         let secs = self.start.elapsed().as_secs_f64();
         let transferred = self.transferred.load(Ordering::Relaxed);

@@ -421,7 +421,7 @@ impl Resolver<'_> {
         };
         if self.s3_only {
             return Slot::Problem(Problem {
-                item: format!("{}: {}", w.origin, p.uri),
+                item: format!("{}: {}", w.origin, crate::text::shown(&p.uri)),
                 message: "not in cloud (--s3-only: no MAST fallback)".into(),
                 entry: Some(entry),
             });
@@ -489,7 +489,10 @@ impl Resolver<'_> {
                 format!("none of the {listed} objects under this prefix pass --suffix/--match/--exclude")
             };
             return Ok(Slot::Problem(Problem {
-                item: format!("{origin}: s3://{bucket}/{prefix}"),
+                item: format!(
+                    "{origin}: {}",
+                    crate::text::shown(&format!("s3://{bucket}/{prefix}"))
+                ),
                 message,
                 entry: None,
             }));

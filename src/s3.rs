@@ -56,6 +56,11 @@ pub enum ErrorKind {
     Changed,
     NotFound,
     Denied,
+    /// The endpoint's host name does not resolve (tried once more, then given up).
+    NoSuchHost,
+    /// The connection cannot work as configured (TLS to a plain-HTTP server, a bad
+    /// certificate): not retried.
+    Unusable,
     Other,
 }
 
@@ -66,6 +71,8 @@ impl std::fmt::Display for ErrorKind {
             ErrorKind::Changed => "object changed since it was planned",
             ErrorKind::NotFound => "not found",
             ErrorKind::Denied => "access denied",
+            ErrorKind::NoSuchHost => "the endpoint's host name does not resolve",
+            ErrorKind::Unusable => "cannot talk to the endpoint",
             ErrorKind::Other => "request failed",
         })
     }
@@ -86,7 +93,11 @@ pub struct S3Error {
 
 impl Transient for S3Error {
     fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient
+        self.kind == ErrorKind::Transient || self.kind == ErrorKind::NoSuchHost
+    }
+
+    fn retry_limit(&self) -> Option<u32> {
+        (self.kind == ErrorKind::NoSuchHost).then_some(1)
     }
 }
 
@@ -243,7 +254,10 @@ impl S3 {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let kind = classify(&err);
+        let mut kind = classify(&err);
+        if kind == ErrorKind::Transient && !matches!(err, SdkError::ServiceError(_)) {
+            kind = self.transport_kind(&err);
+        }
         // A service error says all it knows in its status, code and message; the SDK's own
         // rendering of it is noise. Transport errors keep their cause chain.
         let (detail, source): (String, Option<BoxError>) = match &err {
@@ -260,11 +274,37 @@ impl S3 {
                     None,
                 )
             }
-            _ => (String::new(), Some(Box::new(err))),
+            _ => (self.host_detail(kind), Some(Box::new(err))),
         };
         let mut e = S3::make_error(op, bucket, key, kind, detail);
         e.source = source;
         e
+    }
+
+    /// What a transport failure means for the next attempt (see `retry::outlook`).
+    fn transport_kind(&self, err: &(dyn std::error::Error + 'static)) -> ErrorKind {
+        match crate::retry::outlook(err) {
+            crate::retry::Outlook::Retry => ErrorKind::Transient,
+            crate::retry::Outlook::OnceMore => ErrorKind::NoSuchHost,
+            crate::retry::Outlook::Never => ErrorKind::Unusable,
+        }
+    }
+
+    /// Words naming the endpoint, for failures that are about it rather than the object.
+    fn host_detail(&self, kind: ErrorKind) -> String {
+        if !matches!(kind, ErrorKind::NoSuchHost | ErrorKind::Unusable) {
+            return String::new();
+        }
+        let host = match &self.endpoint_url {
+            Some(ep) => ep.clone(),
+            None => format!("https://s3.{}.amazonaws.com", self.region),
+        };
+        let why = if kind == ErrorKind::Unusable {
+            " (TLS failed: a plain-HTTP server needs an http:// --endpoint-url)"
+        } else {
+            ""
+        };
+        format!(" ({host}){why}")
     }
 
     fn timeout(&self, op: &'static str, bucket: &str, key: &str) -> S3Error {
@@ -296,7 +336,9 @@ impl S3 {
                         req = req.delimiter("/");
                     }
                     self.stats.lists.fetch_add(1, Ordering::Relaxed);
-                    match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+                    let what = format!("LIST s3://{bucket}/{prefix}");
+                    let answer = crate::retry::noting(&what, req.send());
+                    match tokio::time::timeout(METADATA_TIMEOUT, answer).await {
                         Err(_) => Err(self.timeout("LIST", bucket, prefix)),
                         Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
                     }
@@ -401,7 +443,10 @@ impl S3 {
             .map_err(|e| fail(ErrorKind::Other, String::new(), Some(Box::new(e))))?;
         let resp = match tokio::time::timeout(METADATA_TIMEOUT, http.request(req)).await {
             Err(_) => return Err(self.timeout("GET", bucket, key)),
-            Ok(Err(e)) => return Err(fail(ErrorKind::Transient, String::new(), Some(Box::new(e)))),
+            Ok(Err(e)) => {
+                let kind = self.transport_kind(&e);
+                return Err(fail(kind, self.host_detail(kind), Some(Box::new(e))));
+            }
             Ok(Ok(r)) => r,
         };
         let (head, body) = resp.into_parts();

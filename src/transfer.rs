@@ -1,8 +1,8 @@
 //! The transfer engine: every byte of a `get` comes through here.
 //!
 //! Owns the one request budget (`--jobs`) shared by all files and parts, the split of large
-//! objects into ranged GETs written at their offsets into a temporary file beside the
-//! destination, the pinning of every part to one ETag (If-Match plus a check of what answered),
+//! objects into ranged GETs written at their offsets into a temporary file in DIR's private
+//! folder (`dest`), the pinning of every part to one ETag (If-Match plus a check of what answered),
 //! the per-request retries that resume from the last byte received, the resume log that lets a
 //! killed run continue without re-fetching finished parts, hashing, and the rename into place
 //! once size and digests are right. The only module that spawns transfer tasks.
@@ -14,9 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -26,11 +25,9 @@ use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
-use crate::retry::{RetryPolicy, Transient};
+use crate::retry::RetryPolicy;
 use crate::s3::{ErrorKind, S3Error, S3};
 
-/// A body that delivers nothing for this long is a stalled connection: retry it elsewhere.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
 /// Read size of `sha256_file`.
@@ -100,19 +97,6 @@ struct StateHeader {
     size: u64,
     part_size: u64,
     etag: Option<String>,
-}
-
-/// Names of the temporary file and its resume log beside `dest`.
-pub fn temp_paths(dest: &Path) -> (PathBuf, PathBuf) {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    (
-        dir.join(format!(".{name}.mastfetch")),
-        dir.join(format!(".{name}.mastfetch.state")),
-    )
 }
 
 /// A plain (single-part upload) S3 ETag is the MD5 of the object.
@@ -328,17 +312,18 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return Err((job, e.into())),
         };
-        let (tmp, state) = temp_paths(&dest);
+        let (tmp, state) = crate::dest::temp_paths(&self.dir, &job.entry.dest);
         let parts = if size <= self.part_size {
             1
         } else {
             size.div_ceil(self.part_size)
         };
         let setup = || -> Result<(File, Option<File>, Option<String>), FinishError> {
-            let parent = dest.parent().unwrap_or(&self.dir);
-            if !self.made_dirs.lock().unwrap().contains(parent) {
-                fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
-                self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
+            for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
+                if !self.made_dirs.lock().unwrap().contains(parent) {
+                    fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+                    self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
+                }
             }
             // Read too: parts are hashed back from it while later parts still download.
             let create = || {
@@ -514,10 +499,10 @@ impl Engine {
                 }
                 Err(e) => e,
             };
-            if !err.is_transient() || attempt >= self.retry.max_retries {
+            if !self.retry.should_retry(&err, attempt) {
                 return Err(err);
             }
-            tokio::time::sleep(self.retry.backoff(attempt)).await;
+            self.retry.pause(attempt, &err).await;
             attempt += 1;
         }
     }
@@ -586,13 +571,13 @@ impl Engine {
         want: u64,
     ) -> Result<u64, (u64, S3Error)> {
         let mut got = 0u64;
+        // A stalled or dripping connection is retried on a new one, resuming from `got`.
+        let mut dog = crate::retry::Watchdog::new(&self.retry);
         loop {
-            let chunk = match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
-                Err(_) => {
-                    let e = ctx.make_error(
-                        ErrorKind::Transient,
-                        format!(": no data for {}s", STALL_TIMEOUT.as_secs()),
-                    );
+            let chunk = match dog.next(&mut body).await {
+                Err(slow) => {
+                    let mut e = ctx.make_error(ErrorKind::Transient, ": body".into());
+                    e.source = Some(Box::new(slow));
                     return Err((got, e));
                 }
                 Ok(None) => return Ok(got),
@@ -754,7 +739,9 @@ impl Engine {
         };
         let dest = plan::dest_path(&self.dir, &entry.dest)?;
         let hashers = self.hashers.clone();
-        Ok(mast.download(entry, &dest, &self.progress, hashers).await?)
+        Ok(mast
+            .download(entry, &self.dir, &dest, &self.progress, hashers)
+            .await?)
     }
 
     /// Write the outcome of one file to the manifest and the progress stream.

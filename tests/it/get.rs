@@ -410,7 +410,7 @@ fn resume_after_kill_does_not_refetch_finished_parts() {
         .spawn()
         .unwrap();
     let final_path = dir.path().join(nested(I2D));
-    let (_, state) = mastfetch::transfer::temp_paths(&final_path);
+    let (_, state) = mastfetch::dest::temp_paths(dir.path(), &nested(I2D));
     let t = Instant::now();
     let done_parts = |s: &Path| -> Vec<u64> {
         std::fs::read_to_string(s)

@@ -6,6 +6,7 @@ mod s3server;
 mod util;
 
 mod get;
+mod hostile;
 mod live;
 mod mast;
 mod output;

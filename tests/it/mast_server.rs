@@ -153,6 +153,10 @@ pub enum Fault {
     Truncate(usize),
     /// Answer an `invoke` with `{"status": "ERROR", "msg": ...}` (HTTP 200, as MAST does).
     ServiceError(&'static str),
+    /// Answer normally, but send the body one byte per this interval.
+    Drip(Duration),
+    /// Answer 307 to the very same URL (a redirect loop).
+    RedirectLoop,
 }
 
 struct Rule {
@@ -524,6 +528,26 @@ fn truncate(resp: Response, limit: usize) -> Response {
     http::Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream)))
 }
 
+/// Send a response body one byte per `every` (headers at once, as a slow server would).
+fn drip(resp: Response, every: Duration) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = async move {
+        let b = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        futures::stream::iter((0..b.len()).map(move |i| b.slice(i..i + 1))).then(
+            move |byte| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, std::io::Error>(Frame::data(byte))
+            },
+        )
+    };
+    let stream = futures::stream::once(bytes).flatten();
+    http::Response::from_parts(parts, BodyExt::boxed(StreamBody::new(stream)))
+}
+
 /// [`serve`], counting the requests being answered at once.
 async fn serve_counted(
     state: Arc<Mutex<State>>,
@@ -635,6 +659,19 @@ async fn serve(
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::Truncate(n)) => return Ok(truncate(handle(&state, &logged), n)),
         Some(Fault::ServiceError(msg)) => return Ok(json_response(&error_reply(msg))),
+        Some(Fault::Drip(every)) => return Ok(drip(handle(&state, &logged), every)),
+        Some(Fault::RedirectLoop) => {
+            let here = if logged.query.is_empty() {
+                logged.path.clone()
+            } else {
+                format!("{}?{}", logged.path, logged.query)
+            };
+            return Ok(http::Response::builder()
+                .status(307)
+                .header("location", here)
+                .body(full(Bytes::new()))
+                .unwrap());
+        }
         None => {}
     }
     Ok(handle(&state, &logged))
