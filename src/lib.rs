@@ -8,6 +8,7 @@
 //! `manifest`, `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
 
 pub mod app;
+pub mod checksum;
 pub mod cli;
 pub mod fits;
 pub mod hashing;
