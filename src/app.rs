@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
+use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
 use crate::https::{self, MastHttps};
 use crate::input;
@@ -166,7 +167,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Lock before planning: a second writer learns at once, not after a long query.
-    let writer = manifest::Writer::open(&dir, cfg.shard)?;
+    let writer = manifest::Writer::open(&dir, cfg.shard, args.sha256)?;
     let src = sources(&cfg).await?;
     let plan = make_plan(&cfg, &src).await?;
     summarize(&plan, &src, cfg.progress);
@@ -211,7 +212,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.retry,
         progress.clone(),
         writer,
-        cfg.check_md5,
+        cfg.verify,
+        args.sha256,
     );
     let mut excluded = 0;
     {
@@ -221,6 +223,18 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
             line.sha256 = prev.sha256.clone();
             line.size = entry.size.or(prev.size);
             line.etag = entry.etag.clone().or(prev.etag.clone());
+            line.checksum = prev.checksum.clone();
+            line.verified = prev.verified.clone();
+            line.crc64nvme = prev.crc64nvme.clone();
+            // A file recorded before a field existed (or without --sha256) gets it from disk.
+            let need_sha = args.sha256 && line.sha256.is_none();
+            if line.crc64nvme.is_none() || need_sha {
+                let path = plan::dest_path(&dir, &entry.dest)?;
+                let (crc, sha) = checksum::digest_file(&path, need_sha)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                line.crc64nvme = Some(crc);
+                line.sha256 = line.sha256.or(sha);
+            }
             w.record(line)?;
             progress.file(&event(
                 entry,

@@ -132,10 +132,10 @@ pub struct RunArgs {
     /// bodies), with jittered exponential backoff.
     #[arg(long, default_value_t = 10)]
     pub retries: u32,
-    /// Skip the MD5-against-ETag check of files whose ETag is a plain MD5 (saves ~2 CPU-seconds
-    /// per GiB; SHA-256 is still computed for the manifest and SHA256SUMS).
-    #[arg(long)]
-    pub no_md5: bool,
+    /// Skip checking bytes against the archive's checksums and ETags (not recommended; for
+    /// comparisons). The manifest's `crc64nvme` is still recorded.
+    #[arg(long, alias = "no-md5")]
+    pub no_verify: bool,
     /// Take one shard of the plan: the number of shards.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
@@ -181,6 +181,9 @@ pub struct GetArgs {
     /// Plan only, print it like `plan`.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also compute each file's SHA-256: manifest field `sha256` and DIR/SHA256SUMS.
+    #[arg(long)]
+    pub sha256: bool,
     /// Output format of --dry-run.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -255,7 +258,8 @@ pub struct Config {
     pub part_size: u64,
     pub shard: Option<(u32, u32)>,
     pub retry: crate::retry::RetryPolicy,
-    pub check_md5: bool,
+    /// Check bytes against the archive's checksums (off with `--no-verify`).
+    pub verify: bool,
     pub progress: crate::progress::Options,
 }
 
@@ -404,7 +408,7 @@ impl Config {
             jobs: parse_jobs(&run.jobs)?,
             part_size: run.part_size.unwrap_or(DEFAULT_PART_SIZE),
             shard: (run.shards > 1).then_some((k, run.shards)),
-            check_md5: !run.no_md5,
+            verify: !run.no_verify,
             retry: crate::retry::RetryPolicy {
                 max_retries: run.retries,
                 ..Default::default()

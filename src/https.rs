@@ -18,10 +18,11 @@ use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
+use crate::checksum::digest_file;
 use crate::plan::PlanEntry;
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
-use crate::transfer::{sha256_file, temp_paths};
+use crate::transfer::temp_paths;
 
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -205,14 +206,16 @@ impl MastHttps {
         Ok(())
     }
 
-    /// Fetch one product into `dest`: returns its SHA-256 and size.
+    /// Fetch one product into `dest`: returns its size, CRC-64/NVME (S3's base64 form) and,
+    /// with `sha256`, its SHA-256.
     pub async fn download(
         &self,
         entry: &PlanEntry,
         dest: &Path,
         progress: &Progress,
         hashers: Arc<Semaphore>,
-    ) -> Result<(String, u64), HttpsError> {
+        sha256: bool,
+    ) -> Result<(u64, String, Option<String>), HttpsError> {
         let url = Url::parse(&entry.url).map_err(|_| HttpsError::Request {
             url: entry.url.clone(),
             what: "not a URL",
@@ -266,17 +269,17 @@ impl MastHttps {
         }
         let permit = hashers.acquire_owned().await.expect("semaphore open");
         let (tmp2, dest2) = (tmp.clone(), dest.to_path_buf());
-        let sha = tokio::task::spawn_blocking(move || {
+        let (crc, sha) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
-            let sha = sha256_file(&tmp2).map_err(io("cannot read", &tmp2))?;
+            let digests = digest_file(&tmp2, sha256).map_err(io("cannot read", &tmp2))?;
             fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
-            Ok::<_, HttpsError>(sha)
+            Ok::<_, HttpsError>(digests)
         })
         .await
         .expect("hash task does not panic")?;
         let _ = fs::remove_file(&state);
-        Ok((sha, have))
+        Ok((have, crc, sha))
     }
 
     /// One request from byte `have` on, appending what arrives.

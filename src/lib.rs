@@ -4,8 +4,9 @@
 //! code. Modules, in the order data flows through them: `cli` (flags -> config), `input`
 //! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
 //! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
-//! `s3` and `https` (the two sources), `transfer` (the engine), `hashing` (its digests),
-//! `manifest`, `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
+//! `s3` and `https` (the two sources), `transfer` (the engine), `checksum` (what a file is
+//! proven against, digests on arrival), `hashing` (the serial digests, read back), `manifest`,
+//! `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
 
 pub mod app;
 pub mod checksum;

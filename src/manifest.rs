@@ -1,6 +1,7 @@
-//! The record of a mirror: `mastfetch-manifest.jsonl` and `SHA256SUMS` under DIR.
+//! The record of a mirror: `mastfetch-manifest.jsonl` and (with `--sha256`) `SHA256SUMS`.
 //!
-//! Owns the manifest line format, reading every manifest of a folder (shards included), the
+//! Owns the manifest line format (old lines without `checksum`, `verified` or `crc64nvme` still
+//! read), reading every manifest of a folder (shards included), the
 //! append-as-files-complete writer (a crash loses nothing already done), the compaction to one
 //! line per file at the end of a run, and the lock that keeps a second writer out. It does not
 //! decide what to download or how to verify.
@@ -25,7 +26,7 @@ pub enum Status {
 }
 
 impl Status {
-    /// The file is on disk, complete, with a known SHA-256.
+    /// The file is on disk, complete, with its digests recorded.
     pub fn is_complete(self) -> bool {
         matches!(self, Status::Ok | Status::Skipped)
     }
@@ -41,8 +42,19 @@ pub struct Entry {
     pub key: Option<String>,
     pub url: String,
     pub size: Option<u64>,
+    /// Hex; only with `get --sha256` (and in manifests written before it became opt-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub etag: Option<String>,
+    /// The archive's value the file was proven against: `<alg>:<value>` or `etag:<etag>`.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// `checksum`, `etag`, `size` or `none`; absent in manifests older than the field.
+    #[serde(default)]
+    pub verified: Option<String>,
+    /// CRC-64/NVME of the local file, base64 of its 8 big-endian bytes: what `verify` re-checks.
+    #[serde(default)]
+    pub crc64nvme: Option<String>,
     pub access: Option<String>,
     pub status: Status,
     pub message: Option<String>,
@@ -60,6 +72,9 @@ impl Entry {
             size: p.size,
             sha256: None,
             etag: p.etag.clone(),
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: p.access.clone(),
             status,
             message,
@@ -193,7 +208,8 @@ pub struct Writer {
     manifest_path: PathBuf,
     sums_path: PathBuf,
     manifest: File,
-    sums: File,
+    /// Only with `--sha256`: without it no `SHA256SUMS` is written (nor an old one touched).
+    sums: Option<File>,
     entries: BTreeMap<String, Entry>,
     // Held for the writer's lifetime: the OS releases it if the process dies.
     _lock: File,
@@ -211,8 +227,13 @@ fn open_append(path: &Path) -> Result<File, ManifestError> {
 }
 
 impl Writer {
-    /// Take the lock and load what an earlier run of this manifest recorded.
-    pub fn open(dir: &Path, shard: Option<(u32, u32)>) -> Result<Writer, ManifestError> {
+    /// Take the lock and load what an earlier run of this manifest recorded. `sums`: also
+    /// write `SHA256SUMS` (`--sha256`).
+    pub fn open(
+        dir: &Path,
+        shard: Option<(u32, u32)>,
+        sums: bool,
+    ) -> Result<Writer, ManifestError> {
         let manifest_path = dir.join(manifest_name(shard));
         let sums_path = dir.join(sums_name(shard));
         let lock_path = dir.join(format!(".{}.lock", manifest_name(shard)));
@@ -252,7 +273,11 @@ impl Writer {
         Ok(Writer {
             dir: dir.to_path_buf(),
             manifest: open_append(&manifest_path)?,
-            sums: open_append(&sums_path)?,
+            sums: if sums {
+                Some(open_append(&sums_path)?)
+            } else {
+                None
+            },
             manifest_path,
             sums_path,
             entries,
@@ -275,9 +300,10 @@ impl Writer {
                 path: self.manifest_path.clone(),
                 source,
             })?;
-        if let (true, Some(sha)) = (entry.status.is_complete(), &entry.sha256) {
-            self.sums
-                .write_all(format!("{sha}  {}\n", entry.path).as_bytes())
+        if let (true, Some(sha), Some(sums)) =
+            (entry.status.is_complete(), &entry.sha256, &mut self.sums)
+        {
+            sums.write_all(format!("{sha}  {}\n", entry.path).as_bytes())
                 .map_err(|source| ManifestError::Write {
                     path: self.sums_path.clone(),
                     source,
@@ -299,6 +325,9 @@ impl Writer {
             }
         }
         replace(&self.dir, &self.manifest_path, &manifest)?;
+        if self.sums.is_none() {
+            return Ok(());
+        }
         replace(&self.dir, &self.sums_path, sums.as_bytes())
     }
 }
@@ -332,6 +361,9 @@ mod tests {
             size: Some(3),
             sha256: sha.map(Into::into),
             etag: Some("e".into()),
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: Some("PUBLIC".into()),
             status,
             message: None,
@@ -341,7 +373,7 @@ mod tests {
     #[test]
     fn appended_lines_compact_to_the_last_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = Writer::open(dir.path(), None).unwrap();
+        let mut w = Writer::open(dir.path(), None, true).unwrap();
         w.record(entry("a", Status::Failed, None)).unwrap();
         w.record(entry("b", Status::Ok, Some("bb"))).unwrap();
         w.record(entry("a", Status::Ok, Some("aa"))).unwrap();
@@ -371,13 +403,13 @@ mod tests {
     #[test]
     fn a_second_writer_is_refused_but_another_shard_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Writer::open(dir.path(), None).unwrap();
-        let err = Writer::open(dir.path(), None)
+        let _first = Writer::open(dir.path(), None, true).unwrap();
+        let err = Writer::open(dir.path(), None, true)
             .err()
             .expect("second writer refused");
         assert!(matches!(err, ManifestError::Locked { .. }));
-        let _s0 = Writer::open(dir.path(), Some((0, 2))).unwrap();
-        let _s1 = Writer::open(dir.path(), Some((1, 2))).unwrap();
+        let _s0 = Writer::open(dir.path(), Some((0, 2)), true).unwrap();
+        let _s1 = Writer::open(dir.path(), Some((1, 2)), true).unwrap();
         assert_eq!(manifests_in(dir.path()).unwrap().len(), 3);
     }
 }

@@ -1,9 +1,10 @@
 //! `verify`: is the mirror in DIR still what its manifests say, and is it still current?
 //!
-//! Owns the parallel re-hash of every manifest entry (SHA-256 and, for FITS files, the
-//! DATASUM/CHECKSUM keywords, both in one read), the `ok/missing/corrupt/stale` verdicts, and the
-//! remote check that compares size and ETag with the bucket's current listing (one listing per
-//! folder, nothing downloaded).
+//! Owns the parallel re-hash of every manifest entry (CRC-64/NVME, SHA-256 where recorded and,
+//! for FITS files, the DATASUM/CHECKSUM keywords, all in one read), the
+//! `ok/missing/corrupt/stale` verdicts, and the remote check that compares size, ETag and the
+//! recorded checksum with the bucket (one listing per folder, a HEAD only where the listing
+//! cannot tell; nothing downloaded).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::checksum::{self, CrcAlg};
 use crate::fits;
 use crate::manifest::{Entry, Status};
 use crate::plan;
@@ -36,22 +38,43 @@ pub struct Finding {
     pub message: Option<String>,
 }
 
-/// A reader that hashes what passes through, so FITS checks and SHA-256 share one read.
+/// A reader that hashes what passes through, so FITS checks and digests share one read.
+/// CRC-64/NVME always (memory speed); SHA-256 only where a record holds one.
 struct Tee<R> {
     inner: R,
-    sha: Sha256,
+    crc: crc_fast::Digest,
+    sha: Option<Sha256>,
 }
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
+        if let Some(sha) = &mut self.sha {
+            sha.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A file's digests, as recorded or as computed.
+#[derive(Clone, PartialEq, Eq)]
+struct Digests {
+    crc64nvme: String,
+    sha256: Option<String>,
+}
+
+impl Digests {
+    /// Whether a record describes these bytes: every digest it holds must agree, and it must
+    /// hold one (a record without digests describes nothing).
+    fn matches(&self, e: &Entry) -> bool {
+        let crc = e.crc64nvme.as_ref().map(|c| *c == self.crc64nvme);
+        let sha = match (&e.sha256, &self.sha256) {
+            (Some(w), Some(g)) => Some(w.eq_ignore_ascii_case(g)),
+            _ => None,
+        };
+        (crc.is_some() || sha.is_some()) && crc != Some(false) && sha != Some(false)
+    }
 }
 
 /// Check one file on disk against its records; returns the verdict and the record that the file
@@ -67,7 +90,7 @@ fn check_file<'a>(dir: &Path, records: &'a [Entry]) -> (Finding, &'a Entry) {
     let matched = complete
         .iter()
         .rev()
-        .find(|e| checked.sha256.is_some() && e.sha256 == checked.sha256)
+        .find(|e| checked.digests.as_ref().is_some_and(|d| d.matches(e)))
         .copied()
         .unwrap_or(newest);
     (checked.finding, matched)
@@ -75,7 +98,7 @@ fn check_file<'a>(dir: &Path, records: &'a [Entry]) -> (Finding, &'a Entry) {
 
 struct Checked {
     finding: Finding,
-    sha256: Option<String>,
+    digests: Option<Digests>,
 }
 
 /// Check `e`'s file; with several complete records for its path (`alike`), any may match.
@@ -86,7 +109,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
             status,
             message,
         },
-        sha256: None,
+        digests: None,
     };
     if !e.status.is_complete() {
         let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
@@ -115,9 +138,11 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
             Some(format!("size {len}, manifest says {size}")),
         );
     }
+    let want_sha = e.sha256.is_some() || alike.iter().any(|a| a.sha256.is_some());
     let mut tee = Tee {
         inner: io::BufReader::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
+        crc: CrcAlg::Crc64Nvme.digest(),
+        sha: want_sha.then(Sha256::new),
     };
     let mut head = [0u8; 80];
     let is_fits = e.path.to_ascii_lowercase().ends_with(".fits") || {
@@ -139,25 +164,29 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     if let Err(err) = io::copy(&mut tee, &mut io::sink()) {
         return finding(Verdict::Corrupt, Some(format!("cannot read: {err}")));
     }
-    let sha = hex(&tee.sha.finalize());
-    let matches = |x: &Entry| {
-        x.sha256
-            .as_ref()
-            .is_some_and(|w| w.eq_ignore_ascii_case(&sha))
+    let got = Digests {
+        crc64nvme: checksum::crc64_b64(tee.crc.finalize()),
+        sha256: tee.sha.map(|s| checksum::hex(&s.finalize())),
     };
-    if let Some(want) = &e.sha256 {
-        if !matches(e) && !alike.iter().any(|a| matches(a)) {
-            return finding(
-                Verdict::Corrupt,
-                Some(format!("SHA-256 {sha}, manifest says {want}")),
-            );
-        }
+    let recorded = |x: &Entry| x.crc64nvme.is_some() || x.sha256.is_some();
+    if recorded(e) && !got.matches(e) && !alike.iter().any(|a| got.matches(a)) {
+        let msg = match (&e.crc64nvme, &e.sha256) {
+            (Some(want), _) if *want != got.crc64nvme => {
+                format!("CRC-64/NVME {}, manifest says {want}", got.crc64nvme)
+            }
+            (_, Some(want)) => format!(
+                "SHA-256 {}, manifest says {want}",
+                got.sha256.as_deref().unwrap_or("")
+            ),
+            _ => "does not match any manifest record".to_string(),
+        };
+        return finding(Verdict::Corrupt, Some(msg));
     }
     let mut out = match problem {
         Some(p) => finding(Verdict::Corrupt, Some(p)),
         None => finding(Verdict::Ok, None),
     };
-    out.sha256 = Some(sha);
+    out.digests = Some(got);
     out
 }
 
@@ -230,7 +259,17 @@ pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, c
                 (Some(now), Some(then)) if now != then => {
                     Some(format!("reprocessed: archive ETag {now}, mirror {then}"))
                 }
-                _ => None,
+                (Some(_), Some(_)) => None,
+                // The listing cannot tell (no ETag in it): one HEAD compares a recorded
+                // full-object checksum. ETag-proven records keep to the listing (size): a HEAD
+                // each would turn one listing per folder into one request per file.
+                _ => match e.checksum.as_ref().filter(|c| !c.starts_with("etag:")) {
+                    Some(recorded) => match s3.head(b, k).await? {
+                        None => Some("no longer in the bucket".to_string()),
+                        Some(h) => stale_by_head(recorded, &h),
+                    },
+                    None => None,
+                },
             },
         };
         if let Some(m) = msg {
@@ -242,6 +281,19 @@ pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, c
         }
     }
     Ok(stale)
+}
+
+/// Whether a HEAD shows another object than the one whose `checksum` was recorded.
+fn stale_by_head(recorded: &str, h: &crate::s3::ObjectInfo) -> Option<String> {
+    let (alg, value) = recorded.split_once(':')?;
+    let now = if alg == "etag" {
+        h.etag.clone()?
+    } else {
+        let c = h.checksum.as_ref().filter(|c| c.alg == alg)?;
+        c.value.clone()
+    };
+    (!now.eq_ignore_ascii_case(value))
+        .then(|| format!("reprocessed: archive {alg} {now}, mirror {value}"))
 }
 
 #[cfg(test)]
@@ -258,8 +310,11 @@ mod tests {
             key: None,
             url: String::new(),
             size: Some(data.len() as u64),
-            sha256: Some(hex(&Sha256::digest(data))),
+            sha256: Some(checksum::hex(&Sha256::digest(data))),
             etag: None,
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: None,
             status: Status::Ok,
             message: None,

@@ -8,4 +8,5 @@ mod util;
 mod get;
 mod live;
 mod mast;
+mod proof;
 mod scale;
