@@ -66,7 +66,15 @@ pub struct Engine {
 struct Job {
     entry: PlanEntry,
     restarts: u32,
+    /// The HEAD (and upload layout) of a file fetched in parts, started while the files
+    /// before it were set up: the scheduler then waits no round trip per file.
+    lookup: Option<Lookup>,
 }
+
+type Lookup = tokio::task::JoinHandle<Result<(crate::s3::ObjectInfo, Expect), S3Error>>;
+
+/// Files ahead of the scheduler whose HEADs run early (at most this many HEADs at once).
+const LOOKAHEAD: usize = 8;
 
 enum Msg {
     Requeue(Box<Job>),
@@ -232,7 +240,11 @@ impl Engine {
         entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
-            .map(|entry| Job { entry, restarts: 0 })
+            .map(|entry| Job {
+                entry,
+                restarts: 0,
+                lookup: None,
+            })
             .collect();
         let mut outstanding = pending.len();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -255,8 +267,27 @@ impl Engine {
                     },
                 },
             };
+            for next in pending.iter_mut().take(LOOKAHEAD) {
+                self.look_ahead(next);
+            }
             self.start(job, &tx).await;
         }
+    }
+
+    /// Start the HEAD of a file that will be fetched in parts, if it needs one and has none.
+    fn look_ahead(self: &Arc<Self>, job: &mut Job) {
+        let e = &job.entry;
+        let multi_part = e.size.is_some_and(|s| s > self.part_size);
+        if job.lookup.is_some() || !self.verify || e.source != Source::S3 || !multi_part {
+            return;
+        }
+        let (Some(bucket), Some(key)) = (e.bucket.clone(), e.key.clone()) else {
+            return;
+        };
+        let this = self.clone();
+        job.lookup = Some(tokio::spawn(async move {
+            this.multi_part_expect(&bucket, &key, None).await
+        }));
     }
 
     /// One request's place in the shared budget, held until the request is answered.
@@ -405,7 +436,11 @@ impl Engine {
         if !whole && !self.verify {
             expect = Some(Expect::Nothing);
         } else if !whole {
-            match self.multi_part_expect(&bucket, &key, head).await {
+            let looked = match job.lookup.take() {
+                Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
+                _ => self.multi_part_expect(&bucket, &key, head).await,
+            };
+            match looked {
                 Ok((info, e)) => {
                     // The archive's object now: a replacement since planning is what we fetch.
                     job.entry.size = Some(info.size);
@@ -877,7 +912,11 @@ impl Engine {
                 entry.size = Some(info.size);
                 entry.etag = info.etag;
                 let restarts = ctx.job.restarts + 1;
-                let _ = tx.send(Msg::Requeue(Box::new(Job { entry, restarts })));
+                let _ = tx.send(Msg::Requeue(Box::new(Job {
+                    entry,
+                    restarts,
+                    lookup: None,
+                })));
             }
             Ok(None) => {
                 let gone = ctx.make_error(

@@ -46,6 +46,11 @@ fn get(s3: &TestS3, dest: &Path, names: &[&str], extra: &[&str]) -> Output {
     run(&s3.endpoint, &refs)
 }
 
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 fn line<'a>(m: &'a [Value], name: &str) -> &'a Value {
     m.iter()
         .find(|e| e["path"] == name)
@@ -82,6 +87,8 @@ fn every_class_is_proven_and_a_flipped_byte_is_fetched_again() {
         // Legacy single PUTs: plain-MD5 ETag, fetched in parts and in one GET.
         ("old-put-big.fits", data(7, 2 * MIB + 100 * KIB)),
         ("old-put-small.fits", data(8, 200 * KIB)),
+        // Uploaded with CRC-32C as its full-object checksum (an SDK told to use it).
+        ("crc32c-multipart.fits", data(9, 2 * MIB + 999)),
     ];
     let by = |n: &str| &objects.iter().find(|(k, _)| *k == n).unwrap().1;
     s3.put_sdk(
@@ -133,6 +140,18 @@ fn every_class_is_proven_and_a_flipped_byte_is_fetched_again() {
     );
     s3.put(BUCKET, &key("old-put-big.fits"), by("old-put-big.fits"));
     s3.put(BUCKET, &key("old-put-small.fits"), by("old-put-small.fits"));
+    let c = by("crc32c-multipart.fits");
+    s3.put_multipart(
+        BUCKET,
+        &key("crc32c-multipart.fits"),
+        c,
+        &[MIB as u64, MIB as u64, 999],
+        false,
+    );
+    let mut m = s3.meta(BUCKET, &key("crc32c-multipart.fits")).unwrap();
+    let crc32c = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, c) as u32;
+    m.checksum = Some(("crc32c".into(), b64(&crc32c.to_be_bytes())));
+    s3.set_meta(BUCKET, &key("crc32c-multipart.fits"), m);
     for (name, _) in &objects {
         s3.inject("GET", &key(name), 1, Fault::Corrupt);
     }
