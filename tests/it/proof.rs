@@ -492,3 +492,57 @@ fn verify_catches_a_flipped_byte_through_crc64nvme_and_remote_change() {
     let w = f.iter().find(|f| f["path"] == "w.bin").unwrap();
     assert_eq!(w["status"], "stale", "{w}");
 }
+
+/// Signed requests go through the AWS SDK, which validates a whole-object checksum itself:
+/// the same proofs, the same refetch of a damaged answer.
+#[test]
+fn signed_requests_are_proven_the_same_way() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let small = data(60, 70 * KIB);
+    let big = data(61, 2 * MIB + 4321);
+    let old = data(62, 2 * MIB + 10);
+    s3.put_sdk(BUCKET, &key("s-small.fits"), &small, 8 * MIB);
+    s3.put_sdk(BUCKET, &key("s-big.fits"), &big, MIB);
+    let parts = [1200 * KIB as u64, 848 * KIB as u64, 10];
+    s3.put_multipart(BUCKET, &key("s-old.fits"), &old, &parts, false);
+    for n in ["s-small.fits", "s-big.fits", "s-old.fits"] {
+        s3.inject("GET", &key(n), 1, Fault::Corrupt);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let uris: Vec<String> = ["s-small.fits", "s-big.fits", "s-old.fits"]
+        .iter()
+        .map(|n| format!("s3://{BUCKET}/{}", key(n)))
+        .collect();
+    let out = util::mastfetch()
+        .arg("get")
+        .args(&uris)
+        .args(["--dest", dir.path().to_str().unwrap(), "--layout", "flat"])
+        .args(["--s3-only", "--sign", "--part-size", "1MiB"])
+        .args(["--endpoint-url", &s3.endpoint])
+        .env("AWS_ACCESS_KEY_ID", crate::s3server::ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", crate::s3server::SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let m = util::manifest(dir.path());
+    for (n, body, verified) in [
+        ("s-small.fits", &small, "checksum"),
+        ("s-big.fits", &big, "checksum"),
+        ("s-old.fits", &old, "etag"),
+    ] {
+        assert!(std::fs::read(dir.path().join(n)).unwrap() == *body, "{n}");
+        let e = line(&m, n);
+        assert_eq!(e["verified"], verified, "{e}");
+        assert_eq!(e["checksum"], published(&s3, n, body).0.as_str(), "{e}");
+    }
+    assert!(s3
+        .log()
+        .iter()
+        .filter(|r| r.method == "GET" || r.method == "HEAD")
+        .all(|r| r
+            .headers
+            .iter()
+            .any(|h| h.starts_with("authorization: AWS4"))));
+}

@@ -179,23 +179,6 @@ fn part_number(query: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
-fn without_part_number(uri: &http::Uri) -> http::Uri {
-    let rest: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty() && !kv.starts_with("partNumber="))
-        .collect();
-    let pq = if rest.is_empty() {
-        uri.path().to_string()
-    } else {
-        format!("{}?{}", uri.path(), rest.join("&"))
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(pq.parse().unwrap());
-    http::Uri::from_parts(parts).unwrap()
-}
-
 fn xml_error(status: u16, code: &str) -> HttpResponse {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code}</Message></Error>"
@@ -318,7 +301,8 @@ impl Layer {
         let asked_part = part_number(&logged.query).filter(|_| is_object);
         let mut part_answer = None;
         if let Some(n) = asked_part {
-            *req.uri_mut() = without_part_number(req.uri());
+            // The query stays (s3s-fs ignores partNumber, and a signed request must keep what
+            // was signed); a GET is given the part's range, a HEAD's answer is rewritten.
             let parts = meta.as_ref().and_then(|m| m.parts.clone());
             if let (Some(parts), false) = (parts, ignore_part) {
                 if n == 0 || n as usize > parts.len() {
