@@ -389,6 +389,30 @@ mod tests {
     }
 
     #[test]
+    fn old_lines_read_and_sha256_is_written_only_when_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mastfetch-manifest.jsonl");
+        // A line written before checksum/verified/crc64nvme existed.
+        let old = r#"{"uri":"u","path":"a","source":"s3","bucket":"b","key":"k","url":"x","size":3,"sha256":"aa","etag":"e","access":null,"status":"ok","message":null}"#;
+        fs::write(&p, format!("{old}\n")).unwrap();
+        let e = read(&p).unwrap().remove(0);
+        assert_eq!(e.sha256.as_deref(), Some("aa"));
+        assert_eq!((e.checksum, e.verified, e.crc64nvme), (None, None, None));
+        let mut new = entry("b", Status::Ok, None);
+        new.crc64nvme = Some("AAAAAAAAAAA=".into());
+        new.verified = Some("size".into());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(!text.contains("sha256"), "{text}");
+        assert!(text.contains(r#""checksum":null"#), "{text}");
+        // Without --sha256 no SHA256SUMS is written.
+        let sums = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(sums.path(), None, false).unwrap();
+        w.record(entry("c", Status::Ok, Some("cc"))).unwrap();
+        w.finish().unwrap();
+        assert!(!sums.path().join("SHA256SUMS").exists());
+    }
+
+    #[test]
     fn torn_last_line_is_ignored_but_garbage_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mastfetch-manifest.jsonl");

@@ -363,4 +363,27 @@ mod tests {
             f[1]
         );
     }
+
+    /// Records that hold only a CRC-64/NVME (no SHA-256) are checked by it.
+    #[test]
+    fn crc64nvme_alone_catches_a_flipped_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![5u8; 10_000];
+        let mut e = entry("x.bin", &body);
+        e.sha256 = None;
+        e.crc64nvme = Some(checksum::digest_reader(&body[..], false).unwrap().0);
+        let mut m = BTreeMap::new();
+        m.insert("x.bin".to_string(), vec![e]);
+        std::fs::write(dir.path().join("x.bin"), &body).unwrap();
+        assert_eq!(verify_local(dir.path(), &m, 1)[0].0.status, Verdict::Ok);
+        let mut bad = body.clone();
+        bad[4321] ^= 0x80;
+        std::fs::write(dir.path().join("x.bin"), &bad).unwrap();
+        let f = &verify_local(dir.path(), &m, 1)[0].0;
+        assert_eq!(f.status, Verdict::Corrupt);
+        assert!(
+            f.message.as_deref().unwrap().contains("CRC-64/NVME"),
+            "{f:?}"
+        );
+    }
 }
