@@ -357,25 +357,28 @@ impl Engine {
         key: &str,
         size: u64,
         etag_parts: u64,
-    ) -> Result<Option<Vec<u64>>, S3Error> {
-        let gone = || S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new());
-        let first = self.s3.head_part(bucket, key, 1).await?.ok_or_else(gone)?;
-        let Some(count) = first.parts_count else {
-            return Ok(None);
+    ) -> Option<Vec<u64>> {
+        // A server that refuses partNumber outright (an error, not the whole object) cannot
+        // tell the layout either: the file is kept on its size, never failed for it.
+        let Ok(Some(first)) = self.s3.head_part(bucket, key, 1).await else {
+            return None;
         };
+        let count = first.parts_count?;
         if count != etag_parts || count > MAX_PART_HEADS {
-            return Ok(None);
+            return None;
         }
         if let Some(parts) = checksum::equal_parts(size, first.len, count) {
-            return Ok(Some(parts));
+            return Some(parts);
         }
         // Not equal but the last: ask for each part.
         let mut parts = vec![first.len];
         for n in 2..=count {
-            let p = self.s3.head_part(bucket, key, n).await?.ok_or_else(gone)?;
+            let Ok(Some(p)) = self.s3.head_part(bucket, key, n).await else {
+                return None;
+            };
             parts.push(p.len);
         }
-        Ok((parts.iter().sum::<u64>() == size && !parts.contains(&0)).then_some(parts))
+        (parts.iter().sum::<u64>() == size && !parts.contains(&0)).then_some(parts)
     }
 
     /// What a multi-part file must match, from one HEAD with checksum mode (and, for a
@@ -398,7 +401,7 @@ impl Engine {
             return Ok((info, expect));
         };
         let n = checksum::multipart_etag_parts(&etag).expect("a multipart ETag");
-        let expect = match self.upload_parts(bucket, key, info.size, n).await? {
+        let expect = match self.upload_parts(bucket, key, info.size, n).await {
             Some(parts) => Expect::Md5Parts { etag, parts },
             None => Expect::Size {
                 note: Some(NO_LAYOUT.to_string()),
@@ -885,10 +888,7 @@ impl Engine {
         let mut layout = None;
         if let Expect::Md5PartsLater { etag } = &expect {
             let n = checksum::multipart_etag_parts(etag).expect("a multipart ETag");
-            match self
-                .upload_parts(&ctx.bucket, &ctx.key, ctx.size, n)
-                .await?
-            {
+            match self.upload_parts(&ctx.bucket, &ctx.key, ctx.size, n).await {
                 Some(parts) => layout = Some(parts),
                 None => {
                     expect = Expect::Size {

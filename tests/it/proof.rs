@@ -310,6 +310,27 @@ fn a_server_without_part_numbers_leaves_size_only_never_a_false_failure() {
     assert!(e["message"].as_str().unwrap().contains("partNumber"), "{e}");
     assert_eq!(e["crc64nvme"], crc64nvme_b64(&body));
     assert!(std::fs::read(dir.path().join("old.fits")).unwrap() == body);
+
+    // A server that refuses partNumber with an error: the same, for a file fetched in parts
+    // and for one small enough for a single GET.
+    s3.ignore_part_number(false);
+    s3.refuse_part_number(true);
+    let small = data(21, 300 * KIB);
+    s3.put_multipart(
+        BUCKET,
+        &key("old-small.fits"),
+        &small,
+        &[200 * KIB as u64, 100 * KIB as u64],
+        false,
+    );
+    let d2 = dir.path().join("two");
+    let out = get(&s3, &d2, &["old.fits", "old-small.fits"], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for e in util::manifest(&d2) {
+        assert_eq!(e["status"], "ok", "{e}");
+        assert_eq!(e["verified"], "size", "{e}");
+    }
+    assert!(std::fs::read(d2.join("old-small.fits")).unwrap() == small);
 }
 
 /// Parts finished before a kill -9 are re-read on resume: a byte damaged on disk meanwhile is

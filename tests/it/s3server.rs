@@ -129,6 +129,7 @@ struct State {
     /// By `/bucket/key`.
     meta: HashMap<String, Meta>,
     ignore_part_number: bool,
+    refuse_part_number: bool,
 }
 
 #[derive(Clone)]
@@ -218,7 +219,7 @@ impl Layer {
         let is_get = logged.is_get_object();
         let is_list = logged.is_list();
         let is_object = (is_get || logged.method == "HEAD") && path.matches('/').count() >= 2;
-        let (fault, honor, list_delay, meta, ignore_part) = {
+        let (fault, honor, list_delay, meta, ignore_part, refuse_part) = {
             let mut st = self.state.lock().unwrap();
             st.log.push(logged.clone());
             // Listings are matched by their query (`list-type`), objects by their path, so a
@@ -262,6 +263,7 @@ impl Layer {
                 st.list_delay,
                 meta,
                 st.ignore_part_number,
+                st.refuse_part_number,
             )
         };
         if let (true, Some(d)) = (is_list, list_delay) {
@@ -300,6 +302,9 @@ impl Layer {
         let mut req = req;
         let asked_part = part_number(&logged.query).filter(|_| is_object);
         let mut part_answer = None;
+        if asked_part.is_some() && refuse_part {
+            return Ok(xml_error(501, "NotImplemented"));
+        }
         if let Some(n) = asked_part {
             // The query stays (s3s-fs ignores partNumber, and a signed request must keep what
             // was signed); a GET is given the part's range, a HEAD's answer is rewritten.
@@ -564,6 +569,11 @@ impl TestS3 {
     /// Answer `partNumber` requests as if the parameter were absent (as some servers do).
     pub fn ignore_part_number(&self, on: bool) {
         self.state.lock().unwrap().ignore_part_number = on;
+    }
+
+    /// Answer `partNumber` requests with 501 NotImplemented (as other servers do).
+    pub fn refuse_part_number(&self, on: bool) {
+        self.state.lock().unwrap().refuse_part_number = on;
     }
 
     pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
