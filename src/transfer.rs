@@ -450,6 +450,10 @@ impl Engine {
                     job.entry.etag = info.etag.or(job.entry.etag.take());
                     expect = Some(e);
                 }
+                // A server that cannot answer a HEAD at all (not "missing", not "denied"):
+                // the first GET's answer decides, as for a single GET, and nothing is failed
+                // for want of a HEAD the download itself does not need.
+                Err(e) if e.kind == ErrorKind::Other => {}
                 Err(e) => return Err((job, e.into())),
             }
         }

@@ -331,6 +331,20 @@ fn a_server_without_part_numbers_leaves_size_only_never_a_false_failure() {
         assert_eq!(e["verified"], "size", "{e}");
     }
     assert!(std::fs::read(d2.join("old-small.fits")).unwrap() == small);
+
+    // A server that answers no HEAD at all: files fetched in parts are proven by what the GETs
+    // show (here a plain-MD5 ETag), or kept on their size, never failed.
+    s3.refuse_head(true);
+    let plain = data(22, 2 * MIB + 9);
+    s3.put(BUCKET, &key("plain.fits"), &plain);
+    let d3 = dir.path().join("three");
+    let out = get(&s3, &d3, &["old.fits", "plain.fits"], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let m = util::manifest(&d3);
+    assert_eq!(line(&m, "plain.fits")["verified"], "etag");
+    assert_eq!(line(&m, "old.fits")["verified"], "size");
+    assert!(std::fs::read(d3.join("plain.fits")).unwrap() == plain);
+    assert!(std::fs::read(d3.join("old.fits")).unwrap() == body);
 }
 
 /// Parts finished before a kill -9 are re-read on resume: a byte damaged on disk meanwhile is

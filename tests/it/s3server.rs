@@ -130,6 +130,7 @@ struct State {
     meta: HashMap<String, Meta>,
     ignore_part_number: bool,
     refuse_part_number: bool,
+    refuse_head: bool,
 }
 
 #[derive(Clone)]
@@ -302,6 +303,9 @@ impl Layer {
         let mut req = req;
         let asked_part = part_number(&logged.query).filter(|_| is_object);
         let mut part_answer = None;
+        if logged.method == "HEAD" && self.state.lock().unwrap().refuse_head {
+            return Ok(xml_error(501, "NotImplemented"));
+        }
         if asked_part.is_some() && refuse_part {
             return Ok(xml_error(501, "NotImplemented"));
         }
@@ -569,6 +573,11 @@ impl TestS3 {
     /// Answer `partNumber` requests as if the parameter were absent (as some servers do).
     pub fn ignore_part_number(&self, on: bool) {
         self.state.lock().unwrap().ignore_part_number = on;
+    }
+
+    /// Answer every HEAD with 501 NotImplemented.
+    pub fn refuse_head(&self, on: bool) {
+        self.state.lock().unwrap().refuse_head = on;
     }
 
     /// Answer `partNumber` requests with 501 NotImplemented (as other servers do).
