@@ -350,7 +350,8 @@ impl Engine {
     }
 
     /// The lengths of an object's upload parts (`HEAD ?partNumber=N`), or `None` when the
-    /// server does not tell them (it ignores `partNumber`) or they do not add up to `size`.
+    /// server does not tell them (it ignores or refuses `partNumber`) or they do not add up to
+    /// `size`.
     async fn upload_parts(
         &self,
         bucket: &str,
