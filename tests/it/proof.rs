@@ -452,6 +452,32 @@ fn sha256_is_opt_in_and_sha256sum_accepts_it() {
         s3.put_sdk(BUCKET, &key(n), d, MIB);
     }
     let dir = tempfile::tempdir().unwrap();
+    // First without: no SHA-256 anywhere.
+    let out = get(&s3, dir.path(), &["a.fits", "b.fits"], &[]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(util::manifest(dir.path())
+        .iter()
+        .all(|e| e.get("sha256").is_none()));
+    assert!(!dir.path().join("SHA256SUMS").exists());
+    // A rerun with --sha256 transfers nothing: the skipped files are hashed from disk.
+    s3.clear_log();
+    let out = get(&s3, dir.path(), &["a.fits", "b.fits"], &["--sha256"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!s3.log().iter().any(|r| r.is_get_object()));
+    for (n, d) in &files {
+        let e = line(&util::manifest(dir.path()), n).clone();
+        assert_eq!(e["status"], "skipped", "{e}");
+        assert_eq!(e["sha256"], util::sha256_hex(d));
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("SHA256SUMS"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let dir = tempfile::tempdir().unwrap();
+    s3.clear_log();
     let out = get(&s3, dir.path(), &["a.fits", "b.fits"], &["--sha256"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     for (n, d) in &files {
