@@ -10,8 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use futures::StreamExt;
 use serde_json::json;
 
+use crate::adopt;
 use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
 use crate::https::{self, MastHttps};
@@ -173,7 +175,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     summarize(&plan, &src, cfg.progress);
 
     let own_manifest = manifest::manifest_name(cfg.shard);
-    let (todo, skipped) = split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
+    let (todo, skipped, adopted) =
+        split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
@@ -242,6 +245,17 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
                 entry.size.unwrap_or(0),
                 None,
             ));
+        }
+        for (entry, mut line) in adopted {
+            if args.sha256 {
+                let path = plan::dest_path(&dir, &entry.dest)?;
+                let (_, sha) = checksum::digest_file(&path, true)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                line.sha256 = sha;
+            }
+            let size = line.size.unwrap_or(0);
+            w.record(line)?;
+            progress.file(&event(&entry, Status::Adopted, size, None));
         }
         for d in &plan.duplicates {
             let msg = format!("same URI as {}", d.first_dest);
@@ -312,6 +326,14 @@ fn event<'a>(
     }
 }
 
+/// What to fetch, what an earlier run completed (with its record), and what was already in DIR
+/// from elsewhere and proven (with the record that adopts it).
+type Split = (
+    Vec<plan::PlanEntry>,
+    Vec<(plan::PlanEntry, Entry)>,
+    Vec<(plan::PlanEntry, Entry)>,
+);
+
 /// Split the plan into what to fetch and what an earlier run already completed: same size and
 /// ETag as the manifest recorded, file present with that size. Without a listing ETag, one HEAD
 /// for such a candidate tells whether the archive still holds the same object.
@@ -325,9 +347,10 @@ async fn split_complete(
     writer: &manifest::Writer,
     own_manifest: &str,
     s3: &S3,
-) -> (Vec<plan::PlanEntry>, Vec<(plan::PlanEntry, Entry)>) {
+) -> Split {
     let mut todo = Vec::new();
     let mut skipped = Vec::new();
+    let mut foreign = Vec::new();
     let complete = |p: &&Entry, f: &plan::PlanEntry| p.status.is_complete() && p.uri == f.uri;
     let mut elsewhere: Option<BTreeMap<String, Entry>> = None;
     for f in &plan.files {
@@ -340,7 +363,19 @@ async fn split_complete(
                 .filter(|p| complete(p, f)),
         };
         let Some(prev) = prev else {
-            todo.push(f.clone());
+            // A file at the destination that no manifest records came from elsewhere (another
+            // tool's mirror): proven against the archive below instead of downloaded again.
+            match plan::dest_path(dir, &f.dest).ok().map(std::fs::metadata) {
+                Some(Ok(m)) if m.is_file() && f.source == Source::S3 => foreign.push((
+                    f.clone(),
+                    adopt::LocalFile {
+                        rel: f.dest.clone(),
+                        size: m.len(),
+                        modified: m.modified().ok(),
+                    },
+                )),
+                _ => todo.push(f.clone()),
+            }
             continue;
         };
         let on_disk = plan::dest_path(dir, &f.dest)
@@ -381,8 +416,24 @@ async fn split_complete(
             todo.push(current);
         }
     }
-    (todo, skipped)
+    let proofs: Vec<_> = futures::stream::iter(&foreign)
+        .map(|(f, local)| adopt::prove(dir, local, f, s3))
+        .buffered(ADOPT_PROOFS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut adopted = Vec::new();
+    for ((f, _), proof) in foreign.into_iter().zip(proofs) {
+        match proof.record {
+            Some(record) => adopted.push((f, record)),
+            // Not the archive's bytes: fetched again, and only verified bytes replace them.
+            None => todo.push(f),
+        }
+    }
+    (todo, skipped, adopted)
 }
+
+/// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
+const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
 
 /// The complete files recorded by the other manifests of DIR. Another shard may be writing one
 /// right now: its unfinished last line is ignored, and a manifest that cannot be read is passed
@@ -404,16 +455,22 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
 
 async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let dir = &args.dir;
-    let entries = manifest::read_all(dir)?;
-    if entries.is_empty() {
-        bail!(
-            "no mastfetch manifest in {} (mastfetch-manifest*.jsonl)",
-            dir.display()
-        );
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
     }
+    let entries = manifest::read_all(dir)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if entries.is_empty() {
+        return verify_foreign(&args, jobs).await;
+    }
+    if args.write_manifest {
+        bail!(
+            "--write-manifest is for a folder without a manifest; {} has one",
+            dir.display()
+        );
+    }
     let dir2 = dir.clone();
     let checked = tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries, jobs))
         .await
@@ -435,24 +492,79 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             }
         }
     }
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+    report_findings(&findings, args.format, args.quiet)
+}
+
+/// `verify` of a folder mastfetch did not write: every file recognised by name and place,
+/// proven against the archive (which makes `--remote` implied), nothing downloaded.
+async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
+    let dir = &args.dir;
+    let files = adopt::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if files.is_empty() {
+        bail!("{} holds no files and no mastfetch manifest", dir.display());
+    }
+    let retry = RetryPolicy::default();
+    let s3 = S3::connect(&crate::cli::s3_options(&args.sources)?, retry, jobs).await;
+    let mast_url = crate::cli::mast_base(&args.sources.mast_url)?;
+    let mast = Mast::new(mast_url.clone(), retry, 8).context("cannot set up the MAST client")?;
+    let resolver = Resolver {
+        s3: &s3,
+        mast: Some(&mast),
+        mast_base: mast_url,
+        layout: plan::Layout::Mirror,
+        s3_only: false,
+        mast_only: false,
+        query: crate::query::Query::default(),
+        catalog: crate::query::Catalog::Mast,
+        parallel: jobs.min(32),
+    };
+    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, jobs)
+        .await
+        .context("finding the files' archive objects failed")?;
+    if !args.quiet {
+        let lists = s3.stats.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let heads = s3.stats.heads.load(std::sync::atomic::Ordering::Relaxed);
+        let lookups = mast.stats().path_lookups;
+        eprintln!(
+            "mastfetch: verify: no manifest in {}: {} files checked against the archive by name \
+             ({lists} S3 list, {heads} S3 head, {lookups} MAST path lookup requests; nothing \
+             downloaded)",
+            dir.display(),
+            files.len()
+        );
+    }
+    if args.write_manifest {
+        let mut w = manifest::Writer::open(dir, None, false)?;
+        for r in proofs.iter().filter_map(|p| p.record.clone()) {
+            w.record(r)?;
+        }
+        w.finish()?;
+    }
+    let findings: Vec<verify::Finding> = proofs.into_iter().map(|p| p.finding).collect();
+    report_findings(&findings, args.format, args.quiet)
+}
+
+/// Print the findings and their counts; exit 1 on anything that is neither ok nor unknown.
+fn report_findings(
+    findings: &[verify::Finding],
+    format: Option<VerifyFormat>,
+    quiet: bool,
+) -> Result<u8> {
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         VerifyFormat::Table
     } else {
         VerifyFormat::Jsonl
     });
     let mut out = std::io::stdout().lock();
     let mut counts = std::collections::BTreeMap::new();
-    for f in &findings {
-        *counts
-            .entry(format!("{:?}", f.status).to_lowercase())
-            .or_insert(0u64) += 1;
+    for f in findings {
+        let status = format!("{:?}", f.status).to_lowercase();
         match format {
             VerifyFormat::Jsonl => {
                 serde_json::to_writer(&mut out, f)?;
                 writeln!(out)?;
             }
             VerifyFormat::Table if f.status != Verdict::Ok => {
-                let status = format!("{:?}", f.status).to_lowercase();
                 writeln!(
                     out,
                     "{status:<8} {}  {}",
@@ -462,10 +574,10 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             }
             VerifyFormat::Table => {}
         }
+        *counts.entry(status).or_insert(0u64) += 1;
     }
     out.flush().ok();
-    let bad = findings.iter().filter(|f| f.status != Verdict::Ok).count();
-    if !args.quiet {
+    if !quiet {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
         eprintln!(
             "mastfetch: verify: {} files: {}",
@@ -473,7 +585,10 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             parts.join(", ")
         );
     }
-    Ok(u8::from(bad > 0))
+    let bad = findings
+        .iter()
+        .any(|f| !matches!(f.status, Verdict::Ok | Verdict::Unknown));
+    Ok(u8::from(bad))
 }
 
 /// Re-exported for tests that build temporary names.

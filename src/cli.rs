@@ -200,9 +200,14 @@ pub struct VerifyArgs {
     /// The mirror folder (holding mastfetch-manifest*.jsonl).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Also ask the archive whether each file is still current (reports `stale`).
+    /// Also ask the archive whether each file is still current (reports `stale`). Implied for a
+    /// folder without a manifest (a mirror made by astroquery, a MAST bundle, s5cmd or aws).
     #[arg(long)]
     pub remote: bool,
+    /// For a folder without a manifest: record what was proven as a mastfetch manifest (status
+    /// `adopted`), so that later runs of `verify` are local.
+    #[arg(long)]
+    pub write_manifest: bool,
     #[arg(long, value_enum)]
     pub format: Option<VerifyFormat>,
     /// Files hashed at once (default: the number of cores).

@@ -8,6 +8,7 @@
 //! proven against, digests on arrival), `hashing` (the serial digests, read back), `manifest`,
 //! `verify`, `fits`, `progress`, `retry`, and `app` (the commands).
 
+pub mod adopt;
 pub mod app;
 pub mod checksum;
 pub mod cli;

@@ -23,12 +23,14 @@ pub enum Status {
     Duplicate,
     Excluded,
     Failed,
+    /// Found in DIR, not written by mastfetch, proven to match the archive, not downloaded.
+    Adopted,
 }
 
 impl Status {
     /// The file is on disk, complete, with its digests recorded.
     pub fn is_complete(self) -> bool {
-        matches!(self, Status::Ok | Status::Skipped)
+        matches!(self, Status::Ok | Status::Skipped | Status::Adopted)
     }
 }
 

@@ -103,6 +103,9 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
     /// The full-object checksum (a HEAD with checksum mode); listings never carry the value.
     pub checksum: Option<Published>,
+    /// When the archive last wrote the object: a local copy older than this may be a copy of
+    /// an earlier object (reprocessed since), not a damaged one.
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 /// One upload part of a multipart object, as `HEAD ?partNumber=N` shows it.
@@ -157,6 +160,10 @@ pub struct S3 {
     region: String,
     endpoint_url: Option<String>,
     retry: RetryPolicy,
+}
+
+fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
+    std::time::SystemTime::try_from(*t).ok()
 }
 
 /// Strip quotes and a weak marker: listings, HEADs and GETs disagree on quoting across servers.
@@ -326,6 +333,7 @@ impl S3 {
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     etag: obj.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
                     checksum: None,
+                    last_modified: obj.last_modified().and_then(system_time),
                 });
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -386,6 +394,7 @@ impl S3 {
             size: h.content_length().unwrap_or(0).max(0) as u64,
             etag: h.e_tag().map(normalize_etag),
             checksum,
+            last_modified: h.last_modified().and_then(system_time),
         }))
     }
 

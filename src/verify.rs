@@ -29,6 +29,8 @@ pub enum Verdict {
     Missing,
     Corrupt,
     Stale,
+    /// A file of a foreign mirror that is no archive product (or not one the archive can prove).
+    Unknown,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,6 +5,7 @@ mod mast_server;
 mod s3server;
 mod util;
 
+mod adopt;
 mod get;
 mod live;
 mod mast;
