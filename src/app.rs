@@ -458,11 +458,11 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
-    let entries = manifest::read_all(dir)?;
+    let index = manifest::Index::build(dir)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    if entries.is_empty() {
+    if index.is_empty() {
         return verify_foreign(&args, jobs).await;
     }
     if args.write_manifest {
@@ -472,23 +472,26 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         );
     }
     let dir2 = dir.clone();
-    let checked = tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries, jobs))
-        .await
-        .context("verify worker failed")?;
+    let remote = args.remote;
+    let checked =
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, remote))
+            .await
+            .context("verify worker failed")??;
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
-    if args.remote {
+    if remote {
+        let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
         let s3_opts = crate::cli::s3_options(&args.sources)?;
         let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
         // Each file is compared with the archive through the record that matches it on disk.
         let stale = verify::verify_remote(&s3, &matched)
             .await
             .context("checking the archive failed")?;
+        // Findings are sorted by path: find each by binary search, not a scan per file.
         for s in stale {
-            if let Some(f) = findings
-                .iter_mut()
-                .find(|f| f.path == s.path && f.status == Verdict::Ok)
-            {
-                *f = s;
+            if let Ok(i) = findings.binary_search_by(|f| f.path.as_str().cmp(&s.path)) {
+                if findings[i].status == Verdict::Ok {
+                    findings[i] = s;
+                }
             }
         }
     }

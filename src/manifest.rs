@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -188,20 +188,142 @@ pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Every record of every manifest in `dir`, grouped by path. A path can have several: a re-planned
-/// run of N shards moves files between shards, and the old shard's manifest keeps its line.
-pub fn read_all(dir: &Path) -> Result<BTreeMap<String, Vec<Entry>>, ManifestError> {
-    let mut all: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    let paths = manifests_in(dir).map_err(|source| ManifestError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for p in paths {
-        for e in read(&p)? {
-            all.entry(e.path.clone()).or_default().push(e);
+/// Where every record of every manifest of a folder is, without holding the records: 20 bytes
+/// a record (its path's hash, its file, its offset), so `verify` of millions of files reads each
+/// record when it checks that file. Within one manifest the last line for a path wins, as in
+/// [`read`]; a path recorded by several manifests has several records.
+pub struct Index {
+    files: Vec<PathBuf>,
+    /// (hash of the path, manifest, byte offset of the line), sorted.
+    records: Vec<(u64, u32, u64)>,
+    /// Where each path's records start in `records` (the last is its end).
+    groups: Vec<usize>,
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+impl Index {
+    /// Index every manifest in `dir`. A torn last line (a crash mid-write) is ignored; any
+    /// other unreadable line is an error naming it.
+    pub fn build(dir: &Path) -> Result<Index, ManifestError> {
+        let files = manifests_in(dir).map_err(|source| ManifestError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for (f, path) in files.iter().enumerate() {
+            let read_err = |source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
+            let mut line = String::new();
+            let (mut offset, mut number) = (0u64, 0usize);
+            loop {
+                line.clear();
+                let n = reader.read_line(&mut line).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                number += 1;
+                let text = line.trim();
+                if !text.is_empty() {
+                    // Read whole, so a bad line is reported here with its number.
+                    match serde_json::from_str::<Entry>(text) {
+                        Ok(p) => records.push((path_hash(&p.path), f as u32, offset)),
+                        // Only a last line can be torn, and it has no newline.
+                        Err(_) if !line.ends_with('\n') => {}
+                        Err(source) => {
+                            return Err(ManifestError::Parse {
+                                path: path.clone(),
+                                line: number,
+                                source,
+                            })
+                        }
+                    }
+                }
+                offset += n as u64;
+            }
         }
+        records.sort_unstable();
+        // The last line for a path in one manifest wins: keep the largest offset per (hash, file).
+        records.dedup_by(|later, earlier| {
+            if (later.0, later.1) == (earlier.0, earlier.1) {
+                earlier.2 = earlier.2.max(later.2);
+                true
+            } else {
+                false
+            }
+        });
+        let mut groups: Vec<usize> = (0..records.len())
+            .filter(|&i| i == 0 || records[i].0 != records[i - 1].0)
+            .collect();
+        groups.push(records.len());
+        Ok(Index {
+            files,
+            records,
+            groups,
+        })
     }
-    Ok(all)
+
+    /// Paths (more exactly, path hashes) indexed.
+    pub fn len(&self) -> usize {
+        self.groups.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A reader for [`Index::group`], one per thread.
+    pub fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
+        self.files
+            .iter()
+            .map(|p| {
+                File::open(p)
+                    .map(|f| BufReader::with_capacity(64 << 10, f))
+                    .map_err(|source| ManifestError::Read {
+                        path: p.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// The records of group `g`, split by path (equal hashes of different paths are rare but
+    /// possible): each inner list is one path's records, manifests in name order.
+    pub fn group(
+        &self,
+        g: usize,
+        readers: &mut [BufReader<File>],
+    ) -> Result<Vec<Vec<Entry>>, ManifestError> {
+        let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        let mut line = String::new();
+        for &(_, f, offset) in &self.records[self.groups[g]..self.groups[g + 1]] {
+            let path = &self.files[f as usize];
+            let reader = &mut readers[f as usize];
+            let read_err = |source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            };
+            reader.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+            line.clear();
+            reader.read_line(&mut line).map_err(read_err)?;
+            let e: Entry =
+                serde_json::from_str(line.trim()).map_err(|source| ManifestError::Parse {
+                    path: path.clone(),
+                    line: 0,
+                    source,
+                })?;
+            by_path.entry(e.path.clone()).or_default().push(e);
+        }
+        Ok(by_path.into_values().collect())
+    }
 }
 
 /// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.

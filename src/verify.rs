@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checksum::{self, CrcAlg};
 use crate::fits;
-use crate::manifest::{Entry, Status};
+use crate::manifest::{Entry, Index, ManifestError, Status};
 use crate::plan;
 use crate::s3::S3;
 
@@ -205,32 +205,53 @@ fn peek<R: Read>(reader: &mut io::BufReader<R>, out: &mut [u8]) -> usize {
     }
 }
 
-/// Each finding comes with the record that describes the file on disk.
+/// Check every file the manifests of DIR record, `jobs` at a time, reading each record only
+/// when its file is checked (memory: the index, and one finding a file). Each finding comes
+/// with the record that describes the file on disk when `keep_records` (for `--remote`).
 pub fn verify_local(
     dir: &Path,
-    records: &BTreeMap<String, Vec<Entry>>,
+    index: &Index,
     jobs: usize,
-) -> Vec<(Finding, Entry)> {
-    let list: Vec<&[Entry]> = records
-        .values()
-        .map(Vec::as_slice)
-        .filter(|r| r.iter().any(|e| e.status != Status::Duplicate))
-        .collect();
+    keep_records: bool,
+) -> Result<Vec<(Finding, Option<Box<Entry>>)>, ManifestError> {
     let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(list.len()));
+    let out = Mutex::new(Vec::with_capacity(index.len()));
+    let failed = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1).min(list.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(e) = list.get(i) else { return };
-                let (f, matched) = check_file(dir, e);
-                out.lock().unwrap().push((f, matched.clone()));
+        for _ in 0..jobs.max(1).min(index.len().max(1)) {
+            s.spawn(|| {
+                let mut readers = match index.open() {
+                    Ok(r) => r,
+                    Err(e) => return *failed.lock().unwrap() = Some(e),
+                };
+                loop {
+                    let g = next.fetch_add(1, Ordering::Relaxed);
+                    if g >= index.len() {
+                        return;
+                    }
+                    let paths = match index.group(g, &mut readers) {
+                        Ok(p) => p,
+                        Err(e) => return *failed.lock().unwrap() = Some(e),
+                    };
+                    for records in paths {
+                        if records.iter().all(|e| e.status == Status::Duplicate) {
+                            continue;
+                        }
+                        let (f, matched) = check_file(dir, &records);
+                        // Boxed: an absent record then costs 8 bytes a file, not a whole Entry.
+                        let kept = keep_records.then(|| Box::new(matched.clone()));
+                        out.lock().unwrap().push((f, kept));
+                    }
+                }
             });
         }
     });
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
+    }
     let mut found = out.into_inner().unwrap();
     found.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    found
+    Ok(found)
 }
 
 /// Compare each S3-sourced entry with the bucket's current listing; returns stale findings.
@@ -323,6 +344,18 @@ mod tests {
         }
     }
 
+    /// Write `manifests` (file name, records) into `dir` and index them.
+    fn index(dir: &Path, manifests: &[(&str, Vec<Entry>)]) -> Index {
+        for (name, records) in manifests {
+            let text: String = records
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap() + "\n")
+                .collect();
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Index::build(dir).unwrap()
+    }
+
     #[test]
     fn verdicts() {
         let dir = tempfile::tempdir().unwrap();
@@ -333,20 +366,39 @@ mod tests {
         bad[2880 + 10] ^= 1;
         std::fs::write(dir.path().join("b.fits"), &bad).unwrap();
         std::fs::write(dir.path().join("c.bin"), b"hello").unwrap();
-        let mut m = BTreeMap::new();
-        m.insert("a.fits".into(), vec![entry("a.fits", &good)]);
-        m.insert("b.fits".into(), vec![entry("b.fits", &bad)]);
-        m.insert("c.bin".into(), vec![entry("c.bin", b"hellO")]);
-        m.insert("d.bin".into(), vec![entry("d.bin", b"x")]);
         // Two manifests disagree (a file moved shard and changed upstream): the file on disk
         // matches one record, whichever manifest holds it.
         std::fs::write(dir.path().join("e.bin"), b"new").unwrap();
-        m.insert(
-            "e.bin".into(),
-            vec![entry("e.bin", b"new"), entry("e.bin", b"old!")],
+        let m = index(
+            dir.path(),
+            &[
+                (
+                    "mastfetch-manifest.jsonl",
+                    vec![
+                        entry("a.fits", &good),
+                        entry("b.fits", &bad),
+                        entry("c.bin", b"hellO"),
+                        // An earlier line for the same path: the last line wins.
+                        entry("d.bin", b"earlier"),
+                        entry("d.bin", b"x"),
+                        entry("e.bin", b"new"),
+                    ],
+                ),
+                (
+                    "mastfetch-manifest.shard-0-of-2.jsonl",
+                    vec![entry("e.bin", b"old!")],
+                ),
+            ],
         );
-        let found = verify_local(dir.path(), &m, 2);
-        assert_eq!(found[4].1.size, Some(3), "the matching record is reported");
+        assert_eq!(m.len(), 5);
+        let found = verify_local(dir.path(), &m, 2, true).unwrap();
+        let matched = found[4].1.as_ref().unwrap();
+        assert_eq!(matched.size, Some(3), "the matching record is reported");
+        assert_eq!(
+            found[3].1.as_ref().unwrap().size,
+            Some(1),
+            "the last line won"
+        );
         let f: Vec<Finding> = found.into_iter().map(|(f, _)| f).collect();
         let v: Vec<_> = f.iter().map(|f| (f.path.as_str(), f.status)).collect();
         assert_eq!(
@@ -374,14 +426,16 @@ mod tests {
         let mut e = entry("x.bin", &body);
         e.sha256 = None;
         e.crc64nvme = Some(checksum::digest_reader(&body[..], false).unwrap().0);
-        let mut m = BTreeMap::new();
-        m.insert("x.bin".to_string(), vec![e]);
+        let m = index(dir.path(), &[("mastfetch-manifest.jsonl", vec![e])]);
         std::fs::write(dir.path().join("x.bin"), &body).unwrap();
-        assert_eq!(verify_local(dir.path(), &m, 1)[0].0.status, Verdict::Ok);
+        assert_eq!(
+            verify_local(dir.path(), &m, 1, false).unwrap()[0].0.status,
+            Verdict::Ok
+        );
         let mut bad = body.clone();
         bad[4321] ^= 0x80;
         std::fs::write(dir.path().join("x.bin"), &bad).unwrap();
-        let f = &verify_local(dir.path(), &m, 1)[0].0;
+        let f = &verify_local(dir.path(), &m, 1, false).unwrap()[0].0;
         assert_eq!(f.status, Verdict::Corrupt);
         assert!(
             f.message.as_deref().unwrap().contains("CRC-64/NVME"),
