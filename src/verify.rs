@@ -205,6 +205,10 @@ fn peek<R: Read>(reader: &mut io::BufReader<R>, out: &mut [u8]) -> usize {
     }
 }
 
+/// A finding and, when asked for, the record that describes the file on disk (boxed: an absent
+/// record then costs 8 bytes a file, not a whole Entry).
+pub type FileVerdict = (Finding, Option<Box<Entry>>);
+
 /// Check every file the manifests of DIR record, `jobs` at a time, reading each record only
 /// when its file is checked (memory: the index, and one finding a file). Each finding comes
 /// with the record that describes the file on disk when `keep_records` (for `--remote`).
@@ -213,7 +217,7 @@ pub fn verify_local(
     index: &Index,
     jobs: usize,
     keep_records: bool,
-) -> Result<Vec<(Finding, Option<Box<Entry>>)>, ManifestError> {
+) -> Result<Vec<FileVerdict>, ManifestError> {
     let next = AtomicUsize::new(0);
     let out = Mutex::new(Vec::with_capacity(index.len()));
     let failed = Mutex::new(None);
@@ -238,7 +242,6 @@ pub fn verify_local(
                             continue;
                         }
                         let (f, matched) = check_file(dir, &records);
-                        // Boxed: an absent record then costs 8 bytes a file, not a whole Entry.
                         let kept = keep_records.then(|| Box::new(matched.clone()));
                         out.lock().unwrap().push((f, kept));
                     }
