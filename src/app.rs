@@ -10,8 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use futures::StreamExt;
 use serde_json::json;
 
+use crate::adopt;
+use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
 use crate::https::{self, MastHttps};
 use crate::input;
@@ -262,13 +265,14 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Lock before planning: a second writer learns at once, not after a long query.
-    let writer = manifest::Writer::open(&dir, cfg.shard)?;
+    let writer = manifest::Writer::open(&dir, cfg.shard, args.sha256)?;
     let src = sources(&cfg).await?;
     let plan = make_plan(&cfg, &src).await?;
     summarize(&plan, &src, cfg.progress);
 
     let own_manifest = manifest::manifest_name(cfg.shard);
-    let (todo, skipped) = split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
+    let (todo, skipped, adopted) =
+        split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
@@ -307,7 +311,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.retry,
         progress.clone(),
         writer,
-        cfg.check_md5,
+        cfg.verify,
+        args.sha256,
     );
     let mut excluded = 0;
     {
@@ -317,6 +322,18 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
             line.sha256 = prev.sha256.clone();
             line.size = entry.size.or(prev.size);
             line.etag = entry.etag.clone().or(prev.etag.clone());
+            line.checksum = prev.checksum.clone();
+            line.verified = prev.verified.clone();
+            line.crc64nvme = prev.crc64nvme.clone();
+            // A file recorded before a field existed (or without --sha256) gets it from disk.
+            let need_sha = args.sha256 && line.sha256.is_none();
+            if line.crc64nvme.is_none() || need_sha {
+                let path = plan::dest_path(&dir, &entry.dest)?;
+                let (crc, sha) = checksum::digest_file(&path, need_sha)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                line.crc64nvme = Some(crc);
+                line.sha256 = line.sha256.or(sha);
+            }
             w.record(line)?;
             progress.file(&event(
                 entry,
@@ -324,6 +341,17 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
                 entry.size.unwrap_or(0),
                 None,
             ));
+        }
+        for (entry, mut line) in adopted {
+            if args.sha256 {
+                let path = plan::dest_path(&dir, &entry.dest)?;
+                let (_, sha) = checksum::digest_file(&path, true)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                line.sha256 = sha;
+            }
+            let size = line.size.unwrap_or(0);
+            w.record(line)?;
+            progress.file(&event(&entry, Status::Adopted, size, None));
         }
         for d in &plan.duplicates {
             let msg = format!("same URI as {}", d.first_dest);
@@ -394,6 +422,14 @@ fn event<'a>(
     }
 }
 
+/// What to fetch, what an earlier run completed (with its record), and what was already in DIR
+/// from elsewhere and proven (with the record that adopts it).
+type Split = (
+    Vec<plan::PlanEntry>,
+    Vec<(plan::PlanEntry, Entry)>,
+    Vec<(plan::PlanEntry, Entry)>,
+);
+
 /// Split the plan into what to fetch and what an earlier run already completed: same size and
 /// ETag as the manifest recorded, file present with that size. Without a listing ETag, one HEAD
 /// for such a candidate tells whether the archive still holds the same object.
@@ -407,9 +443,10 @@ async fn split_complete(
     writer: &manifest::Writer,
     own_manifest: &str,
     s3: &S3,
-) -> (Vec<plan::PlanEntry>, Vec<(plan::PlanEntry, Entry)>) {
+) -> Split {
     let mut todo = Vec::new();
     let mut skipped = Vec::new();
+    let mut foreign = Vec::new();
     let complete = |p: &&Entry, f: &plan::PlanEntry| p.status.is_complete() && p.uri == f.uri;
     let mut elsewhere: Option<BTreeMap<String, Entry>> = None;
     for f in &plan.files {
@@ -422,7 +459,19 @@ async fn split_complete(
                 .filter(|p| complete(p, f)),
         };
         let Some(prev) = prev else {
-            todo.push(f.clone());
+            // A file at the destination that no manifest records came from elsewhere (another
+            // tool's mirror): proven against the archive below instead of downloaded again.
+            match plan::dest_path(dir, &f.dest).ok().map(std::fs::metadata) {
+                Some(Ok(m)) if m.is_file() && f.source == Source::S3 => foreign.push((
+                    f.clone(),
+                    adopt::LocalFile {
+                        rel: f.dest.clone(),
+                        size: m.len(),
+                        modified: m.modified().ok(),
+                    },
+                )),
+                _ => todo.push(f.clone()),
+            }
             continue;
         };
         let on_disk = plan::dest_path(dir, &f.dest)
@@ -463,8 +512,24 @@ async fn split_complete(
             todo.push(current);
         }
     }
-    (todo, skipped)
+    let proofs: Vec<_> = futures::stream::iter(&foreign)
+        .map(|(f, local)| adopt::prove(dir, local, f, s3))
+        .buffered(ADOPT_PROOFS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut adopted = Vec::new();
+    for ((f, _), proof) in foreign.into_iter().zip(proofs) {
+        match proof.record {
+            Some(record) => adopted.push((f, record)),
+            // Not the archive's bytes: fetched again, and only verified bytes replace them.
+            None => todo.push(f),
+        }
+    }
+    (todo, skipped, adopted)
 }
+
+/// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
+const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
 
 /// The complete files recorded by the other manifests of DIR. Another shard may be writing one
 /// right now: its unfinished last line is ignored, and a manifest that cannot be read is passed
@@ -486,7 +551,9 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
 
 async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let dir = &args.dir;
-    let entries = manifest::read_all(dir)?;
+    if !dir.is_dir() {
+        bail!("{} is not a folder", dir.display());
+    }
     // A line cut short by a crash is passed over when reading; verify must still say so.
     let mut torn = 0;
     for path in manifest::manifests_in(dir).unwrap_or_default() {
@@ -499,56 +566,122 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             );
         }
     }
-    if entries.is_empty() && torn > 0 {
-        return Ok(1);
-    }
-    if entries.is_empty() {
-        bail!(
-            "no mastfetch manifest in {} (mastfetch-manifest*.jsonl)",
-            dir.display()
-        );
-    }
+    let index = manifest::Index::build(dir)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    if index.is_empty() && torn > 0 {
+        return Ok(1);
+    }
+    if index.is_empty() {
+        return verify_foreign(&args, jobs).await;
+    }
+    if args.write_manifest {
+        bail!(
+            "--write-manifest is for a folder without a manifest; {} has one",
+            dir.display()
+        );
+    }
     let dir2 = dir.clone();
-    let checked = tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &entries, jobs))
-        .await
-        .context("verify worker failed")?;
+    let remote = args.remote;
+    let checked =
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, remote))
+            .await
+            .context("verify worker failed")??;
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
-    if args.remote {
+    if remote {
+        let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
         let s3_opts = crate::cli::s3_options(&args.sources)?;
         let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
         // Each file is compared with the archive through the record that matches it on disk.
         let stale = verify::verify_remote(&s3, &matched)
             .await
             .context("checking the archive failed")?;
+        // Findings are sorted by path: find each by binary search, not a scan per file.
         for s in stale {
-            if let Some(f) = findings
-                .iter_mut()
-                .find(|f| f.path == s.path && f.status == Verdict::Ok)
-            {
-                *f = s;
+            if let Ok(i) = findings.binary_search_by(|f| f.path.as_str().cmp(&s.path)) {
+                if findings[i].status == Verdict::Ok {
+                    findings[i] = s;
+                }
             }
         }
     }
-    let format = args.format.unwrap_or(if std::io::stdout().is_terminal() {
+    let code = report_findings(&findings, args.format, args.quiet)?;
+    Ok(code.max(u8::from(torn > 0)))
+}
+
+/// `verify` of a folder mastfetch did not write: every file recognised by name and place,
+/// proven against the archive (which makes `--remote` implied), nothing downloaded.
+async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
+    let dir = &args.dir;
+    let files = adopt::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    if files.is_empty() {
+        bail!("{} holds no files and no mastfetch manifest", dir.display());
+    }
+    let retry = RetryPolicy::default();
+    let s3 = S3::connect(&crate::cli::s3_options(&args.sources)?, retry, jobs).await;
+    let mast_url = crate::cli::mast_base(&args.sources.mast_url)?;
+    let mast = Mast::new(mast_url.clone(), retry, 8).context("cannot set up the MAST client")?;
+    let resolver = Resolver {
+        s3: &s3,
+        mast: Some(&mast),
+        mast_base: mast_url,
+        layout: plan::Layout::Mirror,
+        s3_only: false,
+        mast_only: false,
+        query: crate::query::Query::default(),
+        catalog: crate::query::Catalog::Mast,
+        parallel: jobs.min(32),
+    };
+    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, jobs)
+        .await
+        .context("finding the files' archive objects failed")?;
+    if !args.quiet {
+        let lists = s3.stats.lists.load(std::sync::atomic::Ordering::Relaxed);
+        let heads = s3.stats.heads.load(std::sync::atomic::Ordering::Relaxed);
+        let lookups = mast.stats().path_lookups;
+        eprintln!(
+            "mastfetch: verify: no manifest in {}: {} files checked against the archive by name \
+             ({lists} S3 list, {heads} S3 head, {lookups} MAST path lookup requests; nothing \
+             downloaded)",
+            dir.display(),
+            files.len()
+        );
+    }
+    if args.write_manifest {
+        let mut w = manifest::Writer::open(dir, None, false)?;
+        for r in proofs.iter().filter_map(|p| p.record.clone()) {
+            w.record(r)?;
+        }
+        w.finish()?;
+    }
+    let findings: Vec<verify::Finding> = proofs.into_iter().map(|p| p.finding).collect();
+    report_findings(&findings, args.format, args.quiet)
+}
+
+/// Print the findings and their counts; exit 1 on anything that is neither ok nor unknown.
+fn report_findings(
+    findings: &[verify::Finding],
+    format: Option<VerifyFormat>,
+    quiet: bool,
+) -> Result<u8> {
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
         VerifyFormat::Table
     } else {
         VerifyFormat::Jsonl
     });
     let mut counts = std::collections::BTreeMap::new();
-    for f in &findings {
+    for f in findings {
         *counts
             .entry(format!("{:?}", f.status).to_lowercase())
             .or_insert(0u64) += 1;
     }
-    match write_findings(&findings, format) {
+    match write_findings(findings, format) {
+        // `verify | head`: the reader has what it wanted.
         Err(e) if progress::is_broken_pipe(&e) => return Ok(0),
         res => res.context("cannot write the verify report")?,
     }
-    let bad = findings.iter().filter(|f| f.status != Verdict::Ok).count();
-    if !args.quiet {
+    if !quiet {
         let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
         eprintln!(
             "mastfetch: verify: {} files: {}",
@@ -556,7 +689,10 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             parts.join(", ")
         );
     }
-    Ok(u8::from(bad > 0 || torn > 0))
+    let bad = findings
+        .iter()
+        .any(|f| !matches!(f.status, Verdict::Ok | Verdict::Unknown));
+    Ok(u8::from(bad))
 }
 
 /// One line per finding (jsonl), or the problems only (table).

@@ -141,10 +141,10 @@ pub struct RunArgs {
     /// bodies), with jittered exponential backoff.
     #[arg(long, default_value_t = 10)]
     pub retries: u32,
-    /// Skip the MD5-against-ETag check of files whose ETag is a plain MD5 (saves ~2 CPU-seconds
-    /// per GiB; SHA-256 is still computed for the manifest and SHA256SUMS).
-    #[arg(long)]
-    pub no_md5: bool,
+    /// Skip checking bytes against the archive's checksums and ETags (not recommended; for
+    /// comparisons). The manifest's `crc64nvme` is still recorded.
+    #[arg(long, alias = "no-md5")]
+    pub no_verify: bool,
     /// Take one shard of the plan: the number of shards.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
@@ -198,6 +198,9 @@ pub struct GetArgs {
     /// Plan only, print it like `plan`.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also compute each file's SHA-256: manifest field `sha256` and DIR/SHA256SUMS.
+    #[arg(long)]
+    pub sha256: bool,
     /// Output format of --dry-run.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -214,9 +217,14 @@ pub struct VerifyArgs {
     /// The mirror folder (holding mastfetch-manifest*.jsonl).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
-    /// Also ask the archive whether each file is still current (reports `stale`).
+    /// Also ask the archive whether each file is still current (reports `stale`). Implied for a
+    /// folder without a manifest (a mirror made by astroquery, a MAST bundle, s5cmd or aws).
     #[arg(long)]
     pub remote: bool,
+    /// For a folder without a manifest: record what was proven as a mastfetch manifest (status
+    /// `adopted`), so that later runs of `verify` are local.
+    #[arg(long)]
+    pub write_manifest: bool,
     #[arg(long, value_enum)]
     pub format: Option<VerifyFormat>,
     /// Files hashed at once (default: the number of cores).
@@ -280,7 +288,8 @@ pub struct Config {
     pub part_size: u64,
     pub shard: Option<(u32, u32)>,
     pub retry: crate::retry::RetryPolicy,
-    pub check_md5: bool,
+    /// Check bytes against the archive's checksums (off with `--no-verify`).
+    pub verify: bool,
     pub progress: crate::progress::Options,
     /// How much an @FILE may hold.
     pub input_limits: crate::input::Limits,
@@ -456,7 +465,7 @@ impl Config {
             jobs: parse_jobs(&run.jobs)?,
             part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),
-            check_md5: !run.no_md5,
+            verify: !run.no_verify,
             retry: crate::retry::RetryPolicy {
                 max_retries: run.retries,
                 stall: std::time::Duration::from_secs(run.stall_timeout.max(1)),

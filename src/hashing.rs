@@ -1,8 +1,10 @@
 //! Digests of downloaded files, computed off the download path and many files at a time.
 //!
-//! Every byte `get` writes is hashed once, front to back, by a few worker threads that read it
-//! back from the page cache: SHA-256 for the manifest and `SHA256SUMS`, and MD5 where the
-//! object's ETag is a single-part MD5. One MD5 stream is serial (a block depends on the one
+//! Only what is inherently serial comes here: a file's bytes are hashed once, front to back, by
+//! a few worker threads that read it back from the page cache: SHA-256 with `get --sha256` (or
+//! when the archive's full-object checksum is a SHA-256), and MD5 where the object's ETag is a
+//! single-part MD5 and nothing cheaper was published. Digests that combine (CRCs, the MD5s of
+//! multipart upload parts) are taken on arrival instead (`checksum`). One MD5 stream is serial (a block depends on the one
 //! before), so MD5 was the largest CPU cost of a download (1.95 CPU-s per GiB here, more than
 //! everything else together). Independent files are not serial: a worker takes the files that
 //! have unhashed bytes, up to three SIMD groups at once (md5-many interleaves up to three
@@ -46,11 +48,32 @@ struct Queue {
     closed: bool,
 }
 
+/// Which serial digests a stream computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Want {
+    pub md5: bool,
+    pub sha256: bool,
+}
+
+impl Want {
+    pub fn any(self) -> bool {
+        self.md5 || self.sha256
+    }
+}
+
+/// A stream's digests, of the bytes it hashed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digests {
+    pub sha256: Option<[u8; 32]>,
+    pub md5: Option<[u8; 16]>,
+}
+
 /// One file's digests as its bytes become hashable.
 pub struct Stream {
     file: File,
-    /// Decided when the first bytes are ready (the ETag may only be known from a response).
-    md5: OnceLock<bool>,
+    /// What to compute, decided when the first bytes are ready (what the archive published
+    /// may only be known from a response).
+    want: OnceLock<Want>,
     state: Mutex<State>,
     /// Bytes hashed so far, or `None` once reading the file back failed.
     hashed: watch::Sender<Option<u64>>,
@@ -91,7 +114,7 @@ impl HashPool {
         let (hashed, _) = watch::channel(Some(0));
         Arc::new(Stream {
             file,
-            md5: OnceLock::new(),
+            want: OnceLock::new(),
             state: Mutex::new(State {
                 sha256: Sha256::new(),
                 md5: Md5State::new(),
@@ -104,12 +127,12 @@ impl HashPool {
         })
     }
 
-    /// The first `upto` bytes of the stream's file are on disk and may be hashed. `md5` says
-    /// whether to compute MD5 as well; the first call with bytes to hash decides (the ETag that
-    /// tells may only be known once a response came).
-    pub fn ready(&self, stream: &Arc<Stream>, upto: u64, md5: bool) {
+    /// The first `upto` bytes of the stream's file are on disk and may be hashed. `want` says
+    /// which digests; the first call with bytes to hash decides (what the archive published
+    /// may only be known once a response came).
+    pub fn ready(&self, stream: &Arc<Stream>, upto: u64, want: Want) {
         if upto > 0 {
-            let _ = stream.md5.set(md5);
+            let _ = stream.want.set(want);
         }
         let mut st = stream.state.lock().unwrap();
         st.ready = st.ready.max(upto);
@@ -167,17 +190,14 @@ impl Stream {
         st.ready = st.hashed;
     }
 
-    /// SHA-256 and (if it was asked for, with bytes to hash) MD5, lowercase hex, of the bytes
-    /// hashed.
-    pub fn finish(&self) -> (String, Option<String>) {
+    /// The digests asked for, of the bytes hashed (an empty file: those of no bytes).
+    pub fn finish(&self, want: Want) -> Digests {
         let st = self.state.lock().unwrap();
-        let md5 = self
-            .md5
-            .get()
-            .copied()
-            .unwrap_or(false)
-            .then(|| hex(&st.md5.finalize()));
-        (hex(&st.sha256.clone().finalize()), md5)
+        let asked = self.want.get().copied().unwrap_or(want);
+        Digests {
+            sha256: asked.sha256.then(|| st.sha256.clone().finalize().into()),
+            md5: asked.md5.then(|| st.md5.finalize()),
+        }
     }
 }
 
@@ -188,7 +208,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// One file's share of a round: its state, taken out while the worker holds it.
 struct Lane {
     stream: Arc<Stream>,
-    sha256: Sha256,
+    sha256: Option<Sha256>,
     md5: Option<Md5State>,
     /// Where this round's bytes start in the file, and how many were read.
     from: u64,
@@ -236,8 +256,10 @@ fn worker(shared: &Shared) {
                     let mut st = stream.state.lock().unwrap();
                     // A stream cancelled while a worker held it can have hashed past ready.
                     let len = st.ready.saturating_sub(st.hashed).min(CHUNK as u64) as usize;
-                    let md5 = (stream.md5.get() == Some(&true)).then_some(st.md5);
-                    (st.hashed, len, std::mem::take(&mut st.sha256), md5)
+                    let want = stream.want.get().copied().unwrap_or_default();
+                    let md5 = want.md5.then_some(st.md5);
+                    let sha = want.sha256.then(|| std::mem::take(&mut st.sha256));
+                    (st.hashed, len, sha, md5)
                 };
                 let result = stream.file.read_exact_at(&mut buf[..len], from);
                 Lane {
@@ -251,15 +273,17 @@ fn worker(shared: &Shared) {
             })
             .collect();
         for (lane, buf) in lanes.iter_mut().zip(&buffers) {
-            if lane.result.is_ok() {
-                lane.sha256.update(&buf[..lane.len]);
+            if let (Ok(()), Some(sha)) = (&lane.result, &mut lane.sha256) {
+                sha.update(&buf[..lane.len]);
             }
         }
         md5_round(&engine, simd, &mut lanes, &buffers);
         let mut requeue = Vec::new();
         for lane in lanes {
             let mut st = lane.stream.state.lock().unwrap();
-            st.sha256 = lane.sha256;
+            if let Some(sha) = lane.sha256 {
+                st.sha256 = sha;
+            }
             match lane.result {
                 Ok(()) => {
                     if let Some(md5) = lane.md5 {
@@ -367,22 +391,33 @@ mod tests {
             f.write_all(&data).unwrap();
             let stream = pool.stream(File::open(&path).unwrap());
             let pool = pool.clone();
-            let md5 = n % 3 != 0;
+            let want = Want {
+                md5: n % 3 != 0,
+                sha256: n % 4 != 1,
+            };
             tasks.push(tokio::spawn(async move {
                 let mut upto = 0;
                 while upto < size {
                     upto = (upto + 1 + n * 977 % 50_000).min(size);
-                    pool.ready(&stream, upto as u64, md5);
+                    pool.ready(&stream, upto as u64, want);
                     tokio::task::yield_now().await;
                 }
-                pool.ready(&stream, size as u64, md5);
+                pool.ready(&stream, size as u64, want);
                 stream.wait(size as u64).await.unwrap();
-                let (sha, got_md5) = stream.finish();
+                let got = stream.finish(want);
                 let (want_sha, want_md5) = reference(&data);
-                assert_eq!(sha, want_sha, "file {n} of {size} bytes");
-                // An empty file has nothing to check against an ETag: no MD5 is decided for it.
-                let want_md5 = (md5 && size > 0).then_some(want_md5);
-                assert_eq!(got_md5, want_md5, "file {n} of {size} bytes");
+                let sha = got.sha256.map(|d| hex(&d));
+                assert_eq!(
+                    sha,
+                    want.sha256.then_some(want_sha),
+                    "file {n} of {size} bytes"
+                );
+                let md5 = got.md5.map(|d| hex(&d));
+                assert_eq!(
+                    md5,
+                    want.md5.then_some(want_md5),
+                    "file {n} of {size} bytes"
+                );
                 assert_eq!(stream.hashed(), size as u64);
             }));
         }
@@ -398,7 +433,11 @@ mod tests {
         let path = dir.path().join("short");
         std::fs::write(&path, b"abc").unwrap();
         let stream = pool.stream(File::open(&path).unwrap());
-        pool.ready(&stream, 10, true);
+        let want = Want {
+            md5: true,
+            sha256: true,
+        };
+        pool.ready(&stream, 10, want);
         let err = stream.wait(10).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }

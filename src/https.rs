@@ -17,10 +17,10 @@ use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
+use crate::checksum::digest_file;
 use crate::plan::PlanEntry;
 use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
-use crate::transfer::sha256_file;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
@@ -239,7 +239,8 @@ impl MastHttps {
         Ok(())
     }
 
-    /// Fetch one product into `dest` (its place under `dir`): returns its SHA-256 and size.
+    /// Fetch one product into `dest` (its place under `dir`): returns its size, CRC-64/NVME
+    /// (S3's base64 form) and, with `sha256`, its SHA-256.
     pub async fn download(
         &self,
         entry: &PlanEntry,
@@ -247,7 +248,8 @@ impl MastHttps {
         dest: &Path,
         progress: &Progress,
         hashers: Arc<Semaphore>,
-    ) -> Result<(String, u64), HttpsError> {
+        sha256: bool,
+    ) -> Result<(u64, String, Option<String>), HttpsError> {
         let url = Url::parse(&entry.url).map_err(|_| HttpsError::Request {
             url: entry.url.clone(),
             what: "not a URL",
@@ -302,17 +304,17 @@ impl MastHttps {
         }
         let permit = hashers.acquire_owned().await.expect("semaphore open");
         let (tmp2, dest2) = (tmp.clone(), dest.to_path_buf());
-        let sha = tokio::task::spawn_blocking(move || {
+        let (crc, sha) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
-            let sha = sha256_file(&tmp2).map_err(io("cannot read", &tmp2))?;
+            let digests = digest_file(&tmp2, sha256).map_err(io("cannot read", &tmp2))?;
             fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
-            Ok::<_, HttpsError>(sha)
+            Ok::<_, HttpsError>(digests)
         })
         .await
         .expect("hash task does not panic")?;
         let _ = fs::remove_file(&state);
-        Ok((sha, have))
+        Ok((have, crc, sha))
     }
 
     /// One request from byte `have` on, appending what arrives.

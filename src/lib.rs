@@ -5,10 +5,14 @@
 //! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
 //! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
 //! `s3` and `https` (the two sources), `dest` (mastfetch's own names under DIR), `transfer` (the
-//! engine), `hashing` (its digests),
-//! `manifest`, `verify`, `fits`, `progress`, `retry`, `text` (showing outside text safely), and `app` (the commands).
+//! engine), `checksum` (what a file is proven against, digests on arrival), `hashing` (the
+//! serial digests, read back), `adopt` (mirrors other tools made), `shard` (which files a shard
+//! takes), `manifest`, `verify`, `fits`, `progress`, `retry`, `text` (showing outside text
+//! safely), and `app` (the commands).
 
+pub mod adopt;
 pub mod app;
+pub mod checksum;
 pub mod cli;
 pub mod dest;
 pub mod fits;

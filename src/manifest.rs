@@ -1,13 +1,14 @@
-//! The record of a mirror: `mastfetch-manifest.jsonl` and `SHA256SUMS` under DIR.
+//! The record of a mirror: `mastfetch-manifest.jsonl` and (with `--sha256`) `SHA256SUMS`.
 //!
-//! Owns the manifest line format, reading every manifest of a folder (shards included), the
+//! Owns the manifest line format (old lines without `checksum`, `verified` or `crc64nvme` still
+//! read), reading every manifest of a folder (shards included), the
 //! append-as-files-complete writer (a crash loses nothing already done), the compaction to one
 //! line per file at the end of a run, and the lock that keeps a second writer out. It does not
 //! decide what to download or how to verify.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,12 +23,14 @@ pub enum Status {
     Duplicate,
     Excluded,
     Failed,
+    /// Found in DIR, not written by mastfetch, proven to match the archive, not downloaded.
+    Adopted,
 }
 
 impl Status {
-    /// The file is on disk, complete, with a known SHA-256.
+    /// The file is on disk, complete, with its digests recorded.
     pub fn is_complete(self) -> bool {
-        matches!(self, Status::Ok | Status::Skipped)
+        matches!(self, Status::Ok | Status::Skipped | Status::Adopted)
     }
 }
 
@@ -41,8 +44,19 @@ pub struct Entry {
     pub key: Option<String>,
     pub url: String,
     pub size: Option<u64>,
+    /// Hex; only with `get --sha256` (and in manifests written before it became opt-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
     pub etag: Option<String>,
+    /// The archive's value the file was proven against: `<alg>:<value>` or `etag:<etag>`.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    /// `checksum`, `etag`, `size` or `none`; absent in manifests older than the field.
+    #[serde(default)]
+    pub verified: Option<String>,
+    /// CRC-64/NVME of the local file, base64 of its 8 big-endian bytes: what `verify` re-checks.
+    #[serde(default)]
+    pub crc64nvme: Option<String>,
     pub access: Option<String>,
     pub status: Status,
     pub message: Option<String>,
@@ -60,6 +74,9 @@ impl Entry {
             size: p.size,
             sha256: None,
             etag: p.etag.clone(),
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: p.access.clone(),
             status,
             // Messages quote inputs and servers; the manifest is read in terminals too.
@@ -187,20 +204,142 @@ pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
-/// Every record of every manifest in `dir`, grouped by path. A path can have several: a re-planned
-/// run of N shards moves files between shards, and the old shard's manifest keeps its line.
-pub fn read_all(dir: &Path) -> Result<BTreeMap<String, Vec<Entry>>, ManifestError> {
-    let mut all: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-    let paths = manifests_in(dir).map_err(|source| ManifestError::Read {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for p in paths {
-        for e in read(&p)? {
-            all.entry(e.path.clone()).or_default().push(e);
+/// Where every record of every manifest of a folder is, without holding the records: 20 bytes
+/// a record (its path's hash, its file, its offset), so `verify` of millions of files reads each
+/// record when it checks that file. Within one manifest the last line for a path wins, as in
+/// [`read`]; a path recorded by several manifests has several records.
+pub struct Index {
+    files: Vec<PathBuf>,
+    /// (hash of the path, manifest, byte offset of the line), sorted.
+    records: Vec<(u64, u32, u64)>,
+    /// Where each path's records start in `records` (the last is its end).
+    groups: Vec<usize>,
+}
+
+fn path_hash(path: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+impl Index {
+    /// Index every manifest in `dir`. A torn last line (a crash mid-write) is ignored; any
+    /// other unreadable line is an error naming it.
+    pub fn build(dir: &Path) -> Result<Index, ManifestError> {
+        let files = manifests_in(dir).map_err(|source| ManifestError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut records = Vec::new();
+        for (f, path) in files.iter().enumerate() {
+            let read_err = |source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
+            let mut line = String::new();
+            let (mut offset, mut number) = (0u64, 0usize);
+            loop {
+                line.clear();
+                let n = reader.read_line(&mut line).map_err(read_err)?;
+                if n == 0 {
+                    break;
+                }
+                number += 1;
+                let text = line.trim();
+                if !text.is_empty() {
+                    // Read whole, so a bad line is reported here with its number.
+                    match serde_json::from_str::<Entry>(text) {
+                        Ok(p) => records.push((path_hash(&p.path), f as u32, offset)),
+                        // Only a last line can be torn, and it has no newline.
+                        Err(_) if !line.ends_with('\n') => {}
+                        Err(source) => {
+                            return Err(ManifestError::Parse {
+                                path: path.clone(),
+                                line: number,
+                                source,
+                            })
+                        }
+                    }
+                }
+                offset += n as u64;
+            }
         }
+        records.sort_unstable();
+        // The last line for a path in one manifest wins: keep the largest offset per (hash, file).
+        records.dedup_by(|later, earlier| {
+            if (later.0, later.1) == (earlier.0, earlier.1) {
+                earlier.2 = earlier.2.max(later.2);
+                true
+            } else {
+                false
+            }
+        });
+        let mut groups: Vec<usize> = (0..records.len())
+            .filter(|&i| i == 0 || records[i].0 != records[i - 1].0)
+            .collect();
+        groups.push(records.len());
+        Ok(Index {
+            files,
+            records,
+            groups,
+        })
     }
-    Ok(all)
+
+    /// Paths (more exactly, path hashes) indexed.
+    pub fn len(&self) -> usize {
+        self.groups.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A reader for [`Index::group`], one per thread.
+    pub fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
+        self.files
+            .iter()
+            .map(|p| {
+                File::open(p)
+                    .map(|f| BufReader::with_capacity(64 << 10, f))
+                    .map_err(|source| ManifestError::Read {
+                        path: p.clone(),
+                        source,
+                    })
+            })
+            .collect()
+    }
+
+    /// The records of group `g`, split by path (equal hashes of different paths are rare but
+    /// possible): each inner list is one path's records, manifests in name order.
+    pub fn group(
+        &self,
+        g: usize,
+        readers: &mut [BufReader<File>],
+    ) -> Result<Vec<Vec<Entry>>, ManifestError> {
+        let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+        let mut line = String::new();
+        for &(_, f, offset) in &self.records[self.groups[g]..self.groups[g + 1]] {
+            let path = &self.files[f as usize];
+            let reader = &mut readers[f as usize];
+            let read_err = |source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            };
+            reader.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+            line.clear();
+            reader.read_line(&mut line).map_err(read_err)?;
+            let e: Entry =
+                serde_json::from_str(line.trim()).map_err(|source| ManifestError::Parse {
+                    path: path.clone(),
+                    line: 0,
+                    source,
+                })?;
+            by_path.entry(e.path.clone()).or_default().push(e);
+        }
+        Ok(by_path.into_values().collect())
+    }
 }
 
 /// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.
@@ -209,7 +348,8 @@ pub struct Writer {
     manifest_path: PathBuf,
     sums_path: PathBuf,
     manifest: File,
-    sums: File,
+    /// Only with `--sha256`: without it no `SHA256SUMS` is written (nor an old one touched).
+    sums: Option<File>,
     entries: BTreeMap<String, Entry>,
     // Held for the writer's lifetime: the OS releases it if the process dies.
     _lock: File,
@@ -227,8 +367,13 @@ fn open_append(path: &Path) -> Result<File, ManifestError> {
 }
 
 impl Writer {
-    /// Take the lock and load what an earlier run of this manifest recorded.
-    pub fn open(dir: &Path, shard: Option<(u32, u32)>) -> Result<Writer, ManifestError> {
+    /// Take the lock and load what an earlier run of this manifest recorded. `sums`: also
+    /// write `SHA256SUMS` (`--sha256`).
+    pub fn open(
+        dir: &Path,
+        shard: Option<(u32, u32)>,
+        sums: bool,
+    ) -> Result<Writer, ManifestError> {
         let manifest_path = dir.join(manifest_name(shard));
         let sums_path = dir.join(sums_name(shard));
         let lock_path = crate::dest::lock_path(dir, &manifest_name(shard));
@@ -276,7 +421,11 @@ impl Writer {
         Ok(Writer {
             dir: dir.to_path_buf(),
             manifest: open_append(&manifest_path)?,
-            sums: open_append(&sums_path)?,
+            sums: if sums {
+                Some(open_append(&sums_path)?)
+            } else {
+                None
+            },
             manifest_path,
             sums_path,
             entries,
@@ -299,9 +448,10 @@ impl Writer {
                 path: self.manifest_path.clone(),
                 source,
             })?;
-        if let (true, Some(sha)) = (entry.status.is_complete(), &entry.sha256) {
-            self.sums
-                .write_all(format!("{sha}  {}\n", entry.path).as_bytes())
+        if let (true, Some(sha), Some(sums)) =
+            (entry.status.is_complete(), &entry.sha256, &mut self.sums)
+        {
+            sums.write_all(format!("{sha}  {}\n", entry.path).as_bytes())
                 .map_err(|source| ManifestError::Write {
                     path: self.sums_path.clone(),
                     source,
@@ -323,6 +473,9 @@ impl Writer {
             }
         }
         replace(&self.dir, &self.manifest_path, &manifest)?;
+        if self.sums.is_none() {
+            return Ok(());
+        }
         replace(&self.dir, &self.sums_path, sums.as_bytes())
     }
 }
@@ -356,6 +509,9 @@ mod tests {
             size: Some(3),
             sha256: sha.map(Into::into),
             etag: Some("e".into()),
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: Some("PUBLIC".into()),
             status,
             message: None,
@@ -365,7 +521,7 @@ mod tests {
     #[test]
     fn appended_lines_compact_to_the_last_state() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = Writer::open(dir.path(), None).unwrap();
+        let mut w = Writer::open(dir.path(), None, true).unwrap();
         w.record(entry("a", Status::Failed, None)).unwrap();
         w.record(entry("b", Status::Ok, Some("bb"))).unwrap();
         w.record(entry("a", Status::Ok, Some("aa"))).unwrap();
@@ -378,6 +534,30 @@ mod tests {
         assert_eq!(text.lines().count(), 2);
         let sums = fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
         assert_eq!(sums, "aa  a\nbb  b\n");
+    }
+
+    #[test]
+    fn old_lines_read_and_sha256_is_written_only_when_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mastfetch-manifest.jsonl");
+        // A line written before checksum/verified/crc64nvme existed.
+        let old = r#"{"uri":"u","path":"a","source":"s3","bucket":"b","key":"k","url":"x","size":3,"sha256":"aa","etag":"e","access":null,"status":"ok","message":null}"#;
+        fs::write(&p, format!("{old}\n")).unwrap();
+        let e = read(&p).unwrap().remove(0);
+        assert_eq!(e.sha256.as_deref(), Some("aa"));
+        assert_eq!((e.checksum, e.verified, e.crc64nvme), (None, None, None));
+        let mut new = entry("b", Status::Ok, None);
+        new.crc64nvme = Some("AAAAAAAAAAA=".into());
+        new.verified = Some("size".into());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(!text.contains("sha256"), "{text}");
+        assert!(text.contains(r#""checksum":null"#), "{text}");
+        // Without --sha256 no SHA256SUMS is written.
+        let sums = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(sums.path(), None, false).unwrap();
+        w.record(entry("c", Status::Ok, Some("cc"))).unwrap();
+        w.finish().unwrap();
+        assert!(!sums.path().join("SHA256SUMS").exists());
     }
 
     #[test]
@@ -395,13 +575,13 @@ mod tests {
     #[test]
     fn a_second_writer_is_refused_but_another_shard_is_not() {
         let dir = tempfile::tempdir().unwrap();
-        let _first = Writer::open(dir.path(), None).unwrap();
-        let err = Writer::open(dir.path(), None)
+        let _first = Writer::open(dir.path(), None, true).unwrap();
+        let err = Writer::open(dir.path(), None, true)
             .err()
             .expect("second writer refused");
         assert!(matches!(err, ManifestError::Locked { .. }));
-        let _s0 = Writer::open(dir.path(), Some((0, 2))).unwrap();
-        let _s1 = Writer::open(dir.path(), Some((1, 2))).unwrap();
+        let _s0 = Writer::open(dir.path(), Some((0, 2)), true).unwrap();
+        let _s1 = Writer::open(dir.path(), Some((1, 2)), true).unwrap();
         assert_eq!(manifests_in(dir.path()).unwrap().len(), 3);
     }
 }

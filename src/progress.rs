@@ -85,6 +85,7 @@ pub struct Counts {
     pub failed: u64,
     pub excluded: u64,
     pub duplicate: u64,
+    pub adopted: u64,
 }
 
 pub struct Progress {
@@ -191,7 +192,7 @@ impl Progress {
 
     fn files_done(&self) -> u64 {
         let c = self.counts.lock().unwrap();
-        c.ok + c.skipped + c.failed + c.excluded + c.duplicate
+        c.ok + c.skipped + c.failed + c.excluded + c.duplicate + c.adopted
     }
 
     fn update_message(&self) {
@@ -259,9 +260,10 @@ impl Progress {
                 Status::Failed => c.failed += 1,
                 Status::Excluded => c.excluded += 1,
                 Status::Duplicate => c.duplicate += 1,
+                Status::Adopted => c.adopted += 1,
             }
         }
-        if ev.status == Status::Skipped {
+        if matches!(ev.status, Status::Skipped | Status::Adopted) {
             self.done(ev.bytes);
         }
         if ev.status == Status::Failed {
@@ -330,6 +332,12 @@ impl Progress {
             if c.skipped > 0 {
                 parts.push(format!("{} skipped (already complete)", c.skipped));
             }
+            if c.adopted > 0 {
+                parts.push(format!(
+                    "{} adopted (already in DIR, proven against the archive)",
+                    c.adopted
+                ));
+            }
             if c.duplicate > 0 {
                 parts.push(format!("{} duplicate", c.duplicate));
             }
@@ -339,7 +347,7 @@ impl Progress {
             if c.failed > 0 {
                 parts.push(format!("{} failed", c.failed));
             }
-            if c.ok == 0 && c.failed == 0 && c.skipped > 0 {
+            if c.ok == 0 && c.failed == 0 && c.skipped + c.adopted > 0 {
                 parts.push("nothing to transfer".into());
             }
             eprintln!("mastfetch: {}", parts.join(", "));
@@ -352,6 +360,7 @@ impl Progress {
                 "failed": c.failed,
                 "excluded": c.excluded,
                 "duplicate": c.duplicate,
+                "adopted": c.adopted,
                 "bytes_transferred": transferred,
                 "seconds": secs,
                 "bytes_per_second": if secs > 0.0 { transferred as f64 / secs } else { 0.0 },

@@ -2,8 +2,10 @@
 //!
 //! Owns client construction (anonymous by default, path-style for custom endpoints, SDK retries
 //! and response-checksum validation off because we retry and verify ourselves), paginated
-//! folder listings, the occasional HEAD, ranged GETs pinned to an ETag, and the classification
-//! of S3 failures into transient / changed / not found / denied. It does not write files.
+//! folder listings, the occasional HEAD (whole object or one upload part), ranged GETs pinned
+//! to an ETag, asking for the archive's full-object checksum (`x-amz-checksum-mode`) where an
+//! answer can carry one, and the classification of S3 failures into transient / changed / not
+//! found / denied. It does not write files and does not judge checksums (`checksum` does).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,12 +18,14 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::checksum::Published;
 use crate::retry::{RetryPolicy, Transient};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,6 +112,20 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Without quotes; `None` when the server left it out (some S3-compatible servers do).
     pub etag: Option<String>,
+    /// The full-object checksum (a HEAD with checksum mode); listings never carry the value.
+    pub checksum: Option<Published>,
+    /// When the archive last wrote the object: a local copy older than this may be a copy of
+    /// an earlier object (reprocessed since), not a damaged one.
+    pub last_modified: Option<std::time::SystemTime>,
+}
+
+/// One upload part of a multipart object, as `HEAD ?partNumber=N` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    pub len: u64,
+    /// `x-amz-mp-parts-count`; absent on single-part objects and on servers that ignore
+    /// `partNumber` (which then describe the whole object).
+    pub parts_count: Option<u64>,
 }
 
 /// What a GET answered, before its body is read.
@@ -116,6 +134,8 @@ pub struct GetResponse {
     /// `(start, end_inclusive, total)` from Content-Range, when present.
     pub content_range: Option<(u64, u64, u64)>,
     pub etag: Option<String>,
+    /// The full-object checksum, when it was asked for and the answer is the whole object.
+    pub checksum: Option<Published>,
     pub body: Body,
 }
 
@@ -151,6 +171,10 @@ pub struct S3 {
     region: String,
     endpoint_url: Option<String>,
     retry: RetryPolicy,
+}
+
+fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
+    std::time::SystemTime::try_from(*t).ok()
 }
 
 /// Strip quotes and a weak marker: listings, HEADs and GETs disagree on quoting across servers.
@@ -350,6 +374,8 @@ impl S3 {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     etag: obj.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
+                    checksum: None,
+                    last_modified: obj.last_modified().and_then(system_time),
                 });
             }
             token = page.next_continuation_token().map(str::to_string);
@@ -359,31 +385,79 @@ impl S3 {
         }
     }
 
-    /// Size and ETag of one key; `Ok(None)` when it does not exist.
-    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+    /// Size, ETag and full-object checksum of one key (or, with `part`, of that upload part);
+    /// `Ok(None)` when it does not exist.
+    async fn head_raw(
+        &self,
+        bucket: &str,
+        key: &str,
+        part: Option<u64>,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, S3Error> {
         let res = self
             .retry
             .run(|| async {
                 self.stats.heads.fetch_add(1, Ordering::Relaxed);
-                let req = self.client.head_object().bucket(bucket).key(key).send();
-                match tokio::time::timeout(METADATA_TIMEOUT, req).await {
+                let mut req = self.client.head_object().bucket(bucket).key(key);
+                match part {
+                    Some(n) => req = req.part_number(n.min(i32::MAX as u64) as i32),
+                    // The value costs nothing extra on a whole-object HEAD.
+                    None => req = req.checksum_mode(ChecksumMode::Enabled),
+                }
+                match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
                     Err(_) => Err(self.timeout("HEAD", bucket, key)),
                     Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
                 }
             })
             .await;
         match res {
-            Ok(h) => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: h.content_length().unwrap_or(0).max(0) as u64,
-                etag: h.e_tag().map(normalize_etag),
-            })),
+            Ok(h) => Ok(Some(h)),
             Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
+    /// Size, ETag and full-object checksum of one key; `Ok(None)` when it does not exist.
+    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        let Some(h) = self.head_raw(bucket, key, None).await? else {
+            return Ok(None);
+        };
+        let composite = matches!(h.checksum_type(), Some(ChecksumType::Composite));
+        let checksum = Published::from_headers(|name| match name {
+            "x-amz-checksum-type" => composite.then_some("COMPOSITE"),
+            "x-amz-checksum-crc64nvme" => h.checksum_crc64_nvme(),
+            "x-amz-checksum-crc32c" => h.checksum_crc32_c(),
+            "x-amz-checksum-crc32" => h.checksum_crc32(),
+            "x-amz-checksum-sha256" => h.checksum_sha256(),
+            "x-amz-checksum-sha1" => h.checksum_sha1(),
+            _ => None,
+        });
+        Ok(Some(ObjectInfo {
+            key: key.to_string(),
+            size: h.content_length().unwrap_or(0).max(0) as u64,
+            etag: h.e_tag().map(normalize_etag),
+            checksum,
+            last_modified: h.last_modified().and_then(system_time),
+        }))
+    }
+
+    /// Length of upload part `part` (1-based) and the object's part count.
+    pub async fn head_part(
+        &self,
+        bucket: &str,
+        key: &str,
+        part: u64,
+    ) -> Result<Option<PartInfo>, S3Error> {
+        Ok(self
+            .head_raw(bucket, key, Some(part))
+            .await?
+            .map(|h| PartInfo {
+                len: h.content_length().unwrap_or(0).max(0) as u64,
+                parts_count: h.parts_count().filter(|&n| n > 0).map(|n| n as u64),
+            }))
+    }
+
     /// Start a GET of `key`, optionally of `range` (inclusive end) and pinned to `if_match`.
+    /// A whole-object GET asks for the full-object checksum (free in the answer's headers).
     /// Not retried here: the caller resumes from the bytes it already has.
     pub async fn get(
         &self,
@@ -397,8 +471,9 @@ impl S3 {
             return self.lean_get(http, bucket, key, range, if_match).await;
         }
         let mut req = self.client.get_object().bucket(bucket).key(key);
-        if let Some((start, end)) = range {
-            req = req.range(format!("bytes={start}-{end}"));
+        match range {
+            Some((start, end)) => req = req.range(format!("bytes={start}-{end}")),
+            None => req = req.checksum_mode(ChecksumMode::Enabled),
         }
         if let Some(etag) = if_match {
             req = req.if_match(format!("\"{etag}\""));
@@ -407,10 +482,24 @@ impl S3 {
             Err(_) => return Err(self.timeout("GET", bucket, key)),
             Ok(r) => r.map_err(|e| self.error("GET", bucket, key, e))?,
         };
+        let composite = matches!(out.checksum_type(), Some(ChecksumType::Composite));
+        // Some servers send the whole object's value on a ranged answer too: never take it there.
+        let checksum = range.is_none().then(|| {
+            Published::from_headers(|name| match name {
+                "x-amz-checksum-type" => composite.then_some("COMPOSITE"),
+                "x-amz-checksum-crc64nvme" => out.checksum_crc64_nvme(),
+                "x-amz-checksum-crc32c" => out.checksum_crc32_c(),
+                "x-amz-checksum-crc32" => out.checksum_crc32(),
+                "x-amz-checksum-sha256" => out.checksum_sha256(),
+                "x-amz-checksum-sha1" => out.checksum_sha1(),
+                _ => None,
+            })
+        });
         Ok(GetResponse {
             content_length: out.content_length().map(|l| l.max(0) as u64),
             content_range: out.content_range().and_then(parse_content_range),
             etag: out.e_tag().map(normalize_etag),
+            checksum: checksum.flatten(),
             body: sdk_body(out.body),
         })
     }
@@ -432,8 +521,9 @@ impl S3 {
         };
         let mut req = http::Request::get(self.url(bucket, key))
             .header(USER_AGENT, concat!("mastfetch/", env!("CARGO_PKG_VERSION")));
-        if let Some((start, end)) = range {
-            req = req.header(RANGE, format!("bytes={start}-{end}"));
+        match range {
+            Some((start, end)) => req = req.header(RANGE, format!("bytes={start}-{end}")),
+            None => req = req.header("x-amz-checksum-mode", "ENABLED"),
         }
         if let Some(etag) = if_match {
             req = req.header(IF_MATCH, format!("\"{etag}\""));
@@ -470,6 +560,14 @@ impl S3 {
             content_length: header(CONTENT_LENGTH).and_then(|v| v.parse().ok()),
             content_range: header(CONTENT_RANGE).and_then(parse_content_range),
             etag: header(ETAG).map(normalize_etag),
+            checksum: range
+                .is_none()
+                .then(|| {
+                    Published::from_headers(|name| {
+                        head.headers.get(name).and_then(|v| v.to_str().ok())
+                    })
+                })
+                .flatten(),
             body: Box::pin(BodyDataStream::new(body).map_err(|e| Box::new(e) as BoxError)),
         })
     }

@@ -4,12 +4,15 @@
 //! objects into ranged GETs written at their offsets into a temporary file in DIR's private
 //! folder (`dest`), the pinning of every part to one ETag (If-Match plus a check of what answered),
 //! the per-request retries that resume from the last byte received, the resume log that lets a
-//! killed run continue without re-fetching finished parts, hashing, and the rename into place
-//! once size and digests are right. The only module that spawns transfer tasks.
+//! killed run continue without re-fetching finished parts, learning what each file must match
+//! (the archive's full-object checksum from a GET's answer or one HEAD, else its ETag, with the
+//! upload part layout of a multipart ETag), the per-part digests taken as bytes arrive and their
+//! check once the file is complete (a mismatch fetches the file again), and the rename into
+//! place. The only module that spawns transfer tasks.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,10 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::hashing::{self, HashPool};
+use crate::checksum::{self, CrcAlg, Expect, PartDigest, PartHasher};
+use crate::hashing::{self, HashPool, Want};
 use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
@@ -30,8 +33,8 @@ use crate::s3::{ErrorKind, S3Error, S3};
 
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
-/// Read size of `sha256_file`.
-const HASH_BUFFER: usize = 256 << 10;
+/// Upload parts beyond this many are not looked up one HEAD each (S3 allows 10,000 parts).
+const MAX_PART_HEADS: u64 = 10_000;
 /// Why a file was not fetched without a token (manifest message).
 pub const EXCLUDED_MESSAGE: &str =
     "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
@@ -44,10 +47,12 @@ pub struct Engine {
     pub retry: RetryPolicy,
     pub progress: Arc<Progress>,
     pub manifest: Mutex<manifest::Writer>,
-    /// Check the MD5 of files whose ETag is a plain MD5 (`--no-md5` turns it off).
-    pub check_md5: bool,
+    /// Check bytes against what the archive published (`--no-verify` turns it off).
+    pub verify: bool,
+    /// Also compute each file's SHA-256 (`--sha256`).
+    pub sha256: bool,
     jobs: Arc<Semaphore>,
-    /// Digests of S3 downloads.
+    /// The serial digests of S3 downloads (plain-MD5 ETags, SHA-256), read back in order.
     hash: HashPool,
     /// Turns for hashing MAST downloads (one file each, at its end).
     hashers: Arc<Semaphore>,
@@ -58,7 +63,15 @@ pub struct Engine {
 struct Job {
     entry: PlanEntry,
     restarts: u32,
+    /// The HEAD (and upload layout) of a file fetched in parts, started while the files
+    /// before it were set up: the scheduler then waits no round trip per file.
+    lookup: Option<Lookup>,
 }
+
+type Lookup = tokio::task::JoinHandle<Result<(crate::s3::ObjectInfo, Expect), S3Error>>;
+
+/// Files ahead of the scheduler whose HEADs run early (at most this many HEADs at once).
+const LOOKAHEAD: usize = 8;
 
 enum Msg {
     Requeue(Box<Job>),
@@ -74,15 +87,22 @@ struct FileCtx {
     state: PathBuf,
     file: File,
     size: u64,
-    part_size: u64,
-    parts: u64,
+    /// Part `p` is the bytes `bounds[p]..bounds[p + 1]`: `--part-size` pieces, or the object's
+    /// own upload parts when its multipart ETag is the proof (each part's MD5 on arrival).
+    bounds: Vec<u64>,
+    /// One GET for the whole object: it asks for the full-object checksum, and restarts whole.
+    whole: bool,
     etag: OnceLock<String>,
+    /// What the bytes must match: known before a multi-part file starts, or from the answer of
+    /// a single GET.
+    expect: OnceLock<Expect>,
     remaining: AtomicU64,
     error: Mutex<Option<S3Error>>,
     /// The resume log; only multi-part files have one (a single request restarts whole).
     log: Option<Mutex<File>>,
-    /// Parts on disk: their unbroken run from the start is what may be hashed.
-    done: Mutex<Vec<bool>>,
+    /// Digests of the parts on disk (taken as they arrived, or read back on resume); the
+    /// unbroken run from the start is what the read-back pool may hash.
+    done: Mutex<Vec<Option<PartDigest>>>,
     digest: Arc<hashing::Stream>,
     /// Bytes counted as done for this file (given back if it restarts).
     counted: AtomicU64,
@@ -92,31 +112,25 @@ struct FileCtx {
 }
 
 /// The resume log beside a temporary file: a JSON header, then one line per finished part.
+/// Finished parts are only a promise that their bytes were written: their digests are taken
+/// again from disk when a run resumes, so the log never vouches for unchecked bytes.
 #[derive(Serialize, Deserialize, PartialEq, Eq)]
 struct StateHeader {
     size: u64,
     part_size: u64,
     etag: Option<String>,
+    /// Upload part lengths, when the parts follow them (absent in older logs: uniform parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    parts: Option<Vec<u64>>,
 }
 
-/// A plain (single-part upload) S3 ETag is the MD5 of the object.
-pub fn is_md5_etag(etag: &str) -> bool {
-    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// SHA-256 of a whole file, lowercase hex.
-pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; HASH_BUFFER];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-    }
-    Ok(hashing::hex(&sha.finalize()))
+/// A complete file, proven (or not) as the archive allowed.
+pub struct Done {
+    pub size: u64,
+    pub expect: Expect,
+    /// CRC-64/NVME of the local file, S3's base64 form.
+    pub crc64nvme: String,
+    pub sha256: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +146,13 @@ enum FinishError {
     },
     #[error("downloaded {got} bytes, expected {want}")]
     Size { got: u64, want: u64 },
-    #[error("content does not match the ETag: MD5 {md5}, ETag {etag}")]
-    Md5 { md5: String, etag: String },
+    /// The bytes are not what the archive says the object is (both values named).
+    #[error("content does not match the {what}: got {got}, the archive has {want}")]
+    Mismatch {
+        what: &'static str,
+        got: String,
+        want: String,
+    },
     #[error(transparent)]
     Unsafe(#[from] plan::UnsafePath),
     #[error("not in the bucket, and no MAST download is possible here ({0})")]
@@ -176,7 +195,8 @@ impl Engine {
         retry: RetryPolicy,
         progress: Arc<Progress>,
         manifest: manifest::Writer,
-        check_md5: bool,
+        verify: bool,
+        sha256: bool,
     ) -> Arc<Engine> {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Engine {
@@ -187,7 +207,8 @@ impl Engine {
             retry,
             progress,
             manifest: Mutex::new(manifest),
-            check_md5,
+            verify,
+            sha256,
             jobs: Arc::new(Semaphore::new(jobs)),
             // Half the cores hash, the rest move bytes: on this 2-core machine one worker with
             // all 8 big files in its MD5 lanes beat two workers with 4 each (4.3 against 6.6
@@ -203,7 +224,11 @@ impl Engine {
         entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
-            .map(|entry| Job { entry, restarts: 0 })
+            .map(|entry| Job {
+                entry,
+                restarts: 0,
+                lookup: None,
+            })
             .collect();
         let mut outstanding = pending.len();
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -226,8 +251,27 @@ impl Engine {
                     },
                 },
             };
+            for next in pending.iter_mut().take(LOOKAHEAD) {
+                self.look_ahead(next);
+            }
             self.start(job, &tx).await;
         }
+    }
+
+    /// Start the HEAD of a file that will be fetched in parts, if it needs one and has none.
+    fn look_ahead(self: &Arc<Self>, job: &mut Job) {
+        let e = &job.entry;
+        let multi_part = e.size.is_some_and(|s| s > self.part_size);
+        if job.lookup.is_some() || !self.verify || e.source != Source::S3 || !multi_part {
+            return;
+        }
+        let (Some(bucket), Some(key)) = (e.bucket.clone(), e.key.clone()) else {
+            return;
+        };
+        let this = self.clone();
+        job.lookup = Some(tokio::spawn(async move {
+            this.multi_part_expect(&bucket, &key, None).await
+        }));
     }
 
     /// One request's place in the shared budget, held until the request is answered.
@@ -259,7 +303,9 @@ impl Engine {
                 let ctx = Arc::new(ctx);
                 let pending: Vec<u64> = {
                     let done = ctx.done.lock().unwrap();
-                    (0..ctx.parts).filter(|&p| !done[p as usize]).collect()
+                    (0..ctx.parts())
+                        .filter(|&p| done[p as usize].is_none())
+                        .collect()
                 };
                 let resumed = ctx.size - pending.iter().map(|&p| ctx.part_len(p)).sum::<u64>();
                 if resumed > 0 {
@@ -287,17 +333,81 @@ impl Engine {
         }
     }
 
+    /// The lengths of an object's upload parts (`HEAD ?partNumber=N`), or `None` when the
+    /// server does not tell them (it ignores or refuses `partNumber`) or they do not add up to
+    /// `size`.
+    async fn upload_parts(
+        &self,
+        bucket: &str,
+        key: &str,
+        size: u64,
+        etag_parts: u64,
+    ) -> Option<Vec<u64>> {
+        // A server that refuses partNumber outright (an error, not the whole object) cannot
+        // tell the layout either: the file is kept on its size, never failed for it.
+        let Ok(Some(first)) = self.s3.head_part(bucket, key, 1).await else {
+            return None;
+        };
+        let count = first.parts_count?;
+        if count != etag_parts || count > MAX_PART_HEADS {
+            return None;
+        }
+        if let Some(parts) = checksum::equal_parts(size, first.len, count) {
+            return Some(parts);
+        }
+        // Not equal but the last: ask for each part.
+        let mut parts = vec![first.len];
+        for n in 2..=count {
+            let Ok(Some(p)) = self.s3.head_part(bucket, key, n).await else {
+                return None;
+            };
+            parts.push(p.len);
+        }
+        (parts.iter().sum::<u64>() == size && !parts.contains(&0)).then_some(parts)
+    }
+
+    /// What a multi-part file must match, from one HEAD with checksum mode (and, for a
+    /// multipart ETag without a full-object checksum, the upload part layout). Returns the
+    /// object's current size and ETag too.
+    async fn multi_part_expect(
+        &self,
+        bucket: &str,
+        key: &str,
+        head: Option<crate::s3::ObjectInfo>,
+    ) -> Result<(crate::s3::ObjectInfo, Expect), S3Error> {
+        let info = match head {
+            Some(h) => h,
+            None => self.s3.head(bucket, key).await?.ok_or_else(|| {
+                S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new())
+            })?,
+        };
+        let expect = Expect::from_published(info.checksum.as_ref(), info.etag.as_deref());
+        let Expect::Md5PartsLater { etag } = expect else {
+            return Ok((info, expect));
+        };
+        let n = checksum::multipart_etag_parts(&etag).expect("a multipart ETag");
+        let expect = match self.upload_parts(bucket, key, info.size, n).await {
+            Some(parts) => Expect::Md5Parts { etag, parts },
+            None => Expect::Size {
+                note: Some(NO_LAYOUT.to_string()),
+            },
+        };
+        Ok((info, expect))
+    }
+
     /// Open (or resume) the temporary file of an S3 object.
     async fn prepare(&self, job: Job) -> Result<FileCtx, (Job, FinishError)> {
         let (Some(bucket), Some(key)) = (job.entry.bucket.clone(), job.entry.key.clone()) else {
             return Err((job, FinishError::NoMast("entry has no bucket key")));
         };
         let mut job = job;
+        let mut head = None;
         if job.entry.size.is_none() {
             match self.s3.head(&bucket, &key).await {
                 Ok(Some(info)) => {
                     job.entry.size = Some(info.size);
-                    job.entry.etag = job.entry.etag.take().or(info.etag);
+                    job.entry.etag = job.entry.etag.take().or(info.etag.clone());
+                    head = Some(info);
                 }
                 Ok(None) => {
                     let e =
@@ -307,17 +417,55 @@ impl Engine {
                 Err(e) => return Err((job, e.into())),
             }
         }
+        let whole = job.entry.size.unwrap_or(0) <= self.part_size;
+        // A file fetched in parts learns its proof first: no single answer carries the
+        // full-object checksum, and a multipart ETag decides where the parts fall.
+        let mut expect = None;
+        if !whole && !self.verify {
+            expect = Some(Expect::Nothing);
+        } else if !whole {
+            let looked = match job.lookup.take() {
+                Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
+                _ => self.multi_part_expect(&bucket, &key, head).await,
+            };
+            match looked {
+                Ok((info, e)) => {
+                    // The archive's object now: a replacement since planning is what we fetch.
+                    job.entry.size = Some(info.size);
+                    job.entry.etag = info.etag.or(job.entry.etag.take());
+                    expect = Some(e);
+                }
+                // A server that cannot answer a HEAD at all (not "missing", not "denied"):
+                // the first GET's answer decides, as for a single GET, and nothing is failed
+                // for want of a HEAD the download itself does not need.
+                Err(e) if e.kind == ErrorKind::Other => {}
+                Err(e) => return Err((job, e.into())),
+            }
+        }
         let size = job.entry.size.unwrap_or(0);
         let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
             Ok(d) => d,
             Err(e) => return Err((job, e.into())),
         };
         let (tmp, state) = crate::dest::temp_paths(&self.dir, &job.entry.dest);
-        let parts = if size <= self.part_size {
-            1
-        } else {
-            size.div_ceil(self.part_size)
+        let upload_parts = match &expect {
+            Some(Expect::Md5Parts { parts, .. }) => Some(parts.clone()),
+            _ => None,
         };
+        let bounds = match &upload_parts {
+            Some(parts) => std::iter::once(0)
+                .chain(parts.iter().scan(0u64, |at, len| {
+                    *at += len;
+                    Some(*at)
+                }))
+                .collect(),
+            None if whole => vec![0, size],
+            None => (0..size.div_ceil(self.part_size))
+                .map(|p| p * self.part_size)
+                .chain([size])
+                .collect::<Vec<u64>>(),
+        };
+        let single = whole && upload_parts.is_none();
         let setup = || -> Result<(File, Option<File>, Option<String>), FinishError> {
             for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
                 if !self.made_dirs.lock().unwrap().contains(parent) {
@@ -335,7 +483,7 @@ impl Engine {
                     .open(&tmp)
                     .map_err(io_err("cannot create", &tmp))
             };
-            if parts == 1 {
+            if single {
                 let file = create()?;
                 let _ = fs::remove_file(&state); // left by a run with a smaller part size
                 return Ok((file, None, job.entry.etag.clone()));
@@ -344,6 +492,7 @@ impl Engine {
                 size,
                 part_size: self.part_size,
                 etag: job.entry.etag.clone(),
+                parts: upload_parts.clone(),
             };
             if let Some(etag) = resumable(&tmp, &state, &header) {
                 let file = OpenOptions::new()
@@ -378,13 +527,39 @@ impl Engine {
         if let Some(e) = etag {
             let _ = pinned.set(e);
         }
-        let mut done = vec![false; parts as usize];
-        if log.is_some() {
-            for p in read_done_parts(&state) {
-                if let Some(d) = done.get_mut(p as usize) {
-                    *d = true;
+        let parts = bounds.len() - 1;
+        let mut done = vec![None; parts];
+        if let (Some(_), Some(expect)) = (&log, &expect) {
+            // Parts an earlier run finished: their digests come from the bytes on disk now.
+            let finished: Vec<u64> = read_done_parts(&state)
+                .into_iter()
+                .filter(|&p| (p as usize) < parts)
+                .collect();
+            let (file2, bounds2, expect2) = (reader.try_clone(), bounds.clone(), expect.clone());
+            let rehash = tokio::task::spawn_blocking(move || {
+                let file2 = file2?;
+                finished
+                    .into_iter()
+                    .map(|p| {
+                        let (at, len) = (bounds2[p as usize], bounds2[p as usize + 1]);
+                        Ok((p, PartHasher::of_range(&expect2, &file2, at, len - at)?))
+                    })
+                    .collect::<io::Result<Vec<_>>>()
+            })
+            .await
+            .expect("re-hash task does not panic");
+            match rehash {
+                Ok(digests) => {
+                    for (p, d) in digests {
+                        done[p as usize] = Some(d);
+                    }
                 }
+                Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
             }
+        }
+        let expect_lock = OnceLock::new();
+        if let Some(e) = expect {
+            let _ = expect_lock.set(e);
         }
         Ok(FileCtx {
             job,
@@ -394,9 +569,10 @@ impl Engine {
             state,
             file,
             size,
-            part_size: self.part_size,
-            parts,
+            bounds,
+            whole: single,
             etag: pinned,
+            expect: expect_lock,
             remaining: AtomicU64::new(0),
             error: Mutex::new(None),
             log: log.map(Mutex::new),
@@ -419,13 +595,13 @@ impl Engine {
         // A sibling part already found the object changed or failed: don't spend a request.
         let skip = ctx.changed.load(Ordering::Relaxed) || ctx.error.lock().unwrap().is_some();
         let res = if skip {
-            Ok(())
+            None
         } else {
-            self.fetch_part(&ctx, part).await
+            Some(self.fetch_part(&ctx, part).await)
         };
         drop(permit);
         match res {
-            Ok(()) if !skip => {
+            Some(Ok(digest)) => {
                 // The resume log is what lets a killed run skip this part next time.
                 if let Some(log) = &ctx.log {
                     let _ = log
@@ -433,11 +609,11 @@ impl Engine {
                         .unwrap()
                         .write_all(format!("{part}\n").as_bytes());
                 }
-                ctx.done.lock().unwrap()[part as usize] = true;
+                ctx.done.lock().unwrap()[part as usize] = Some(digest);
                 self.announce(&ctx);
             }
-            Ok(()) => {}
-            Err(e) => {
+            None => {}
+            Some(Err(e)) => {
                 if e.kind == ErrorKind::Changed {
                     ctx.changed.store(true, Ordering::Relaxed);
                 }
@@ -454,20 +630,30 @@ impl Engine {
         self.part_done(ctx, tx).await;
     }
 
-    /// One ranged GET (or the whole object), retried from the last byte received.
-    async fn fetch_part(&self, ctx: &FileCtx, part: u64) -> Result<(), S3Error> {
-        let start = part * ctx.part_size;
-        let len = ctx.part_len(part);
+    /// What a file is checked against when no answer said more (an empty object).
+    fn expect_from_plan(&self, ctx: &FileCtx) -> Expect {
+        if !self.verify {
+            return Expect::Nothing;
+        }
+        Expect::from_etag(ctx.etag.get().map(String::as_str))
+    }
+
+    /// One ranged GET (or the whole object), retried from the last byte received; returns the
+    /// digests of its bytes, taken as they arrived.
+    async fn fetch_part(&self, ctx: &FileCtx, part: u64) -> Result<PartDigest, S3Error> {
+        let (start, len) = ctx.part_range(part);
         if len == 0 {
-            return Ok(());
+            let expect = ctx.expect.get_or_init(|| self.expect_from_plan(ctx));
+            return Ok(PartHasher::new(expect).finish());
         }
         let end = start + len - 1;
-        let whole = ctx.parts == 1;
         let mut pos = 0u64;
         let mut attempt = 0u32;
+        // Made at the first answer: a single GET learns there what to hash.
+        let mut hasher: Option<PartHasher> = None;
         loop {
             let from = start + pos;
-            let range = (!whole || pos > 0).then_some((from, end));
+            let range = (!ctx.whole || pos > 0).then_some((from, end));
             let err = match self
                 .s3
                 .get(
@@ -480,11 +666,21 @@ impl Engine {
             {
                 Ok(resp) => {
                     self.check_response(ctx, &resp, range)?;
-                    match self.stream_body(ctx, resp.body, from, len - pos).await {
+                    let h = hasher.get_or_insert_with(|| {
+                        let expect = ctx.expect.get_or_init(|| {
+                            if !self.verify {
+                                return Expect::Nothing;
+                            }
+                            let etag = resp.etag.as_deref().or(ctx.etag.get().map(String::as_str));
+                            Expect::from_published(resp.checksum.as_ref(), etag)
+                        });
+                        PartHasher::new(expect)
+                    });
+                    match self.stream_body(ctx, resp.body, from, len - pos, h).await {
                         Ok(n) => {
                             pos += n;
                             if pos == len {
-                                return Ok(());
+                                return Ok(h.finish());
                             }
                             ctx.make_error(
                                 ErrorKind::Transient,
@@ -493,6 +689,12 @@ impl Engine {
                         }
                         Err((n, e)) => {
                             pos += n;
+                            if pos == len {
+                                // Every byte arrived and the error came after them (a client
+                                // layer's own checksum check at the end of a body): the file's
+                                // check decides, and a retry would ask for an empty range.
+                                return Ok(h.finish());
+                            }
                             e
                         }
                     }
@@ -562,13 +764,16 @@ impl Engine {
         Ok(())
     }
 
-    /// Write a body at its offset as chunks arrive. Returns bytes written, or those and an error.
+    /// Write a body at its offset as chunks arrive, hashing each chunk on the way (the bytes
+    /// are in cache now; reading them back later would cost a second pass). Returns bytes
+    /// written, or those and an error.
     async fn stream_body(
         &self,
         ctx: &FileCtx,
         mut body: crate::s3::Body,
         offset: u64,
         want: u64,
+        hasher: &mut PartHasher,
     ) -> Result<u64, (u64, S3Error)> {
         let mut got = 0u64;
         // A stalled or dripping connection is retried on a new one, resuming from `got`.
@@ -604,6 +809,7 @@ impl Engine {
                 err.source = Some(Box::new(e));
                 return Err((got, err));
             }
+            hasher.update(&chunk);
             got += n;
             ctx.counted.fetch_add(n, Ordering::Relaxed);
             self.progress.transferred(n);
@@ -632,31 +838,60 @@ impl Engine {
                 let _ = tx.send(Msg::Finished);
             }
             None => {
-                let res = match ctx.digest.wait(ctx.size).await {
-                    Err(e) => Err(io_err("cannot read back", &ctx.tmp)(e)),
-                    Ok(()) => {
-                        let this = self.clone();
-                        let ctx2 = ctx.clone();
-                        tokio::task::spawn_blocking(move || this.finish_blocking(&ctx2))
-                            .await
-                            .expect("finish task does not panic")
+                let res = self.finish(&ctx).await;
+                if let Err(FinishError::Mismatch { what, .. }) = &res {
+                    if ctx.job.restarts < MAX_RESTARTS {
+                        // The bytes are not the archive's: damaged in transit or at rest. No
+                        // part is known to be the bad one (a full-object value does not say),
+                        // so the whole file is fetched again rather than any part trusted.
+                        let why = format!("content did not match its {what}");
+                        self.restart(&ctx, &tx, &why).await;
+                        return;
                     }
-                };
-                if matches!(res, Err(FinishError::Md5 { .. })) && ctx.job.restarts < MAX_RESTARTS {
-                    // The bytes do not hash to the ETag they were pinned to: damaged in transit
-                    // or at rest. Fetch the whole file again rather than trust any part of it.
-                    self.restart(&ctx, &tx, "content did not match its ETag")
-                        .await;
-                    return;
                 }
                 let mut entry = ctx.job.entry.clone();
                 if entry.etag.is_none() {
                     entry.etag = ctx.etag.get().cloned();
                 }
-                self.record(&entry, res.map(|sha| (sha, ctx.size)), ctx.started);
+                self.record(&entry, res, ctx.started);
                 let _ = tx.send(Msg::Finished);
             }
         }
+    }
+
+    /// Wait for the serial digests, learn a late part layout, then check and rename.
+    async fn finish(self: &Arc<Self>, ctx: &Arc<FileCtx>) -> Result<Done, FinishError> {
+        let want = self.pool_want(ctx);
+        if want.any() {
+            ctx.digest
+                .wait(ctx.size)
+                .await
+                .map_err(io_err("cannot read back", &ctx.tmp))?;
+        }
+        let mut expect = ctx
+            .expect
+            .get()
+            .cloned()
+            .unwrap_or_else(|| self.expect_from_plan(ctx));
+        // A multipart ETag learned from a single GET's answer: its layout now, then the
+        // parts are hashed back from disk (small files only: larger ones learn it first).
+        let mut layout = None;
+        if let Expect::Md5PartsLater { etag } = &expect {
+            let n = checksum::multipart_etag_parts(etag).expect("a multipart ETag");
+            match self.upload_parts(&ctx.bucket, &ctx.key, ctx.size, n).await {
+                Some(parts) => layout = Some(parts),
+                None => {
+                    expect = Expect::Size {
+                        note: Some(NO_LAYOUT.to_string()),
+                    }
+                }
+            }
+        }
+        let this = self.clone();
+        let ctx2 = ctx.clone();
+        tokio::task::spawn_blocking(move || this.finish_blocking(&ctx2, expect, layout, want))
+            .await
+            .expect("finish task does not panic")
     }
 
     /// Throw away what a file has and queue it again, with the archive's current size and ETag.
@@ -673,7 +908,11 @@ impl Engine {
                 entry.size = Some(info.size);
                 entry.etag = info.etag;
                 let restarts = ctx.job.restarts + 1;
-                let _ = tx.send(Msg::Requeue(Box::new(Job { entry, restarts })));
+                let _ = tx.send(Msg::Requeue(Box::new(Job {
+                    entry,
+                    restarts,
+                    lookup: None,
+                })));
             }
             Ok(None) => {
                 let gone = ctx.make_error(
@@ -690,8 +929,15 @@ impl Engine {
         }
     }
 
-    /// Check the temporary file's size and digests, and rename it into place.
-    fn finish_blocking(&self, ctx: &FileCtx) -> Result<String, FinishError> {
+    /// Check the temporary file's size and digests against `expect`, and rename it into place.
+    /// Bytes that fail are removed: they never reach the final name, nor a later resume.
+    fn finish_blocking(
+        &self,
+        ctx: &FileCtx,
+        expect: Expect,
+        layout: Option<Vec<u64>>,
+        want: Want,
+    ) -> Result<Done, FinishError> {
         let got = fs::metadata(&ctx.tmp)
             .map_err(io_err("cannot stat", &ctx.tmp))?
             .len();
@@ -701,69 +947,174 @@ impl Engine {
                 want: ctx.size,
             });
         }
-        let etag = ctx.etag.get();
-        let (sha, md5) = ctx.digest.finish();
-        if let (Some(etag), Some(md5)) = (etag, md5) {
-            if is_md5_etag(etag) && !etag.eq_ignore_ascii_case(&md5) {
-                let _ = fs::remove_file(&ctx.tmp);
-                let _ = fs::remove_file(&ctx.state);
-                return Err(FinishError::Md5 {
-                    md5,
-                    etag: etag.clone(),
-                });
+        let parts: Vec<(PartDigest, u64)> = {
+            let done = ctx.done.lock().unwrap();
+            done.iter()
+                .enumerate()
+                .map(|(p, d)| (d.expect("every part is done"), ctx.part_len(p as u64)))
+                .collect()
+        };
+        let crc64 = CrcAlg::Crc64Nvme.combine(parts.iter().map(|(d, len)| (d.crc64, *len)));
+        let serial = ctx.digest.finish(want);
+        let mismatch = |what: &'static str, got: String, want: &str| {
+            let _ = fs::remove_file(&ctx.tmp);
+            let _ = fs::remove_file(&ctx.state);
+            Err(FinishError::Mismatch {
+                what,
+                got,
+                want: want.to_string(),
+            })
+        };
+        let mut expect = expect;
+        match &expect {
+            Expect::Crc { alg, value } => {
+                let crc = match alg {
+                    CrcAlg::Crc64Nvme => crc64,
+                    _ => alg.combine(
+                        parts
+                            .iter()
+                            .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
+                    ),
+                };
+                let got = alg.encode(crc);
+                if got != *value {
+                    return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
+                }
             }
+            Expect::Sha256 { value } => {
+                let got = checksum::b64(&serial.sha256.expect("SHA-256 taken"));
+                if got != *value {
+                    return mismatch("sha256 checksum", format!("sha256 {got}"), value);
+                }
+            }
+            Expect::Md5 { etag } => {
+                let md5 = checksum::hex(&serial.md5.expect("MD5 taken"));
+                if !md5.eq_ignore_ascii_case(etag) {
+                    return mismatch("ETag", format!("MD5 {md5}"), etag);
+                }
+            }
+            Expect::Md5Parts { etag, .. } => {
+                let md5s: Vec<[u8; 16]> = parts
+                    .iter()
+                    .map(|(d, _)| d.md5.expect("part MD5 taken"))
+                    .collect();
+                let got = checksum::multipart_etag(&md5s);
+                if !got.eq_ignore_ascii_case(etag) {
+                    return mismatch("ETag", format!("part MD5s {got}"), etag);
+                }
+            }
+            Expect::Md5PartsLater { etag } => {
+                let upload = layout.expect("layout learned");
+                let got = checksum::multipart_etag_of_file(&ctx.tmp, &upload)
+                    .map_err(io_err("cannot read back", &ctx.tmp))?;
+                if !got.eq_ignore_ascii_case(etag) {
+                    return mismatch("ETag", format!("part MD5s {got}"), etag);
+                }
+                expect = Expect::Md5Parts {
+                    etag: etag.clone(),
+                    parts: upload,
+                };
+            }
+            Expect::Size { .. } | Expect::Nothing => {}
         }
         let dest = plan::dest_path(&self.dir, &ctx.job.entry.dest).expect("checked in prepare");
         fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
         let _ = fs::remove_file(&ctx.state);
-        Ok(sha)
+        Ok(Done {
+            size: ctx.size,
+            expect,
+            crc64nvme: checksum::crc64_b64(crc64),
+            sha256: self
+                .sha256
+                .then(|| serial.sha256.map(|d| checksum::hex(&d)))
+                .flatten(),
+        })
     }
 
-    fn want_md5(&self, ctx: &FileCtx) -> bool {
-        self.check_md5 && ctx.etag.get().is_some_and(|e| is_md5_etag(e))
+    /// The serial digests a file needs from the read-back pool (none for most).
+    fn pool_want(&self, ctx: &FileCtx) -> Want {
+        let expect = ctx.expect.get();
+        Want {
+            md5: matches!(expect, Some(Expect::Md5 { .. })),
+            sha256: self.sha256 || matches!(expect, Some(Expect::Sha256 { .. })),
+        }
     }
 
     /// Hand the hash pool the unbroken run of parts on disk from the start of the file.
     fn announce(&self, ctx: &FileCtx) {
+        let want = self.pool_want(ctx);
+        if !want.any() {
+            return;
+        }
         let end = {
             let done = ctx.done.lock().unwrap();
-            let run = done.iter().take_while(|d| **d).count() as u64;
-            (run * ctx.part_size).min(ctx.size)
+            let run = done.iter().take_while(|d| d.is_some()).count();
+            ctx.bounds[run]
         };
-        self.hash.ready(&ctx.digest, end, self.want_md5(ctx));
+        self.hash.ready(&ctx.digest, end, want);
     }
 
-    async fn fetch_mast(&self, entry: &PlanEntry) -> Result<(String, u64), FinishError> {
+    async fn fetch_mast(&self, entry: &PlanEntry) -> Result<Done, FinishError> {
         let Some(mast) = &self.mast else {
             return Err(FinishError::NoMast("--s3-only"));
         };
         let dest = plan::dest_path(&self.dir, &entry.dest)?;
         let hashers = self.hashers.clone();
-        Ok(mast
-            .download(entry, &self.dir, &dest, &self.progress, hashers)
-            .await?)
+        let (size, crc64nvme, sha256) = mast
+            .download(
+                entry,
+                &self.dir,
+                &dest,
+                &self.progress,
+                hashers,
+                self.sha256,
+            )
+            .await?;
+        Ok(Done {
+            size,
+            // MAST publishes no checksum: the size (checked by the download) is the proof.
+            expect: if self.verify {
+                Expect::Size { note: None }
+            } else {
+                Expect::Nothing
+            },
+            crc64nvme,
+            sha256,
+        })
     }
 
     /// Write the outcome of one file to the manifest and the progress stream.
-    fn record(&self, entry: &PlanEntry, res: Result<(String, u64), FinishError>, started: Instant) {
-        let (status, sha, message, bytes) = match res {
-            Ok((sha, size)) => (Status::Ok, Some(sha), None, size),
+    fn record(&self, entry: &PlanEntry, res: Result<Done, FinishError>, started: Instant) {
+        let (status, done, message) = match res {
+            Ok(done) => {
+                let note = match &done.expect {
+                    Expect::Size { note: Some(n) } => Some(n.clone()),
+                    _ => None,
+                };
+                (Status::Ok, Some(done), note)
+            }
             // MAST refusing a product to an anonymous user means exclusive access, which the
             // plan could not know for items named only by URI: excluded, not failed.
             Err(FinishError::Mast(crate::https::HttpsError::Status {
                 status: 401 | 403, ..
-            })) if !self.mast.as_ref().is_some_and(|m| m.has_token()) => (
-                Status::Excluded,
-                None,
-                Some(EXCLUDED_MESSAGE.to_string()),
-                0,
-            ),
-            Err(e) => (Status::Failed, None, Some(chain(&e)), 0),
+            })) if !self.mast.as_ref().is_some_and(|m| m.has_token()) => {
+                (Status::Excluded, None, Some(EXCLUDED_MESSAGE.to_string()))
+            }
+            Err(e) => (Status::Failed, None, Some(chain(&e))),
         };
         let mut line = Entry::from_plan(entry, status, message.clone());
-        line.sha256 = sha;
-        if status == Status::Ok && line.size.is_none() {
-            line.size = Some(bytes);
+        let bytes = done.as_ref().map_or(0, |d| d.size);
+        if let Some(d) = done {
+            line.checksum = d.expect.manifest_checksum();
+            line.verified = Some(d.expect.verified().to_string());
+            line.crc64nvme = Some(d.crc64nvme);
+            line.sha256 = d.sha256;
+            if line.size.is_none() {
+                line.size = Some(d.size);
+            }
+        }
+        if let (Status::Ok, Some(note)) = (status, &message) {
+            self.progress.note(&format!("{}: {note}", entry.dest));
         }
         if let Err(e) = self.manifest.lock().unwrap().record(line) {
             self.progress.error(&chain(&e));
@@ -780,13 +1131,31 @@ impl Engine {
     }
 }
 
+/// Why a multipart ETag could not be checked (manifest message of a size-only file).
+const NO_LAYOUT: &str = "multipart ETag not checked: the server did not give the upload part \
+     layout (HEAD ?partNumber=1); verified by size only";
+
+/// How a mismatch names the value it missed.
+fn checksum_name(alg: CrcAlg) -> &'static str {
+    match alg {
+        CrcAlg::Crc64Nvme => "crc64nvme checksum",
+        CrcAlg::Crc32c => "crc32c checksum",
+        CrcAlg::Crc32 => "crc32 checksum",
+    }
+}
+
 impl FileCtx {
+    fn parts(&self) -> u64 {
+        self.bounds.len() as u64 - 1
+    }
+
+    fn part_range(&self, part: u64) -> (u64, u64) {
+        let p = part as usize;
+        (self.bounds[p], self.bounds[p + 1] - self.bounds[p])
+    }
+
     fn part_len(&self, part: u64) -> u64 {
-        let start = part * self.part_size;
-        if self.parts == 1 {
-            return self.size;
-        }
-        self.part_size.min(self.size.saturating_sub(start))
+        self.part_range(part).1
     }
 
     fn make_error(&self, kind: ErrorKind, detail: String) -> S3Error {
@@ -806,7 +1175,7 @@ impl FileCtx {
 }
 
 /// Parts already written by an earlier run, from the resume log.
-fn read_done_parts(state: &Path) -> std::collections::HashSet<u64> {
+fn read_done_parts(state: &Path) -> std::collections::BTreeSet<u64> {
     let Ok(f) = File::open(state) else {
         return Default::default();
     };
@@ -834,6 +1203,7 @@ fn resumable(tmp: &Path, state: &Path, want: &StateHeader) -> Option<Option<Stri
     };
     let ok = header.size == want.size
         && header.part_size == want.part_size
+        && header.parts == want.parts
         && same_object
         && fs::metadata(tmp).ok()?.len() == want.size;
     ok.then_some(want.etag.clone().or(etag))

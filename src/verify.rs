@@ -1,9 +1,10 @@
 //! `verify`: is the mirror in DIR still what its manifests say, and is it still current?
 //!
-//! Owns the parallel re-hash of every manifest entry (SHA-256 and, for FITS files, the
-//! DATASUM/CHECKSUM keywords, both in one read), the `ok/missing/corrupt/stale` verdicts, and the
-//! remote check that compares size and ETag with the bucket's current listing (one listing per
-//! folder, nothing downloaded).
+//! Owns the parallel re-hash of every manifest entry (CRC-64/NVME, SHA-256 where recorded and,
+//! for FITS files, the DATASUM/CHECKSUM keywords, all in one read), the
+//! `ok/missing/corrupt/stale` verdicts, and the remote check that compares size, ETag and the
+//! recorded checksum with the bucket (one listing per folder, a HEAD only where the listing
+//! cannot tell; nothing downloaded).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -15,8 +16,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::checksum::{self, CrcAlg};
 use crate::fits;
-use crate::manifest::{Entry, Status};
+use crate::manifest::{Entry, Index, ManifestError, Status};
 use crate::plan;
 use crate::s3::S3;
 
@@ -27,6 +29,8 @@ pub enum Verdict {
     Missing,
     Corrupt,
     Stale,
+    /// A file of a foreign mirror that is no archive product (or not one the archive can prove).
+    Unknown,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,22 +40,43 @@ pub struct Finding {
     pub message: Option<String>,
 }
 
-/// A reader that hashes what passes through, so FITS checks and SHA-256 share one read.
+/// A reader that hashes what passes through, so FITS checks and digests share one read.
+/// CRC-64/NVME always (memory speed); SHA-256 only where a record holds one.
 struct Tee<R> {
     inner: R,
-    sha: Sha256,
+    crc: crc_fast::Digest,
+    sha: Option<Sha256>,
 }
 
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
+        self.crc.update(&buf[..n]);
+        if let Some(sha) = &mut self.sha {
+            sha.update(&buf[..n]);
+        }
         Ok(n)
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A file's digests, as recorded or as computed.
+#[derive(Clone, PartialEq, Eq)]
+struct Digests {
+    crc64nvme: String,
+    sha256: Option<String>,
+}
+
+impl Digests {
+    /// Whether a record describes these bytes: every digest it holds must agree, and it must
+    /// hold one (a record without digests describes nothing).
+    fn matches(&self, e: &Entry) -> bool {
+        let crc = e.crc64nvme.as_ref().map(|c| *c == self.crc64nvme);
+        let sha = match (&e.sha256, &self.sha256) {
+            (Some(w), Some(g)) => Some(w.eq_ignore_ascii_case(g)),
+            _ => None,
+        };
+        (crc.is_some() || sha.is_some()) && crc != Some(false) && sha != Some(false)
+    }
 }
 
 /// Check one file on disk against its records; returns the verdict and the record that the file
@@ -67,7 +92,7 @@ fn check_file<'a>(dir: &Path, records: &'a [Entry]) -> (Finding, &'a Entry) {
     let matched = complete
         .iter()
         .rev()
-        .find(|e| checked.sha256.is_some() && e.sha256 == checked.sha256)
+        .find(|e| checked.digests.as_ref().is_some_and(|d| d.matches(e)))
         .copied()
         .unwrap_or(newest);
     (checked.finding, matched)
@@ -75,7 +100,7 @@ fn check_file<'a>(dir: &Path, records: &'a [Entry]) -> (Finding, &'a Entry) {
 
 struct Checked {
     finding: Finding,
-    sha256: Option<String>,
+    digests: Option<Digests>,
 }
 
 /// Check `e`'s file; with several complete records for its path (`alike`), any may match.
@@ -86,7 +111,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
             status,
             message,
         },
-        sha256: None,
+        digests: None,
     };
     if !e.status.is_complete() {
         let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
@@ -115,9 +140,11 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
             Some(format!("size {len}, manifest says {size}")),
         );
     }
+    let want_sha = e.sha256.is_some() || alike.iter().any(|a| a.sha256.is_some());
     let mut tee = Tee {
         inner: io::BufReader::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
+        crc: CrcAlg::Crc64Nvme.digest(),
+        sha: want_sha.then(Sha256::new),
     };
     let mut head = [0u8; 80];
     let is_fits = e.path.to_ascii_lowercase().ends_with(".fits") || {
@@ -139,25 +166,29 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     if let Err(err) = io::copy(&mut tee, &mut io::sink()) {
         return finding(Verdict::Corrupt, Some(format!("cannot read: {err}")));
     }
-    let sha = hex(&tee.sha.finalize());
-    let matches = |x: &Entry| {
-        x.sha256
-            .as_ref()
-            .is_some_and(|w| w.eq_ignore_ascii_case(&sha))
+    let got = Digests {
+        crc64nvme: checksum::crc64_b64(tee.crc.finalize()),
+        sha256: tee.sha.map(|s| checksum::hex(&s.finalize())),
     };
-    if let Some(want) = &e.sha256 {
-        if !matches(e) && !alike.iter().any(|a| matches(a)) {
-            return finding(
-                Verdict::Corrupt,
-                Some(format!("SHA-256 {sha}, manifest says {want}")),
-            );
-        }
+    let recorded = |x: &Entry| x.crc64nvme.is_some() || x.sha256.is_some();
+    if recorded(e) && !got.matches(e) && !alike.iter().any(|a| got.matches(a)) {
+        let msg = match (&e.crc64nvme, &e.sha256) {
+            (Some(want), _) if *want != got.crc64nvme => {
+                format!("CRC-64/NVME {}, manifest says {want}", got.crc64nvme)
+            }
+            (_, Some(want)) => format!(
+                "SHA-256 {}, manifest says {want}",
+                got.sha256.as_deref().unwrap_or("")
+            ),
+            _ => "does not match any manifest record".to_string(),
+        };
+        return finding(Verdict::Corrupt, Some(msg));
     }
     let mut out = match problem {
         Some(p) => finding(Verdict::Corrupt, Some(p)),
         None => finding(Verdict::Ok, None),
     };
-    out.sha256 = Some(sha);
+    out.digests = Some(got);
     out
 }
 
@@ -174,32 +205,56 @@ fn peek<R: Read>(reader: &mut io::BufReader<R>, out: &mut [u8]) -> usize {
     }
 }
 
-/// Each finding comes with the record that describes the file on disk.
+/// A finding and, when asked for, the record that describes the file on disk (boxed: an absent
+/// record then costs 8 bytes a file, not a whole Entry).
+pub type FileVerdict = (Finding, Option<Box<Entry>>);
+
+/// Check every file the manifests of DIR record, `jobs` at a time, reading each record only
+/// when its file is checked (memory: the index, and one finding a file). Each finding comes
+/// with the record that describes the file on disk when `keep_records` (for `--remote`).
 pub fn verify_local(
     dir: &Path,
-    records: &BTreeMap<String, Vec<Entry>>,
+    index: &Index,
     jobs: usize,
-) -> Vec<(Finding, Entry)> {
-    let list: Vec<&[Entry]> = records
-        .values()
-        .map(Vec::as_slice)
-        .filter(|r| r.iter().any(|e| e.status != Status::Duplicate))
-        .collect();
+    keep_records: bool,
+) -> Result<Vec<FileVerdict>, ManifestError> {
     let next = AtomicUsize::new(0);
-    let out = Mutex::new(Vec::with_capacity(list.len()));
+    let out = Mutex::new(Vec::with_capacity(index.len()));
+    let failed = Mutex::new(None);
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1).min(list.len().max(1)) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(e) = list.get(i) else { return };
-                let (f, matched) = check_file(dir, e);
-                out.lock().unwrap().push((f, matched.clone()));
+        for _ in 0..jobs.max(1).min(index.len().max(1)) {
+            s.spawn(|| {
+                let mut readers = match index.open() {
+                    Ok(r) => r,
+                    Err(e) => return *failed.lock().unwrap() = Some(e),
+                };
+                loop {
+                    let g = next.fetch_add(1, Ordering::Relaxed);
+                    if g >= index.len() {
+                        return;
+                    }
+                    let paths = match index.group(g, &mut readers) {
+                        Ok(p) => p,
+                        Err(e) => return *failed.lock().unwrap() = Some(e),
+                    };
+                    for records in paths {
+                        if records.iter().all(|e| e.status == Status::Duplicate) {
+                            continue;
+                        }
+                        let (f, matched) = check_file(dir, &records);
+                        let kept = keep_records.then(|| Box::new(matched.clone()));
+                        out.lock().unwrap().push((f, kept));
+                    }
+                }
             });
         }
     });
+    if let Some(e) = failed.into_inner().unwrap() {
+        return Err(e);
+    }
     let mut found = out.into_inner().unwrap();
     found.sort_by(|a, b| a.0.path.cmp(&b.0.path));
-    found
+    Ok(found)
 }
 
 /// Compare each S3-sourced entry with the bucket's current listing; returns stale findings.
@@ -230,7 +285,17 @@ pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, c
                 (Some(now), Some(then)) if now != then => {
                     Some(format!("reprocessed: archive ETag {now}, mirror {then}"))
                 }
-                _ => None,
+                (Some(_), Some(_)) => None,
+                // The listing cannot tell (no ETag in it): one HEAD compares a recorded
+                // full-object checksum. ETag-proven records keep to the listing (size): a HEAD
+                // each would turn one listing per folder into one request per file.
+                _ => match e.checksum.as_ref().filter(|c| !c.starts_with("etag:")) {
+                    Some(recorded) => match s3.head(b, k).await? {
+                        None => Some("no longer in the bucket".to_string()),
+                        Some(h) => stale_by_head(recorded, &h),
+                    },
+                    None => None,
+                },
             },
         };
         if let Some(m) = msg {
@@ -242,6 +307,19 @@ pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, c
         }
     }
     Ok(stale)
+}
+
+/// Whether a HEAD shows another object than the one whose `checksum` was recorded.
+fn stale_by_head(recorded: &str, h: &crate::s3::ObjectInfo) -> Option<String> {
+    let (alg, value) = recorded.split_once(':')?;
+    let now = if alg == "etag" {
+        h.etag.clone()?
+    } else {
+        let c = h.checksum.as_ref().filter(|c| c.alg == alg)?;
+        c.value.clone()
+    };
+    (!now.eq_ignore_ascii_case(value))
+        .then(|| format!("reprocessed: archive {alg} {now}, mirror {value}"))
 }
 
 #[cfg(test)]
@@ -258,12 +336,27 @@ mod tests {
             key: None,
             url: String::new(),
             size: Some(data.len() as u64),
-            sha256: Some(hex(&Sha256::digest(data))),
+            sha256: Some(checksum::hex(&Sha256::digest(data))),
             etag: None,
+            checksum: None,
+            verified: None,
+            crc64nvme: None,
             access: None,
             status: Status::Ok,
             message: None,
         }
+    }
+
+    /// Write `manifests` (file name, records) into `dir` and index them.
+    fn index(dir: &Path, manifests: &[(&str, Vec<Entry>)]) -> Index {
+        for (name, records) in manifests {
+            let text: String = records
+                .iter()
+                .map(|e| serde_json::to_string(e).unwrap() + "\n")
+                .collect();
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Index::build(dir).unwrap()
     }
 
     #[test]
@@ -276,20 +369,39 @@ mod tests {
         bad[2880 + 10] ^= 1;
         std::fs::write(dir.path().join("b.fits"), &bad).unwrap();
         std::fs::write(dir.path().join("c.bin"), b"hello").unwrap();
-        let mut m = BTreeMap::new();
-        m.insert("a.fits".into(), vec![entry("a.fits", &good)]);
-        m.insert("b.fits".into(), vec![entry("b.fits", &bad)]);
-        m.insert("c.bin".into(), vec![entry("c.bin", b"hellO")]);
-        m.insert("d.bin".into(), vec![entry("d.bin", b"x")]);
         // Two manifests disagree (a file moved shard and changed upstream): the file on disk
         // matches one record, whichever manifest holds it.
         std::fs::write(dir.path().join("e.bin"), b"new").unwrap();
-        m.insert(
-            "e.bin".into(),
-            vec![entry("e.bin", b"new"), entry("e.bin", b"old!")],
+        let m = index(
+            dir.path(),
+            &[
+                (
+                    "mastfetch-manifest.jsonl",
+                    vec![
+                        entry("a.fits", &good),
+                        entry("b.fits", &bad),
+                        entry("c.bin", b"hellO"),
+                        // An earlier line for the same path: the last line wins.
+                        entry("d.bin", b"earlier"),
+                        entry("d.bin", b"x"),
+                        entry("e.bin", b"new"),
+                    ],
+                ),
+                (
+                    "mastfetch-manifest.shard-0-of-2.jsonl",
+                    vec![entry("e.bin", b"old!")],
+                ),
+            ],
         );
-        let found = verify_local(dir.path(), &m, 2);
-        assert_eq!(found[4].1.size, Some(3), "the matching record is reported");
+        assert_eq!(m.len(), 5);
+        let found = verify_local(dir.path(), &m, 2, true).unwrap();
+        let matched = found[4].1.as_ref().unwrap();
+        assert_eq!(matched.size, Some(3), "the matching record is reported");
+        assert_eq!(
+            found[3].1.as_ref().unwrap().size,
+            Some(1),
+            "the last line won"
+        );
         let f: Vec<Finding> = found.into_iter().map(|(f, _)| f).collect();
         let v: Vec<_> = f.iter().map(|f| (f.path.as_str(), f.status)).collect();
         assert_eq!(
@@ -306,6 +418,31 @@ mod tests {
             f[1].message.as_deref().unwrap().contains("FITS"),
             "{:?}",
             f[1]
+        );
+    }
+
+    /// Records that hold only a CRC-64/NVME (no SHA-256) are checked by it.
+    #[test]
+    fn crc64nvme_alone_catches_a_flipped_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = vec![5u8; 10_000];
+        let mut e = entry("x.bin", &body);
+        e.sha256 = None;
+        e.crc64nvme = Some(checksum::digest_reader(&body[..], false).unwrap().0);
+        let m = index(dir.path(), &[("mastfetch-manifest.jsonl", vec![e])]);
+        std::fs::write(dir.path().join("x.bin"), &body).unwrap();
+        assert_eq!(
+            verify_local(dir.path(), &m, 1, false).unwrap()[0].0.status,
+            Verdict::Ok
+        );
+        let mut bad = body.clone();
+        bad[4321] ^= 0x80;
+        std::fs::write(dir.path().join("x.bin"), &bad).unwrap();
+        let f = &verify_local(dir.path(), &m, 1, false).unwrap()[0].0;
+        assert_eq!(f.status, Verdict::Corrupt);
+        assert!(
+            f.message.as_deref().unwrap().contains("CRC-64/NVME"),
+            "{f:?}"
         );
     }
 }

@@ -5,9 +5,11 @@ mod mast_server;
 mod s3server;
 mod util;
 
+mod adopt;
 mod get;
 mod hostile;
 mod live;
 mod mast;
 mod output;
+mod proof;
 mod scale;

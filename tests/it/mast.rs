@@ -304,7 +304,8 @@ fn fetch_program(token_args: &[&str], env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
     let dest_s = dest.to_str().unwrap().to_string();
-    let mut args = cal_args("get", &["--no-progress", "--dest", &dest_s]);
+    // SHA-256 and SHA256SUMS are opt-in (checked below).
+    let mut args = cal_args("get", &["--no-progress", "--dest", &dest_s, "--sha256"]);
     args.extend_from_slice(token_args);
     let started = Instant::now();
     let out = w.run(&args, env);
@@ -326,6 +327,7 @@ fn fetch_program(token_args: &[&str], env: &[(&str, &str)]) {
         let got = std::fs::read(dest.join(m["path"].as_str().unwrap())).unwrap();
         assert!(got == p.data, "{file} differs");
         assert_eq!(m["sha256"], util::sha256_hex(&p.data));
+        assert_eq!(m["crc64nvme"], crate::s3server::crc64nvme_b64(&p.data));
         assert_eq!(
             m["path"],
             format!("JWST/{}/{file}", p.obs_id),

@@ -1,12 +1,21 @@
 //! A real S3-protocol server for tests: `s3s-fs` in-process on 127.0.0.1, serving a temporary
 //! folder (`ROOT/<bucket>/<key>`), behind a thin layer that logs every request and injects
-//! faults on demand (503 SlowDown, connection resets, truncated bodies, delays, an object
-//! replaced after N GETs, If-Match honoured like AWS). Not a mock of our client: the client
-//! under test speaks real S3 over real sockets.
+//! faults on demand (503 SlowDown, connection resets, truncated bodies, delays, one flipped
+//! byte, an object replaced after N GETs, If-Match honoured like AWS). Not a mock of our
+//! client: the client under test speaks real S3 over real sockets.
+//!
+//! s3s-fs 0.14.1 computes a plain-MD5 ETag for files written into its folder, returns stored
+//! checksums on any whole-object answer whether or not `x-amz-checksum-mode` was sent, and
+//! ignores `partNumber`. So objects seeded the way a current SDK uploads them (`put_sdk`,
+//! `put_multipart`) keep their S3 metadata here, in the layer: their ETag (plain MD5 or
+//! multipart `md5-N` over the upload's own parts), their full-object CRC-64/NVME (sent only on
+//! a whole-object GET/HEAD that asks with checksum mode, never on a ranged answer), and their
+//! upload parts (`partNumber=N` answered with that part and `x-amz-mp-parts-count`). Objects
+//! seeded with `put` are legacy: ETag only.
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,8 +89,20 @@ pub enum Fault {
     Delay(Duration),
     /// Answer 500 InternalError.
     InternalError,
-    /// Answer in full, with one bit of the body flipped (damage the ETag does not show).
+    /// Answer in full, with one bit of the body's first byte flipped (same length: damage
+    /// that only a checksum shows).
     Corrupt,
+}
+
+/// What S3 keeps about an object besides its bytes (objects seeded as an SDK uploads them).
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Without quotes.
+    pub etag: String,
+    /// Full-object checksum: (`crc64nvme`, base64 value).
+    pub checksum: Option<(String, String)>,
+    /// Upload part lengths of a multipart object.
+    pub parts: Option<Vec<u64>>,
 }
 
 struct Rule {
@@ -105,6 +126,11 @@ struct State {
     replace: Option<Replace>,
     honor_if_match: bool,
     list_delay: Option<Duration>,
+    /// By `/bucket/key`.
+    meta: HashMap<String, Meta>,
+    ignore_part_number: bool,
+    refuse_part_number: bool,
+    refuse_head: bool,
 }
 
 #[derive(Clone)]
@@ -128,6 +154,31 @@ fn md5_hex(data: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// CRC-64/NVME in S3's form: base64 of its 8 big-endian bytes.
+pub fn crc64nvme_b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data);
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// The multipart ETag of `data` uploaded in parts of these lengths.
+pub fn multipart_etag(data: &[u8], parts: &[u64]) -> String {
+    let mut joined = Vec::new();
+    let mut at = 0usize;
+    for &len in parts {
+        joined.extend(Md5::digest(&data[at..at + len as usize]));
+        at += len as usize;
+    }
+    format!("{}-{}", md5_hex(&joined), parts.len())
+}
+
+fn part_number(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("partNumber="))
+        .and_then(|n| n.parse().ok())
 }
 
 fn xml_error(status: u16, code: &str) -> HttpResponse {
@@ -168,7 +219,8 @@ impl Layer {
         };
         let is_get = logged.is_get_object();
         let is_list = logged.is_list();
-        let (fault, honor, list_delay) = {
+        let is_object = (is_get || logged.method == "HEAD") && path.matches('/').count() >= 2;
+        let (fault, honor, list_delay, meta, ignore_part, refuse_part) = {
             let mut st = self.state.lock().unwrap();
             st.log.push(logged.clone());
             // Listings are matched by their query (`list-type`), objects by their path, so a
@@ -205,7 +257,15 @@ impl Layer {
                 }
                 f
             });
-            (fault, st.honor_if_match, st.list_delay)
+            let meta = st.meta.get(&path).cloned().filter(|_| is_object);
+            (
+                fault,
+                st.honor_if_match,
+                st.list_delay,
+                meta,
+                st.ignore_part_number,
+                st.refuse_part_number,
+            )
         };
         if let (true, Some(d)) = (is_list, list_delay) {
             tokio::time::sleep(d).await;
@@ -229,13 +289,93 @@ impl Layer {
         if is_get && honor {
             if let Some(want) = &logged.if_match {
                 if let Ok(data) = std::fs::read(&file) {
-                    if want.trim_matches('"') != md5_hex(&data) {
+                    let etag = meta
+                        .as_ref()
+                        .map_or_else(|| md5_hex(&data), |m| m.etag.clone());
+                    if want.trim_matches('"') != etag {
                         return Ok(xml_error(412, "PreconditionFailed"));
                     }
                 }
             }
         }
+        // partNumber, as S3 answers it: that upload part's bytes (206 with Content-Range) and
+        // the part count; a single-part object answers part 1 as the whole object.
+        let mut req = req;
+        let asked_part = part_number(&logged.query).filter(|_| is_object);
+        let mut part_answer = None;
+        if logged.method == "HEAD" && self.state.lock().unwrap().refuse_head {
+            return Ok(xml_error(501, "NotImplemented"));
+        }
+        if asked_part.is_some() && refuse_part {
+            return Ok(xml_error(501, "NotImplemented"));
+        }
+        if let Some(n) = asked_part {
+            // The query stays (s3s-fs ignores partNumber, and a signed request must keep what
+            // was signed); a GET is given the part's range, a HEAD's answer is rewritten.
+            let parts = meta.as_ref().and_then(|m| m.parts.clone());
+            if let (Some(parts), false) = (parts, ignore_part) {
+                if n == 0 || n as usize > parts.len() {
+                    return Ok(xml_error(400, "InvalidPartNumber"));
+                }
+                let start: u64 = parts[..n as usize - 1].iter().sum();
+                let len = parts[n as usize - 1];
+                let total: u64 = parts.iter().sum();
+                if is_get {
+                    let range = format!("bytes={start}-{}", start + len - 1);
+                    req.headers_mut()
+                        .insert("range", http::HeaderValue::from_str(&range).unwrap());
+                }
+                part_answer = Some((start, len, total, parts.len()));
+            }
+        }
+        let whole = logged.range.is_none() && asked_part.is_none();
+        let checksum_mode = req
+            .headers()
+            .get("x-amz-checksum-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ENABLED"));
         let resp = self.inner.call(req.map(Body::from)).await?;
+        let resp = match &meta {
+            Some(m) if resp.status().is_success() => {
+                let (mut parts, body) = resp.into_parts();
+                let h = &mut parts.headers;
+                let stored: Vec<_> = h
+                    .keys()
+                    .filter(|k| k.as_str().starts_with("x-amz-checksum"))
+                    .cloned()
+                    .collect();
+                for k in stored {
+                    h.remove(k);
+                }
+                h.insert(
+                    "etag",
+                    http::HeaderValue::from_str(&format!("\"{}\"", m.etag)).unwrap(),
+                );
+                if let (Some((alg, value)), true, true) = (&m.checksum, whole, checksum_mode) {
+                    let name =
+                        http::HeaderName::from_bytes(format!("x-amz-checksum-{alg}").as_bytes())
+                            .unwrap();
+                    h.insert(name, http::HeaderValue::from_str(value).unwrap());
+                    h.insert(
+                        "x-amz-checksum-type",
+                        http::HeaderValue::from_static("FULL_OBJECT"),
+                    );
+                }
+                if let Some((start, len, total, count)) = part_answer {
+                    h.insert("x-amz-mp-parts-count", count.into());
+                    if logged.method == "HEAD" {
+                        parts.status = http::StatusCode::PARTIAL_CONTENT;
+                        h.insert("content-length", len.into());
+                        let range = format!("bytes {start}-{}/{total}", start + len - 1);
+                        h.insert(
+                            "content-range",
+                            http::HeaderValue::from_str(&range).unwrap(),
+                        );
+                    }
+                }
+                http::Response::from_parts(parts, body)
+            }
+            _ => resp,
+        };
         if is_get {
             let mut st = self.state.lock().unwrap();
             if let Some(r) = st.replace.as_mut() {
@@ -245,6 +385,7 @@ impl Layer {
                         // Replaced after this answer's headers were made: the next GET sees new bytes.
                         std::fs::write(&file, &r.data).unwrap();
                         st.replace = None;
+                        st.meta.remove(&path);
                     }
                 }
             }
@@ -369,6 +510,79 @@ impl TestS3 {
         let p = self.root.join(bucket).join(key);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, data).unwrap();
+    }
+
+    /// Store an object as a current SDK uploads it: one PUT up to `part_size` (plain-MD5
+    /// ETag), else a multipart upload in `part_size` parts (`md5-N` ETag); either way with a
+    /// full-object CRC-64/NVME (S3's default since December 2024).
+    pub fn put_sdk(&self, bucket: &str, key: &str, data: &[u8], part_size: usize) {
+        if data.len() <= part_size {
+            self.put(bucket, key, data);
+            self.set_meta(
+                bucket,
+                key,
+                Meta {
+                    etag: md5_hex(data),
+                    checksum: Some(("crc64nvme".into(), crc64nvme_b64(data))),
+                    parts: None,
+                },
+            );
+            return;
+        }
+        let mut parts = vec![part_size as u64; data.len() / part_size];
+        if !data.len().is_multiple_of(part_size) {
+            parts.push((data.len() % part_size) as u64);
+        }
+        self.put_multipart(bucket, key, data, &parts, true);
+    }
+
+    /// Store a multipart object uploaded in parts of these lengths; with `crc`, it carries a
+    /// full-object CRC-64/NVME too (a recent upload), else only its `md5-N` ETag (an old one).
+    pub fn put_multipart(&self, bucket: &str, key: &str, data: &[u8], parts: &[u64], crc: bool) {
+        assert_eq!(parts.iter().sum::<u64>(), data.len() as u64);
+        self.put(bucket, key, data);
+        self.set_meta(
+            bucket,
+            key,
+            Meta {
+                etag: multipart_etag(data, parts),
+                checksum: crc.then(|| ("crc64nvme".into(), crc64nvme_b64(data))),
+                parts: Some(parts.to_vec()),
+            },
+        );
+    }
+
+    /// Set (or overwrite, e.g. with a lie) what the server publishes about an object.
+    pub fn set_meta(&self, bucket: &str, key: &str, meta: Meta) {
+        self.state
+            .lock()
+            .unwrap()
+            .meta
+            .insert(format!("/{bucket}/{key}"), meta);
+    }
+
+    pub fn meta(&self, bucket: &str, key: &str) -> Option<Meta> {
+        self.state
+            .lock()
+            .unwrap()
+            .meta
+            .get(&format!("/{bucket}/{key}"))
+            .cloned()
+    }
+
+    /// Answer `partNumber` requests as if the parameter were absent (as some servers do).
+    pub fn ignore_part_number(&self, on: bool) {
+        self.state.lock().unwrap().ignore_part_number = on;
+    }
+
+    /// Answer every HEAD with 501 NotImplemented.
+    pub fn refuse_head(&self, on: bool) {
+        self.state.lock().unwrap().refuse_head = on;
+    }
+
+    /// Answer `partNumber` requests with 501 NotImplemented (as other servers do).
+    pub fn refuse_part_number(&self, on: bool) {
+        self.state.lock().unwrap().refuse_part_number = on;
     }
 
     pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {

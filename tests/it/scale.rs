@@ -83,6 +83,8 @@ fn shard_cmd(s3: &TestS3, plan: &Path, dest: &Path, k: u32) -> Command {
         .args(["--shards", &SHARDS.to_string(), "--dest"])
         .arg(dest)
         .args(["--s3-only", "--json", "--no-progress", "--jobs", "16"])
+        // These runs check SHA256SUMS per shard and the manifests' sha256: opt-in.
+        .arg("--sha256")
         .args(["--endpoint-url", &s3.endpoint]);
     match k {
         1 => c.env("AWS_BATCH_JOB_ARRAY_INDEX", "1"),
