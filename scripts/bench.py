@@ -1011,8 +1011,12 @@ def render(meta, summary, sets_info, commands) -> str:
     L.append(f"- date: {meta['date']}; invoked as `{meta['invocation']}`")
     L.append(f"- machine: {meta['nproc']} CPUs ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, "
              f"kernel {meta['kernel']}, {meta['os']}")
-    L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}" +
-             (f" (git {meta['git']})" if meta.get("git") else ""))
+    if meta.get("mastfetch_given"):  # a prebuilt binary: the git commit is the harness's, not the binary's
+        L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}, prebuilt binary given with --mastfetch "
+                 f"(its commit is not known to the harness; harness at git {meta.get('git')})")
+    else:
+        L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}" +
+                 (f" (git {meta['git']})" if meta.get("git") else ""))
     for k in ("s5cmd", "rclone", "awscli"):
         L.append(f"- {k}: {meta['versions'].get(k, 'n/a')}")
     L.append(f"- server: `rclone serve s3` ({meta['versions'].get('rclone', '?')}) on 127.0.0.1, "
@@ -1135,6 +1139,7 @@ def machine_meta(args, versions) -> dict:
         "rounds": args.rounds,
         "dest_root": str(args.dest_root),
         "profile": args.profile,
+        "mastfetch_given": bool(args.mastfetch),
         "shape": None if not args.shape_args else {
             "latency_ms": list(args.latency), "tail_fraction": args.tail_fraction, "tail_factor": args.tail_factor,
             "conn_mbps": args.conn_mbps, "link_mbps": args.link_mbps, "max_rps": args.max_rps or None},
@@ -1315,7 +1320,12 @@ def _main(args, servers, t_start) -> int:
     if args.profile == "s3-shaped":
         stem += "-s3-shaped" + ("-slowdown" if args.max_rps else "")
     (out / f"{stem}.md").write_text(text)
-    clean_bins = {k: str(v) for k, v in bins.items() if isinstance(v, Path)}
+    def shown(v: Path) -> str:  # repository-relative where it can be
+        try:
+            return str(v.resolve().relative_to(REPO))
+        except ValueError:
+            return str(v)
+    clean_bins = {k: shown(v) for k, v in bins.items() if isinstance(v, Path)}
     (out / f"{stem}.json").write_text(json.dumps(
         {"meta": meta, "sets": sets_info, "commands": commands, "summary": summary, "runs": runs,
          "binaries": clean_bins}, indent=1, default=str) + "\n")
