@@ -41,12 +41,16 @@ DATA = BENCH / "data"
 LOGS = BENCH / "logs"
 
 ALL_SETS = ("big", "large", "medium", "small", "jwst", "plan")
-PROFILE_SETS = {"loopback": ("big", "small", "jwst", "plan"), "s3-shaped": ("large", "medium", "small", "jwst")}
+PROFILE_SETS = {"loopback": ("big", "small", "jwst", "plan"), "s3-shaped": ("large", "medium", "small", "jwst"),
+                "recent": ("big", "small", "jwst")}
 # mastfetch-no-md5: the same binary with --no-verify (formerly --no-md5), to show what checking
 # against the archive costs (rclone serve s3 gives every object a plain-MD5 ETag and no
 # full-object checksum, so default mastfetch MD5s every byte here).
 ALL_TOOLS = ("mastfetch", "mastfetch-no-md5", "s5cmd", "s5cmd-power", "rclone", "awscli")
 PROFILE_TOOLS = {"loopback": ("mastfetch", "mastfetch-no-md5", "s5cmd", "rclone", "awscli"),
+                 # recent: objects as S3 holds recent uploads (examples/bench_s3.rs): every one
+                 # with a full-object CRC-64/NVME, md5-N ETags above 8 MiB
+                 "recent": ("mastfetch", "mastfetch-no-md5", "s5cmd"),
                  "s3-shaped": ("mastfetch", "s5cmd", "s5cmd-power", "rclone", "awscli")}
 # s5cmd as a power user runs it on a big link: more workers, more and smaller parts per file
 S5CMD_POWER = {"numworkers": 512, "concurrency": 20, "part_size_mib": 16}
@@ -360,7 +364,8 @@ def build_mastfetch(timeout: float) -> tuple[Path | None, str | None]:
     log("cargo build --release (log: .bench/logs/cargo-build.log) ...")
     t0 = time.monotonic()
     try:
-        run_quiet(["cargo", "build", "--release"], cwd=REPO, timeout=timeout, log_path=lp)
+        run_quiet(["cargo", "build", "--release", "--locked", "--bin", "mastfetch", "--example", "bench_s3"],
+                  cwd=REPO, timeout=timeout, log_path=lp)
     except BenchError as e:
         return None, f"cargo build --release failed: {str(e).splitlines()[0]}\n{tail_of(lp, 1500)}"
     binary = REPO / "target" / "release" / "mastfetch"
@@ -559,11 +564,13 @@ def ensure_dataset(set_name: str, quick: bool) -> list[tuple[str, int]]:
 # server
 
 class Server:
-    """rclone serve s3 on 127.0.0.1; with shape_args, scripts/shape.py in front of it."""
+    """rclone serve s3 on 127.0.0.1 (with `recent`, examples/bench_s3 instead); with shape_args,
+    scripts/shape.py in front of it."""
 
     def __init__(self, root: Path, env: dict, name: str, verbose: bool = False,
-                 shape_args: list[str] | None = None):
+                 shape_args: list[str] | None = None, recent: bool = False):
         self.root, self.env, self.name, self.verbose = root, env, name, verbose
+        self.recent = recent
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.log_path = LOGS / f"server-{name}.log"
@@ -631,6 +638,10 @@ class Server:
             self.port = free_port()
             cmd = [str(rclone), "serve", "s3", "--addr", f"127.0.0.1:{self.port}",
                    "--dir-cache-time", "24h", "--config", "/dev/null", str(self.root)]
+            if self.recent:
+                # Digests of every object are computed (once, then cached) before it listens.
+                cmd = [str(REPO / "target" / "release" / "examples" / "bench_s3"), str(self.root),
+                       "--port", str(self.port)]
             if self.verbose:
                 cmd.insert(3, "-vv")
             self._log_f = open(self.log_path, "wb")
@@ -638,7 +649,7 @@ class Server:
                                          stderr=subprocess.STDOUT, env=self.env,
                                          start_new_session=True, preexec_fn=_die_with_parent)
             _LIVE_GROUPS.add(self.proc.pid)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + (600 if self.recent else 30)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     break
@@ -652,7 +663,8 @@ class Server:
                     self.start_shaper()
                 return
             self.stop()
-        raise BenchError(f"rclone serve s3 did not start; see {self.log_path}\n{tail_of(self.log_path)}")
+        what = "examples/bench_s3" if self.recent else "rclone serve s3"
+        raise BenchError(f"{what} did not start; see {self.log_path}\n{tail_of(self.log_path)}")
 
     def stop(self) -> None:
         self._stop_shaper()
@@ -853,6 +865,18 @@ def clear_dir(d: Path) -> None:
 # --------------------------------------------------------------------------
 # the benchmark
 
+def proof_counts(dest: Path) -> dict:
+    """How mastfetch proved its files: the manifest's `verified` field, counted."""
+    counts: dict[str, int] = {}
+    m = dest / "mastfetch-manifest.jsonl"
+    if m.exists():
+        for line in m.read_text().splitlines():
+            if line.strip():
+                v = json.loads(line).get("verified") or "none"
+                counts[v] = counts.get(v, 0) + 1
+    return counts
+
+
 def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, runs, commands):
     bucket = bucket_of(set_name)
     total = sum(s for _, s in spec)
@@ -885,6 +909,8 @@ def run_transfer_set(set_name, spec, server, tools, bins, args, env, dest_root, 
                 rec["shape"] = {k: st1[k] - st0[k] for k in ("requests", "slowdowns", "tail_requests",
                                                              "connections", "bytes")}
             rec["log"] = str(lp.relative_to(REPO))
+            if tool.startswith("mastfetch"):
+                rec["proofs"] = proof_counts(dest)
             if res.get("wall_s") is not None and res["exit_code"] is not None:
                 v = verify(spec, dest, bucket, src_root, sample, src_sha)
                 rec["verify"] = v
@@ -985,6 +1011,9 @@ def summarize(runs, sets, tools):
                     e["files_per_s"] = med([r["set_files"] / r["wall_s"] for r in ok])
                     e["cpu_s_per_gib"] = med([r["cpu_s"] / gib for r in ok])
                     e["server_cpu_s_per_gib"] = med([x / gib for x in srv])
+                    proofs = [r["proofs"] for r in ok if r.get("proofs")]
+                    if proofs:
+                        e["proofs"] = proofs[-1]
                     sh = [r["shape"] for r in ok if r.get("shape")]
                     if sh:
                         e["requests"] = med([x["requests"] for x in sh])
@@ -1053,6 +1082,10 @@ def render(meta, summary, sets_info, commands) -> str:
                      f"{fmt(e.get('cpu_per_gib_vs_s5cmd'), 2)} | {fmt(e.get('server_cpu_s_per_gib'), 2)} |"
                      + (f" {fmt(e.get('requests'), 0)} | {fmt(e.get('slowdowns'), 0)} | "
                         f"{fmt(e.get('served_per_s'), 0)} | {fmt(e.get('connections'), 0)} |" if shaped else ""))
+        proved = {t: e["proofs"] for t, e in summary[s].items() if e.get("proofs")}
+        for t, p in proved.items():
+            L.append("")
+            L.append(f"{t}: files proven by " + ", ".join(f"{v} {k}" for k, v in sorted(p.items())))
         L.append("")
     if "plan" in sets_info:
         info = sets_info["plan"]
@@ -1153,10 +1186,12 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="scripts/bench",
         description="Benchmark mastfetch against s5cmd, rclone and aws-cli v1 on a local rclone serve s3.")
-    ap.add_argument("--profile", choices=("loopback", "s3-shaped"), default="loopback",
+    ap.add_argument("--profile", choices=("loopback", "s3-shaped", "recent"), default="loopback",
                     help="loopback: rclone serve s3 as is (ranks CPU efficiency); s3-shaped: scripts/shape.py "
                          "in front of it (first-byte latency, tails, per-connection and link caps; see its "
-                         "docstring). Default sets/tools depend on the profile")
+                         "docstring); recent: examples/bench_s3 holding objects as S3 holds recent "
+                         "uploads (full-object CRC-64/NVME; md5-N ETags above 8 MiB). Default sets/tools "
+                         "depend on the profile")
     ap.add_argument("--conn-mbps", type=float, default=8.5, help="s3-shaped: per-connection cap, MB/s (8.5)")
     ap.add_argument("--link-mbps", type=float, default=150.0, help="s3-shaped: link cap, MB/s (150)")
     ap.add_argument("--latency-ms", default="15-60", help="s3-shaped: first-byte delay range, ms (15-60)")
@@ -1288,11 +1323,12 @@ def _main(args, servers, t_start) -> int:
         spec = specs[s]
         t0 = time.monotonic()
         sets_info[s] = {"files": len(spec), "bytes": sum(x for _, x in spec), "bucket": bucket_of(s)}
-        srv = Server(data_root(args.quick), env, s, verbose=(s == "plan"),
+        srv = Server(data_root(args.quick), env, s, verbose=(s == "plan"), recent=(args.profile == "recent"),
                      shape_args=args.shape_args if s != "plan" else None)
         servers.append(srv)
         srv.start()
-        log(f"set {s}: rclone serve s3 on {srv.url}, warming with a full listing of {bucket_of(s)} ...")
+        log(f"set {s}: {'examples/bench_s3' if args.profile == 'recent' else 'rclone serve s3'} on {srv.url}, "
+            f"warming with a full listing of {bucket_of(s)} ...")
         n, nbytes, pages = srv.list_bucket(bucket_of(s))
         if n != len(spec) or nbytes != sets_info[s]["bytes"]:
             raise BenchError(f"server lists {n} objects / {nbytes} bytes for {s}, expected "
@@ -1320,6 +1356,8 @@ def _main(args, servers, t_start) -> int:
     stem = "results-quick" if args.quick else "results"
     if args.profile == "s3-shaped":
         stem += "-s3-shaped" + ("-slowdown" if args.max_rps else "")
+    elif args.profile == "recent":
+        stem += "-recent"
     (out / f"{stem}.md").write_text(text)
     def shown(v: Path) -> str:  # repository-relative where it can be
         try:

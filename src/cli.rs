@@ -88,7 +88,7 @@ pub struct SelectionArgs {
 #[derive(Debug, Args)]
 pub struct SourceArgs {
     /// Public bucket.
-    #[arg(long, default_value = "stpubdata", help_heading = "Sources")]
+    #[arg(long, default_value = crate::names::ARCHIVE_BUCKET, help_heading = "Sources")]
     pub bucket: String,
     #[arg(long, default_value = "us-east-1", help_heading = "Sources")]
     pub region: String,

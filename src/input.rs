@@ -258,7 +258,9 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
             );
             return;
         }
-        if prefix.trim_matches('/').is_empty() {
+        // The archive's bucket holds petabytes: all of it is never what was meant. Another
+        // bucket (a mirror, a test server) may be taken whole.
+        if prefix.trim_matches('/').is_empty() && bucket == crate::names::ARCHIVE_BUCKET {
             out.problem(
                 origin,
                 item,

@@ -9,6 +9,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+/// The STScI open-data bucket, where the naming rules' keys live.
+pub const ARCHIVE_BUCKET: &str = "stpubdata";
+
 /// A product as named by the user or by MAST, before anything is confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Product {

@@ -581,6 +581,9 @@ fn hygiene_bom_csv_lines_names_dots_bucket_dest_and_messages() {
         );
         assert!(!s3.log().iter().any(|r| r.is_list()), "listed the bucket");
     }
+    // Another bucket (a mirror of one's own, a test server) may be named whole.
+    let out = plan(&["s3://mymirror/"]);
+    assert!(!stderr(&out).contains("whole bucket"), "{}", stderr(&out));
 
     // `plan --dest` is accepted; dest fields stay relative; the curl script defaults to it.
     let out = plan(&[cal, "--dest", "/data/mirror"]);
