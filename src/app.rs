@@ -554,19 +554,16 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
-    // A line cut short by a crash is passed over when reading; verify must still say so.
-    let mut torn = 0;
-    for path in manifest::manifests_in(dir).unwrap_or_default() {
-        if let Some(line) = manifest::torn_line(&path)? {
-            torn += 1;
-            eprintln!(
-                "mastfetch: error: {}:{line}: unreadable manifest line (cut short by a crash?); \
-                 the file it recorded is not checked",
-                text::escape(&path.display().to_string())
-            );
-        }
-    }
     let index = manifest::Index::build(dir)?;
+    // A line cut short by a crash is passed over when reading; verify must still say so.
+    for (path, line) in &index.torn {
+        eprintln!(
+            "mastfetch: error: {}:{line}: unreadable manifest line (cut short by a crash?); \
+             the file it recorded is not checked",
+            text::escape(&path.display().to_string())
+        );
+    }
+    let torn = index.torn.len();
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));

@@ -175,21 +175,6 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     Ok(by_path.into_values().collect())
 }
 
-/// The line number of a torn last line of a manifest (one that [`read`] passes over), if any:
-/// `verify` must say that the record of a file is unreadable rather than report all well.
-pub fn torn_line(path: &Path) -> Result<Option<usize>, ManifestError> {
-    let text = fs::read(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    Ok(lines.last().and_then(|last| {
-        let torn = !last.trim().is_empty() && serde_json::from_str::<Entry>(last).is_err();
-        torn.then_some(lines.len())
-    }))
-}
-
 /// Every manifest in `dir` (the plain one and each shard's).
 pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
@@ -214,6 +199,9 @@ pub struct Index {
     records: Vec<(u64, u32, u64)>,
     /// Where each path's records start in `records` (the last is its end).
     groups: Vec<usize>,
+    /// Manifests whose last line cannot be read (cut short by a crash), with its number: the
+    /// file it recorded is not checked, and `verify` says so.
+    pub torn: Vec<(PathBuf, usize)>,
 }
 
 fn path_hash(path: &str) -> u64 {
@@ -232,6 +220,7 @@ impl Index {
             source,
         })?;
         let mut records = Vec::new();
+        let mut torn = Vec::new();
         for (f, path) in files.iter().enumerate() {
             let read_err = |source| ManifestError::Read {
                 path: path.clone(),
@@ -240,6 +229,7 @@ impl Index {
             let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
             let mut line = String::new();
             let (mut offset, mut number) = (0u64, 0usize);
+            let mut bad = None;
             loop {
                 line.clear();
                 let n = reader.read_line(&mut line).map_err(read_err)?;
@@ -250,20 +240,23 @@ impl Index {
                 let text = line.trim();
                 if !text.is_empty() {
                     // Read whole, so a bad line is reported here with its number.
+                    // A bad line is an error unless it is the last (a crash cut it short).
+                    if let Some((line, source)) = bad.take() {
+                        return Err(ManifestError::Parse {
+                            path: path.clone(),
+                            line,
+                            source,
+                        });
+                    }
                     match serde_json::from_str::<Entry>(text) {
                         Ok(p) => records.push((path_hash(&p.path), f as u32, offset)),
-                        // Only a last line can be torn, and it has no newline.
-                        Err(_) if !line.ends_with('\n') => {}
-                        Err(source) => {
-                            return Err(ManifestError::Parse {
-                                path: path.clone(),
-                                line: number,
-                                source,
-                            })
-                        }
+                        Err(source) => bad = Some((number, source)),
                     }
                 }
                 offset += n as u64;
+            }
+            if let Some((line, _)) = bad {
+                torn.push((path.clone(), line));
             }
         }
         records.sort_unstable();
@@ -284,6 +277,7 @@ impl Index {
             files,
             records,
             groups,
+            torn,
         })
     }
 
