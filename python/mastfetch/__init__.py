@@ -117,7 +117,6 @@ class _Progress:
 
     def __init__(self, enabled: bool, echo: bool):
         self.bar = None
-        self.enabled = enabled
         self.echo = echo
         self.events: List[Dict[str, Any]] = []
         self.files_total = 0
@@ -165,6 +164,10 @@ class _Progress:
         elif kind == "progress":
             self.files_total = int(event.get("files_total") or self.files_total)
             self._move(int(event.get("bytes_done") or 0))
+        elif kind == "summary" and self.bar is not None:
+            # Resumed files report only what this run transferred: a clean finish is whole.
+            if not event.get("failed") and not event.get("excluded"):
+                self._move(int(self.bar.total or self.bar.n))
 
     def _move(self, done: int) -> None:
         if self.bar is None:
@@ -178,7 +181,6 @@ class _Progress:
 
     def close(self) -> None:
         if self.bar is not None:
-            self._move(int(self.bar.total or self.bar.n))
             self.bar.close()
             self.bar = None
 
