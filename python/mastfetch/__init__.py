@@ -249,6 +249,7 @@ def download(
     raises ``MastfetchError``.
     """
     folder = _folder(dest, layout)
+    products = _inputs.split_query(products, options)
     with tempfile.TemporaryDirectory(prefix="mastfetch-") as work:
         sel = _inputs.selection(products, work)
         if sel.duplicates_removed:
@@ -281,11 +282,13 @@ def plan(products_or_query: Any = None, *, dest: Any = ".", layout: str = "neste
     """What ``download`` would fetch, without fetching: one row per planned file (``uri``,
     ``filename``, ``source`` s3/mast, ``bucket``, ``key``, ``url``, ``size``, ``etag``,
     ``access``, ``dest``), with ``Local Path`` where ``download(..., dest, layout)`` would put it.
-    Takes the same products and keywords as ``download``. Exit code 1 (items that cannot be
+    Takes the same products and keywords as ``download`` (the keywords may also come as a dict:
+    ``plan({"program": 2731, "suffix": ["cal"]})``). Exit code 1 (items that cannot be
     planned) warns; 2 raises."""
     folder = _folder(dest, layout)
     token = options.pop("token", None)
     jobs = options.pop("jobs", None)
+    products_or_query = _inputs.split_query(products_or_query, options)
     with tempfile.TemporaryDirectory(prefix="mastfetch-") as work:
         sel = _inputs.selection(products_or_query, work)
         args = ["plan", *sel.args, "--format", "jsonl"]

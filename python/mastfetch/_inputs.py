@@ -210,6 +210,15 @@ def _is_sequence_like(value: Any) -> bool:
     )
 
 
+def split_query(products: Any, options: Dict[str, Any]) -> Any:
+    """A dict of query keywords given in place of products joins the keywords."""
+    if isinstance(products, dict):
+        for name, value in products.items():
+            options.setdefault(str(name), value)
+        return None
+    return products
+
+
 def selection(products: Any, workdir: str) -> Selection:
     """Whatever ``products`` is, as arguments for ``plan``/``get``."""
     if products is None:

@@ -122,6 +122,12 @@ def test_flags_from_keywords():
         _inputs.flags({"json": True})
 
 
+def test_plan_of_a_query_as_a_dict(tmp_path):
+    result = mastfetch.plan({"program": 2731, "suffix": ["cal"]}, dest=tmp_path, layout="flat")
+    assert sorted(result["Local Path"]) == sorted(str(tmp_path / n) for n in (CAL1, CAL2))
+    assert set(result["source"]) == {"s3"}
+
+
 def test_plan_downloads_nothing(tmp_path):
     result = mastfetch.plan(product_table(), dest=tmp_path)
     assert len(result) == 6
