@@ -202,19 +202,6 @@ def _folder(dest: Any, layout: str) -> str:
     return os.path.join(dest, ASTROQUERY_FOLDER) if layout == "nested" else dest
 
 
-_SHA256_FLAG: Optional[bool] = None
-
-
-def _binary_has_sha256_flag() -> bool:
-    """Whether this binary takes ``--sha256`` (where SHA-256 is optional); a binary without the
-    flag writes SHA-256 for every file anyway."""
-    global _SHA256_FLAG
-    if _SHA256_FLAG is None:
-        run = _binary.run(["get", "--help"])
-        _SHA256_FLAG = any("--sha256" in line for line in run.stdout_lines)
-    return _SHA256_FLAG
-
-
 def download(
     products: Any = None,
     dest: Any = ".",
@@ -261,7 +248,7 @@ def download(
             )
         args = ["get", *sel.args, "--dest", folder, "--json", "--no-progress"]
         args += _common_flags(options, layout=layout, jobs=jobs)
-        if sha256 and _binary_has_sha256_flag():
+        if sha256:
             args.append("--sha256")
         bar = _Progress(progress, echo=progress)
         try:

@@ -54,7 +54,7 @@ def test_table_fetches_each_product_once_where_astroquery_puts_it(tmp_path):
     result = mastfetch.download(table, dest=tmp_path, progress=False)
 
     assert list(result.colnames[:4]) == ["Local Path", "Status", "Message", "URL"]
-    for col in ("uri", "path", "source", "size", "sha256", "status"):
+    for col in ("uri", "path", "source", "size", "checksum", "verified", "crc64nvme", "status"):
         assert col in result.colnames
     # One row per product, in table order, like astroquery's manifest.
     order = list(dict.fromkeys(name for _, name in PRODUCT_ROWS))
@@ -74,6 +74,11 @@ def test_table_fetches_each_product_once_where_astroquery_puts_it(tmp_path):
     # A rerun transfers nothing and still says COMPLETE (status "skipped" in mastfetch's terms).
     again = mastfetch.download(table, dest=tmp_path, progress=False)
     assert set(again["Status"]) == {"COMPLETE"} and set(again["status"]) == {"skipped"}
+    # SHA-256 is opt-in, as on the command line: then a column and a SHA256SUMS.
+    assert "sha256" not in result.colnames
+    summed = mastfetch.download(table, dest=tmp_path, sha256=True, progress=False)
+    assert all(len(h) == 64 for h in summed["sha256"])
+    assert (folder / "SHA256SUMS").exists()
 
 
 def test_dedup_keeps_the_row_astroquery_keeps(tmp_path):
