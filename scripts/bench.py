@@ -1049,7 +1049,10 @@ def render(meta, summary, sets_info, commands) -> str:
                  (f" (git {meta['git']})" if meta.get("git") else ""))
     for k in ("s5cmd", "rclone", "awscli"):
         L.append(f"- {k}: {meta['versions'].get(k, 'n/a')}")
-    L.append(f"- server: `rclone serve s3` ({meta['versions'].get('rclone', '?')}) on 127.0.0.1, "
+    server = ("`examples/bench_s3` (objects as S3 holds recent uploads: full-object CRC-64/NVME, "
+              "md5-N ETags above 8 MiB)" if meta.get("profile") == "recent"
+              else f"`rclone serve s3` ({meta['versions'].get('rclone', '?')})")
+    L.append(f"- server: {server} on 127.0.0.1, "
              f"source on local disk (page-cached), destination tmpfs `{meta['dest_root']}`")
     sh = meta.get("shape")
     if sh:
