@@ -271,8 +271,11 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     summarize(&plan, &src, cfg.progress);
 
     let own_manifest = manifest::manifest_name(cfg.shard);
-    let (todo, skipped, adopted) =
-        split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await;
+    let (todo, skipped, adopted) = if args.force {
+        (plan.files.clone(), Vec::new(), Vec::new())
+    } else {
+        split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await
+    };
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
@@ -579,15 +582,23 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             dir.display()
         );
     }
+    if args.repair && index.is_empty() {
+        bail!(
+            "--repair needs a mastfetch manifest; for a mirror made by another tool, `mastfetch \
+             get` into {} adopts what matches and fetches the rest",
+            dir.display()
+        );
+    }
     let dir2 = dir.clone();
     let remote = args.remote;
+    let keep = remote || args.repair;
     let checked =
-        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, remote))
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, keep))
             .await
             .context("verify worker failed")??;
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
+    let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
     if remote {
-        let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
         let s3_opts = crate::cli::s3_options(&args.sources)?;
         let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
         // Each file is compared with the archive through the record that matches it on disk.
@@ -604,7 +615,82 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         }
     }
     let code = report_findings(&findings, args.format, args.quiet)?;
+    if args.repair {
+        return repair(args, &findings, &matched).await;
+    }
     Ok(code.max(u8::from(torn > 0)))
+}
+
+/// `verify --repair`: the records of the damaged files become a plan, fetched again with
+/// `get --force` into DIR (verified like any download; a file's old bytes are replaced only by
+/// proven new ones).
+async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry]) -> Result<u8> {
+    let damaged: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.status,
+                Verdict::Corrupt | Verdict::Missing | Verdict::Stale
+            )
+        })
+        .map(|f| f.path.as_str())
+        .collect();
+    if damaged.is_empty() {
+        return Ok(0);
+    }
+    let dir = args.dir.clone();
+    let plan_path = crate::dest::private_dir(&dir).join("repair-plan.jsonl");
+    std::fs::create_dir_all(crate::dest::private_dir(&dir))
+        .with_context(|| format!("cannot create {}", crate::dest::private_dir(&dir).display()))?;
+    let mut text = String::new();
+    for r in records.iter().filter(|r| damaged.contains(r.path.as_str())) {
+        let entry = plan::PlanEntry {
+            uri: r.uri.clone(),
+            filename: r.path.rsplit('/').next().unwrap_or(&r.path).to_string(),
+            source: r.source,
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            url: r.url.clone(),
+            // What the archive holds now is asked again: a stale record's size and ETag would
+            // only fail the new download.
+            size: None,
+            etag: None,
+            access: r.access.clone(),
+            dest: r.path.clone(),
+        };
+        text.push_str(&serde_json::to_string(&entry).context("plan line")?);
+        text.push('\n');
+    }
+    std::fs::write(&plan_path, text)
+        .with_context(|| format!("cannot write {}", plan_path.display()))?;
+    if !args.quiet {
+        eprintln!(
+            "mastfetch: verify --repair: fetching {} files again into {}",
+            damaged.len(),
+            dir.display()
+        );
+    }
+    let at = format!("@{}", plan_path.display());
+    let dest = dir.display().to_string();
+    let mut get = match <Cli as clap::Parser>::try_parse_from([
+        "mastfetch",
+        "get",
+        &at,
+        "--dest",
+        &dest,
+        "--force",
+    ])
+    .context("repair plan")?
+    .command
+    {
+        Command::Get(g) => g,
+        _ => unreachable!("parsed as get"),
+    };
+    get.sources = args.sources;
+    get.run.quiet = args.quiet;
+    let code = Box::pin(get_cmd(get)).await;
+    let _ = std::fs::remove_file(&plan_path);
+    code
 }
 
 /// `verify` of a folder mastfetch did not write: every file recognised by name and place,

@@ -201,6 +201,10 @@ pub struct GetArgs {
     /// Also compute each file's SHA-256: manifest field `sha256` and DIR/SHA256SUMS.
     #[arg(long)]
     pub sha256: bool,
+    /// Fetch every planned file again, even one already complete in DIR (what
+    /// `verify --repair` does for the files it found damaged).
+    #[arg(long)]
+    pub force: bool,
     /// Output format of --dry-run.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -225,6 +229,10 @@ pub struct VerifyArgs {
     /// `adopted`), so that later runs of `verify` are local.
     #[arg(long)]
     pub write_manifest: bool,
+    /// Fetch again, verified like any download, exactly the files found `corrupt` or `missing`
+    /// (and with --remote `stale`); exit 0 when all were repaired.
+    #[arg(long)]
+    pub repair: bool,
     #[arg(long, value_enum)]
     pub format: Option<VerifyFormat>,
     /// Files hashed at once (default: the number of cores).

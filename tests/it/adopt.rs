@@ -286,3 +286,49 @@ fn get_into_a_foreign_mirror_fetches_only_what_does_not_match() {
     let out = verify(&s3, &tree, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn verify_repair_fetches_again_exactly_what_is_damaged() {
+    let (s3, objects) = archive();
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["get".into()];
+    args.extend(objects.iter().map(|o| format!("s3://{BUCKET}/{}", o.key)));
+    args.extend(
+        [
+            "--dest",
+            dir.path().to_str().unwrap(),
+            "--s3-only",
+            "--no-progress",
+        ]
+        .map(String::from),
+    );
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run(&s3.endpoint, &argv);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // One file damaged in place, one deleted.
+    let cal = dir.path().join(nested(CAL));
+    let mut bytes = std::fs::read(&cal).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&cal, bytes).unwrap();
+    std::fs::remove_file(dir.path().join(nested(HST))).unwrap();
+    s3.clear_log();
+    let out = verify(&s3, dir.path(), &["--repair"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut fetched: Vec<String> = object_gets(&s3)
+        .iter()
+        .map(|p| p.trim_start_matches(&format!("/{BUCKET}/")).to_string())
+        .collect();
+    fetched.sort();
+    fetched.dedup();
+    let mut want = vec![CAL.to_string(), HST.to_string()];
+    want.sort();
+    assert_eq!(fetched, want, "only the damaged and the missing file");
+    for o in &objects {
+        assert_eq!(
+            std::fs::read(dir.path().join(nested(o.key))).unwrap(),
+            o.data
+        );
+    }
+    let out = verify(&s3, dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
