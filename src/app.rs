@@ -20,8 +20,9 @@ use crate::https::{self, MastHttps};
 use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
+use crate::note;
 use crate::plan::{self, Format, Plan, Source};
-use crate::progress::{self, FileEvent, Progress};
+use crate::progress::{FileEvent, Progress};
 use crate::resolve::Resolver;
 use crate::retry::RetryPolicy;
 use crate::s3::S3;
@@ -136,7 +137,7 @@ fn selection_name(cfg: &Config) -> String {
 }
 
 /// The human summary of a plan (stderr) and its `--json` event.
-fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
+fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
     let from_s3 = plan.files.iter().filter(|f| f.source == Source::S3).count();
     let from_mast = plan.files.len() - from_s3;
     let exclusive = plan.files.iter().filter(|f| f.is_exclusive()).count();
@@ -188,7 +189,7 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
         eprintln!("mastfetch: {line}");
     }
     if opts.json {
-        progress::emit(&json!({
+        note::emit(&json!({
             "event": "plan",
             "files": plan.files.len(),
             "bytes": plan.total_bytes(),
@@ -219,7 +220,7 @@ fn print_plan(plan: &Plan, format: Option<Format>) -> Result<bool> {
     let mut out = std::io::stdout().lock();
     let res = plan::write_plan(&mut out, plan, format).and_then(|()| out.flush());
     match res {
-        Err(e) if progress::is_broken_pipe(&e) => Ok(false),
+        Err(e) if note::is_broken_pipe(&e) => Ok(false),
         res => res.map(|()| true).context("cannot write the plan"),
     }
 }
@@ -232,7 +233,7 @@ fn plan_code(plan: &Plan) -> u8 {
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
     // stdout holds the plan: notes go to stderr only.
-    progress::set_wait_notes(progress::Options {
+    note::set_wait_notes(note::Options {
         json: false,
         ..cfg.progress
     });
@@ -255,7 +256,7 @@ async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> 
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    progress::set_wait_notes(progress::Options {
+    note::set_wait_notes(note::Options {
         json: cfg.progress.json && !args.dry_run,
         ..cfg.progress
     });
@@ -678,7 +679,7 @@ fn report_findings(
     }
     match write_findings(findings, format) {
         // `verify | head`: the reader has what it wanted.
-        Err(e) if progress::is_broken_pipe(&e) => return Ok(0),
+        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
         res => res.context("cannot write the verify report")?,
     }
     if !quiet {
@@ -718,6 +719,3 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
     }
     out.flush()
 }
-
-/// Re-exported for tests that build temporary names.
-pub use crate::dest::temp_paths;

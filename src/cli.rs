@@ -290,7 +290,7 @@ pub struct Config {
     pub retry: crate::retry::RetryPolicy,
     /// Check bytes against the archive's checksums (off with `--no-verify`).
     pub verify: bool,
-    pub progress: crate::progress::Options,
+    pub progress: crate::note::Options,
     /// How much an @FILE may hold.
     pub input_limits: crate::input::Limits,
 }
@@ -471,7 +471,7 @@ impl Config {
                 stall: std::time::Duration::from_secs(run.stall_timeout.max(1)),
                 ..Default::default()
             },
-            progress: crate::progress::Options {
+            progress: crate::note::Options {
                 quiet: run.quiet,
                 no_progress: run.no_progress,
                 json: run.json,

@@ -4,7 +4,8 @@
 //! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
 //! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`).
+//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`), and
+//! tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -19,7 +20,6 @@ use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
 use crate::plan::PlanEntry;
-use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -108,6 +108,18 @@ impl Transient for HttpsError {
             _ => None,
         }
     }
+}
+
+/// What a download tells its caller about bytes as they happen, so the caller can show
+/// progress without this module knowing how.
+#[derive(Debug, Clone, Copy)]
+pub enum Tally {
+    /// Bytes already in the temporary file from an earlier run, kept.
+    Resumed(u64),
+    /// Bytes received and written in this run.
+    Received(u64),
+    /// Bytes counted before that no longer are (the server restarted the file).
+    GaveBack(u64),
 }
 
 pub struct MastHttps {
@@ -246,7 +258,7 @@ impl MastHttps {
         entry: &PlanEntry,
         dir: &Path,
         dest: &Path,
-        progress: &Progress,
+        tally: &(dyn Fn(Tally) + Sync),
         hashers: Arc<Semaphore>,
         sha256: bool,
     ) -> Result<(u64, String, Option<String>), HttpsError> {
@@ -275,12 +287,12 @@ impl MastHttps {
             .map_err(io("cannot open", &tmp))?;
         let mut have = file.metadata().map_err(io("cannot stat", &tmp))?.len();
         if have > 0 {
-            progress.done(have);
+            tally(Tally::Resumed(have));
         }
         let mut attempt = 0;
         loop {
             match self
-                .fetch_once(&url, &file, &tmp, &mut have, entry.size, progress)
+                .fetch_once(&url, &file, &tmp, &mut have, entry.size, tally)
                 .await
             {
                 Ok(()) => break,
@@ -325,7 +337,7 @@ impl MastHttps {
         tmp: &Path,
         have: &mut u64,
         size: Option<u64>,
-        progress: &Progress,
+        tally: &(dyn Fn(Tally) + Sync),
     ) -> Result<(), HttpsError> {
         if size.is_some_and(|s| s == *have && s > 0) {
             return Ok(());
@@ -348,7 +360,7 @@ impl MastHttps {
             StatusCode::OK => {
                 if *have > 0 {
                     // Range not honoured: start over rather than mix.
-                    progress.undone(*have);
+                    tally(Tally::GaveBack(*have));
                     file.set_len(0).map_err(|source| HttpsError::Io {
                         what: "cannot truncate",
                         path: tmp.to_path_buf(),
@@ -365,7 +377,7 @@ impl MastHttps {
                     .and_then(crate::s3::parse_content_range)
                     .map(|(s, _, _)| s);
                 if start != Some(*have) {
-                    progress.undone(*have);
+                    tally(Tally::GaveBack(*have));
                     file.set_len(0).ok();
                     *have = 0;
                     return Err(HttpsError::Request {
@@ -435,7 +447,7 @@ impl MastHttps {
                 })?;
             *have += chunk.len() as u64;
             got += chunk.len() as u64;
-            progress.transferred(chunk.len() as u64);
+            tally(Tally::Received(chunk.len() as u64));
         }
         if let Some(want) = expected {
             if got != want {

@@ -46,7 +46,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// limit astroquery uses for whole queries; ours are small pieces of a query, so a piece still
 /// executing after ten minutes means MAST is in trouble, and asking again would only add load.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
-/// A query executing this long is worth a note (and one every `progress::NOTE_INTERVAL`).
+/// A query executing this long is worth a note (and one every `note::NOTE_INTERVAL`).
 const EXECUTING_NOTE_AFTER: Duration = Duration::from_secs(30);
 /// First pause before asking again after `EXECUTING`; doubles up to [`EXECUTING_MAX_PAUSE`], so
 /// quick queries are picked up quickly and slow ones are not hammered.
@@ -538,7 +538,7 @@ impl Mast {
                         return Err(MastError::StillExecuting { service, waited });
                     }
                     if waited >= EXECUTING_NOTE_AFTER {
-                        crate::progress::wait_note(&format!(
+                        crate::note::wait_note(&format!(
                             "MAST {service} still executing after {} s (giving up after {} s, \
                              --mast-timeout)",
                             waited.as_secs(),

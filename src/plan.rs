@@ -4,7 +4,8 @@
 //! the rule that no destination leaves DIR, de-duplication by URI, the byte-balanced sharding and
 //! the printable formats. Pure: it neither lists buckets nor asks MAST (that is `resolve`).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
@@ -255,15 +256,13 @@ impl Plan {
     }
 
     /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes (the rule
-    /// is [`crate::shard::partition`]'s, shared with plan files read as a stream).
+    /// is [`partition`]'s, shared with plan files read as a stream).
     pub fn shard(&mut self, shards: u32, index: u32) {
         if shards <= 1 {
             return;
         }
         let sizes: Vec<u64> = self.files.iter().map(|f| f.size.unwrap_or(0)).collect();
-        let mine = crate::shard::partition(&sizes, shards)
-            .into_iter()
-            .map(|k| k == index);
+        let mine = partition(&sizes, shards).into_iter().map(|k| k == index);
         let mut keep = mine;
         self.files.retain(|_| keep.next().unwrap_or(false));
         // Duplicates follow the shard of their first copy.
@@ -425,9 +424,42 @@ fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
     out.write_all(s.as_bytes())
 }
 
+/// The shard of each file, given the files' sizes in plan order (unknown sizes as 0).
+///
+/// The rule is the same in every process that reads the same plan: files in order of size
+/// (largest first, then their position in the plan), each given to the shard with the fewest
+/// bytes so far (ties to the lowest shard). Greedy largest-first keeps every shard within one
+/// file of the mean. Plan files read as a stream (`shard`) use it too.
+pub fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| (Reverse(sizes[i as usize]), i));
+    let mut load: BinaryHeap<Reverse<(u64, u32)>> = (0..shards).map(|k| Reverse((0, k))).collect();
+    let mut shard_of = vec![0u32; sizes.len()];
+    for i in order {
+        let Reverse((bytes, k)) = load.pop().expect("at least one shard");
+        shard_of[i as usize] = k;
+        // Empty files still cost a request: one byte each, so they spread too.
+        load.push(Reverse((bytes + sizes[i as usize].max(1), k)));
+    }
+    shard_of
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_is_greedy_largest_first_and_deterministic() {
+        let sizes = [10, 50, 30, 30, 0, 20];
+        let a = partition(&sizes, 2);
+        assert_eq!(a, partition(&sizes, 2));
+        // 50 -> 0; 30 (pos 2) -> 1; 30 (pos 3) -> 1 (30 < 50); 20 -> 0 (50 < 60); 10 -> 1;
+        // 0 -> 0 (70 = 70: the lower shard).
+        assert_eq!(a, [1, 0, 1, 1, 0, 0]);
+        let load = |k| (0..6).filter(|&i| a[i] == k).map(|i| sizes[i]).sum::<u64>();
+        assert_eq!((load(0), load(1)), (70, 70));
+        assert!(partition(&[], 3).is_empty());
+    }
 
     fn entry(uri: &str, dest: &str, size: u64) -> PlanEntry {
         PlanEntry {

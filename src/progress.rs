@@ -2,10 +2,10 @@
 //!
 //! Owns the indicatif bar (bytes, rate, ETA, files) on a terminal, a plain status line every few
 //! seconds when stderr is not one (batch logs), the JSON-lines events of `--json` on stdout, the
-//! per-file error lines, the notes about waits (retries, slow answers) that any module may give
-//! at any time, and the end summary. The only module that knows indicatif.
+//! per-file error lines and the end summary; notes about waits (`note`) are printed above its
+//! bar. The only module that knows indicatif.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,70 +14,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::manifest::Status;
+use crate::note::{self, emit, Options};
 
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
-/// Notes about waits come at most this often: often enough that a waiting run is never silent
-/// for long, rarely enough that a thousand retrying requests do not flood the terminal.
-pub const NOTE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Where notes about waits go. Global because they come from deep inside planning and
-/// transfers (a retry loop, a MAST poll) where no `Progress` is at hand.
-struct WaitNotes {
-    opts: Option<Options>,
-    last: Option<Instant>,
-    bar: Option<ProgressBar>,
-}
-
-static WAIT_NOTES: Mutex<WaitNotes> = Mutex::new(WaitNotes {
-    opts: None,
-    last: None,
-    bar: None,
-});
-
-fn wait_notes() -> std::sync::MutexGuard<'static, WaitNotes> {
-    WAIT_NOTES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How notes about waits are shown in this run (`--quiet` hides them; `--json` also emits
-/// `{"event": "note"}`).
-pub fn set_wait_notes(opts: Options) {
-    wait_notes().opts = Some(opts);
-}
-
-/// Say why the run is waiting (a retry, a slow or busy server), unless a note was given less
-/// than [`NOTE_INTERVAL`] ago.
-pub fn wait_note(msg: &str) {
-    let mut w = wait_notes();
-    if w.last.is_some_and(|t| t.elapsed() < NOTE_INTERVAL) {
-        return;
-    }
-    w.last = Some(Instant::now());
-    let opts = w.opts.unwrap_or(Options {
-        quiet: false,
-        no_progress: false,
-        json: false,
-    });
-    let msg = crate::text::escape(msg);
-    if !opts.quiet {
-        let line = format!("mastfetch: note: {msg}");
-        match &w.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-    if opts.json {
-        emit(&json!({"event": "note", "message": msg}));
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    pub quiet: bool,
-    pub no_progress: bool,
-    pub json: bool,
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
     pub ok: u64,
@@ -124,25 +64,6 @@ fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
 }
 
-/// Write one JSON line to stdout in a single call, so lines never interleave.
-pub fn emit(value: &serde_json::Value) {
-    let mut line = value.to_string();
-    line.push('\n');
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-        // The reader of `get --json | head` has what it wanted: end quietly, as ripgrep does.
-        // Files already complete are in the manifest; partial ones resume on the next run.
-        if is_broken_pipe(&e) {
-            std::process::exit(0);
-        }
-    }
-}
-
-/// A write to a reader that has gone away (`| head`): the end of the output, not an error.
-pub fn is_broken_pipe(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::BrokenPipe
-}
-
 impl Progress {
     pub fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
         let tty = std::io::stderr().is_terminal();
@@ -160,7 +81,9 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        wait_notes().bar = bar.clone();
+        note::print_above(bar.clone().map(|bar| {
+            Box::new(move |line: String| bar.println(line)) as Box<dyn Fn(String) + Send>
+        }));
         let p = Arc::new(Progress {
             opts,
             bar,
@@ -317,7 +240,7 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        wait_notes().bar = None;
+        note::print_above(None);
         let c = self.counts();
         let secs = self.start.elapsed().as_secs_f64();
         let transferred = self.transferred.load(Ordering::Relaxed);

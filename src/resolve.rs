@@ -148,7 +148,7 @@ impl Resolver<'_> {
                         "MAST could not be reached ({}); the query was answered from bucket \
                          listings instead, so exclusive-access and not-yet-mirrored products may \
                          be missing from this plan",
-                        crate::transfer::chain(&e)
+                        crate::text::chain(&e)
                     );
                     Ok(self.by_listing(Some(why)))
                 }
@@ -288,7 +288,7 @@ impl Resolver<'_> {
                 Err(e) => {
                     notes.push(format!(
                         "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
-                        crate::transfer::chain(&e),
+                        crate::text::chain(&e),
                         uris.len()
                     ));
                     HashMap::new()

@@ -2,7 +2,7 @@
 //! slow an answer may be before it counts as a failure.
 //!
 //! Owns jittered exponential backoff, the generic retry loop used for listings, HEADs and MAST
-//! calls (each retry is noted, see `progress::wait_note`), and the minimum-progress watchdog
+//! calls (each retry is noted, see `note::wait_note`), and the minimum-progress watchdog
 //! every response body is read through. Ranged body transfers use [`RetryPolicy::pause`]
 //! directly because they resume from the last byte received instead of starting over.
 
@@ -184,7 +184,7 @@ impl Watchdog {
 }
 
 /// A request that has not been answered for this long is worth a note (and one every
-/// `progress::NOTE_INTERVAL` after that).
+/// `note::NOTE_INTERVAL` after that).
 const NOTE_AFTER: Duration = Duration::from_secs(30);
 
 /// `fut` (a request waiting for its answer), with a note every half minute that it still waits,
@@ -195,7 +195,7 @@ pub async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
     loop {
         match tokio::time::timeout(NOTE_AFTER, &mut fut).await {
             Ok(v) => return v,
-            Err(_) => crate::progress::wait_note(&format!(
+            Err(_) => crate::note::wait_note(&format!(
                 "still waiting for an answer to {what} after {} s",
                 start.elapsed().as_secs()
             )),
@@ -252,11 +252,11 @@ impl RetryPolicy {
         let limit = err
             .retry_limit()
             .map_or(self.max_retries, |l| l.min(self.max_retries));
-        crate::progress::wait_note(&format!(
+        crate::note::wait_note(&format!(
             "retrying ({} of {limit}) in {:.1} s: {}",
             attempt + 1,
             wait.as_secs_f64(),
-            crate::transfer::chain(err)
+            crate::text::chain(err)
         ));
         tokio::time::sleep(wait)
     }

@@ -24,12 +24,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checksum::{self, CrcAlg, Expect, PartDigest, PartHasher};
 use crate::hashing::{self, HashPool, Want};
-use crate::https::MastHttps;
+use crate::https::{MastHttps, Tally};
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
 use crate::retry::RetryPolicy;
 use crate::s3::{ErrorKind, S3Error, S3};
+use crate::text;
 
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
@@ -167,21 +168,6 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Full error chain on one line, for the manifest and the error line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let next = e.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = e.source();
-    }
-    s
 }
 
 impl Engine {
@@ -1065,7 +1051,11 @@ impl Engine {
                 entry,
                 &self.dir,
                 &dest,
-                &self.progress,
+                &|t| match t {
+                    Tally::Resumed(n) => self.progress.done(n),
+                    Tally::Received(n) => self.progress.transferred(n),
+                    Tally::GaveBack(n) => self.progress.undone(n),
+                },
                 hashers,
                 self.sha256,
             )
@@ -1100,7 +1090,7 @@ impl Engine {
             })) if !self.mast.as_ref().is_some_and(|m| m.has_token()) => {
                 (Status::Excluded, None, Some(EXCLUDED_MESSAGE.to_string()))
             }
-            Err(e) => (Status::Failed, None, Some(chain(&e))),
+            Err(e) => (Status::Failed, None, Some(text::chain(&e))),
         };
         let mut line = Entry::from_plan(entry, status, message.clone());
         let bytes = done.as_ref().map_or(0, |d| d.size);
@@ -1117,7 +1107,7 @@ impl Engine {
             self.progress.note(&format!("{}: {note}", entry.dest));
         }
         if let Err(e) = self.manifest.lock().unwrap().record(line) {
-            self.progress.error(&chain(&e));
+            self.progress.error(&text::chain(&e));
         }
         self.progress.file(&FileEvent {
             status,
