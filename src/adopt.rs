@@ -29,7 +29,7 @@ use crate::verify::{Finding, Verdict};
 
 /// A file found under DIR.
 #[derive(Debug, Clone)]
-pub struct LocalFile {
+pub(crate) struct LocalFile {
     /// Relative to DIR, `/`-separated.
     pub rel: String,
     pub size: u64,
@@ -39,7 +39,7 @@ pub struct LocalFile {
 /// What became of one local file: the finding, and for a proven file the manifest record that
 /// adopts it.
 #[derive(Debug, Clone)]
-pub struct Proof {
+pub(crate) struct Proof {
     pub finding: Finding,
     pub record: Option<Entry>,
 }
@@ -53,7 +53,7 @@ fn is_own(rel: &str) -> bool {
 
 /// Every regular file under `dir`, sorted by path, mastfetch's own left out. Symbolic links
 /// to folders are not followed (a loop, or a path out of DIR, would be walked forever).
-pub fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
+pub(crate) fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((path, rel)) = stack.pop() {
@@ -90,7 +90,7 @@ pub fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
 
 /// What a file's place and name say it is: the product and, when its path holds a bucket key
 /// (a copy of `s3://stpubdata/jwst/public/...` keeps the keys), that key.
-pub fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
+pub(crate) fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
     let parts: Vec<&str> = rel.split('/').collect();
     for i in 0..parts.len().saturating_sub(1) {
         if matches!(parts[i], "jwst" | "hst") && parts[i + 1] == "public" {
@@ -104,7 +104,7 @@ pub fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
 }
 
 /// Find each file's archive object and prove it. `bucket` is the public bucket's name.
-pub async fn prove_tree(
+pub(crate) async fn prove_tree(
     files: &[LocalFile],
     dir: &Path,
     resolver: &Resolver<'_>,
@@ -306,7 +306,7 @@ fn digest(path: &Path, expect: &Expect, parts: &[u64]) -> io::Result<(bool, Stri
 }
 
 /// Prove one file against its archive object.
-pub async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
+pub(crate) async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
     let finding = |status, message: Option<String>| Finding {
         path: f.rel.clone(),
         status,

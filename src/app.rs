@@ -673,9 +673,7 @@ fn report_findings(
     });
     let mut counts = std::collections::BTreeMap::new();
     for f in findings {
-        *counts
-            .entry(format!("{:?}", f.status).to_lowercase())
-            .or_insert(0u64) += 1;
+        *counts.entry(f.status.as_str()).or_insert(0u64) += 1;
     }
     match write_findings(findings, format) {
         // `verify | head`: the reader has what it wanted.
@@ -706,7 +704,7 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
                 writeln!(out)?;
             }
             VerifyFormat::Table if f.status != Verdict::Ok => {
-                let status = format!("{:?}", f.status).to_lowercase();
+                let status = f.status.as_str();
                 writeln!(
                     out,
                     "{status:<8} {}  {}",

@@ -272,7 +272,7 @@ fn flag(flag: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Validated settings shared by plan and get.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub items: Vec<String>,
     pub query: Query,
     pub catalog: Catalog,
@@ -329,7 +329,7 @@ pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-pub fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
+pub(crate) fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
     if let Some(ep) = src.endpoint_url.as_ref().filter(|s| !s.is_empty()) {
         let url = Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
         // Anything else would be retried for a minute and a half before failing.

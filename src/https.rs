@@ -29,10 +29,10 @@ const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days aft
 
 /// A MAST API token. Its Debug and Display never show it.
 #[derive(Clone)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl Token {
-    pub fn new(s: &str) -> Option<Token> {
+    pub(crate) fn new(s: &str) -> Option<Token> {
         let t = s.trim();
         (!t.is_empty()).then(|| Token(t.to_string()))
     }
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Token {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpsError {
+pub(crate) enum HttpsError {
     #[error("GET {url}: HTTP {status}{hint}")]
     Status {
         url: String,
@@ -113,7 +113,7 @@ impl Transient for HttpsError {
 /// What a download tells its caller about bytes as they happen, so the caller can show
 /// progress without this module knowing how.
 #[derive(Debug, Clone, Copy)]
-pub enum Tally {
+pub(crate) enum Tally {
     /// Bytes already in the temporary file from an earlier run, kept.
     Resumed(u64),
     /// Bytes received and written in this run.
@@ -122,7 +122,7 @@ pub enum Tally {
     GaveBack(u64),
 }
 
-pub struct MastHttps {
+pub(crate) struct MastHttps {
     client: reqwest::Client,
     base: Url,
     token: Option<Token>,
@@ -140,7 +140,11 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 impl MastHttps {
-    pub fn new(base: Url, token: Option<Token>, retry: RetryPolicy) -> reqwest::Result<MastHttps> {
+    pub(crate) fn new(
+        base: Url,
+        token: Option<Token>,
+        retry: RetryPolicy,
+    ) -> reqwest::Result<MastHttps> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
@@ -153,7 +157,7 @@ impl MastHttps {
         })
     }
 
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
@@ -181,7 +185,7 @@ impl MastHttps {
     }
 
     /// `Download/file?uri=` URL of a product.
-    pub fn download_url(base: &Url, uri: &str) -> String {
+    pub(crate) fn download_url(base: &Url, uri: &str) -> String {
         let mut url = base
             .join("api/v0.1/Download/file")
             .expect("static path joins");
@@ -190,7 +194,7 @@ impl MastHttps {
     }
 
     /// Ask MAST whether the token is valid, once, before any download needs it.
-    pub async fn check_token(&self) -> Result<(), HttpsError> {
+    pub(crate) async fn check_token(&self) -> Result<(), HttpsError> {
         let url = self.base.join("whoami").expect("static path joins");
         let resp = self
             .retry
@@ -253,7 +257,7 @@ impl MastHttps {
 
     /// Fetch one product into `dest` (its place under `dir`): returns its size, CRC-64/NVME
     /// (S3's base64 form) and, with `sha256`, its SHA-256.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         entry: &PlanEntry,
         dir: &Path,
@@ -464,7 +468,10 @@ impl MastHttps {
 
 /// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
 /// person is at the terminal and `needed`.
-pub fn load_token(token_file: Option<&Path>, needed: bool) -> Result<Option<Token>, io::Error> {
+pub(crate) fn load_token(
+    token_file: Option<&Path>,
+    needed: bool,
+) -> Result<Option<Token>, io::Error> {
     if let Some(p) = token_file {
         let mut s = String::new();
         File::open(p)

@@ -14,11 +14,11 @@ use serde_json::json;
 
 /// Notes about waits come at most this often: often enough that a waiting run is never silent
 /// for long, rarely enough that a thousand retrying requests do not flood the terminal.
-pub const NOTE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const NOTE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How a run talks: `--quiet`, `--no-progress`, `--json`.
 #[derive(Debug, Clone, Copy)]
-pub struct Options {
+pub(crate) struct Options {
     pub quiet: bool,
     pub no_progress: bool,
     pub json: bool,
@@ -47,18 +47,18 @@ fn wait_notes() -> std::sync::MutexGuard<'static, WaitNotes> {
 
 /// How notes about waits are shown in this run (`--quiet` hides them; `--json` also emits
 /// `{"event": "note"}`).
-pub fn set_wait_notes(opts: Options) {
+pub(crate) fn set_wait_notes(opts: Options) {
     wait_notes().opts = Some(opts);
 }
 
 /// While a progress display is on stderr, notes are printed through it (`None`: plain stderr).
-pub fn print_above(printer: Option<Printer>) {
+pub(crate) fn print_above(printer: Option<Printer>) {
     wait_notes().above = printer;
 }
 
 /// Say why the run is waiting (a retry, a slow or busy server), unless a note was given less
 /// than [`NOTE_INTERVAL`] ago.
-pub fn wait_note(msg: &str) {
+pub(crate) fn wait_note(msg: &str) {
     let mut w = wait_notes();
     if w.last.is_some_and(|t| t.elapsed() < NOTE_INTERVAL) {
         return;
@@ -83,7 +83,7 @@ pub fn wait_note(msg: &str) {
 }
 
 /// Write one JSON line to stdout in a single call, so lines never interleave.
-pub fn emit(value: &serde_json::Value) {
+pub(crate) fn emit(value: &serde_json::Value) {
     let mut line = value.to_string();
     line.push('\n');
     let mut out = std::io::stdout().lock();
@@ -97,6 +97,6 @@ pub fn emit(value: &serde_json::Value) {
 }
 
 /// A write to a reader that has gone away (`| head`): the end of the output, not an error.
-pub fn is_broken_pipe(e: &std::io::Error) -> bool {
+pub(crate) fn is_broken_pipe(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::BrokenPipe
 }

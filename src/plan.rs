@@ -24,7 +24,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::S3 => "s3",
             Source::Mast => "mast",
@@ -49,7 +49,7 @@ pub struct PlanEntry {
 }
 
 impl PlanEntry {
-    pub fn is_exclusive(&self) -> bool {
+    pub(crate) fn is_exclusive(&self) -> bool {
         self.access.as_deref() == Some("EXCLUSIVE_ACCESS")
     }
 }
@@ -97,7 +97,7 @@ pub enum Layout {
 }
 
 /// What the layout needs to know about a file.
-pub struct Placement<'a> {
+pub(crate) struct Placement<'a> {
     pub collection: &'a str,
     pub obs_id: Option<&'a str>,
     pub filename: &'a str,
@@ -105,7 +105,7 @@ pub struct Placement<'a> {
 }
 
 impl Layout {
-    pub fn dest(self, p: &Placement<'_>) -> String {
+    pub(crate) fn dest(self, p: &Placement<'_>) -> String {
         let nested = || {
             let obs = p
                 .obs_id
@@ -130,14 +130,14 @@ impl Layout {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unsafe destination {path:?}: {reason}")]
-pub struct UnsafePath {
+pub(crate) struct UnsafePath {
     pub path: String,
     pub reason: &'static str,
 }
 
 /// Check that a destination taken from any input stays inside DIR: relative, `/`-separated,
 /// no `..`, `.`, empty component, backslash or NUL. Returns the path to join onto DIR.
-pub fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
+pub(crate) fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
     let bad = |reason| UnsafePath {
         path: path.to_string(),
         reason,
@@ -173,14 +173,14 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
 }
 
 /// Join a checked destination onto DIR.
-pub fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
+pub(crate) fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
     Ok(dir.join(safe_relative(dest)?))
 }
 
 impl Plan {
     /// Add an entry unless its URI is already planned; a repeat with another destination is
     /// kept as a duplicate, one with a destination taken by another URI is a problem.
-    pub fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
+    pub(crate) fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
         if let Err(e) = safe_relative(&entry.dest) {
             self.problems.push(Problem {
                 item: text::shown(&entry.uri),
@@ -251,7 +251,7 @@ impl Plan {
         self.files.push(entry);
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.files.iter().filter_map(|f| f.size).sum()
     }
 
@@ -279,7 +279,7 @@ impl Plan {
 
 /// Lookup tables used while a plan is being built.
 #[derive(Default)]
-pub struct PlanIndex {
+pub(crate) struct PlanIndex {
     by_uri: HashMap<String, usize>,
     by_dest: HashMap<String, usize>,
     /// Every folder some planned destination needs, with that file (`usize::MAX`: a duplicate).
@@ -313,7 +313,7 @@ pub enum Format {
 }
 
 /// Print the plan in `format`. `curl` needs the MAST base URL for token-bearing requests.
-pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
+pub(crate) fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
     match format {
         Format::Jsonl => {
             for f in &plan.files {
@@ -430,7 +430,7 @@ fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
 /// (largest first, then their position in the plan), each given to the shard with the fewest
 /// bytes so far (ties to the lowest shard). Greedy largest-first keeps every shard within one
 /// file of the mean. Plan files read as a stream (`shard`) use it too.
-pub fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
+pub(crate) fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
     let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
     order.sort_unstable_by_key(|&i| (Reverse(sizes[i as usize]), i));
     let mut load: BinaryHeap<Reverse<(u64, u32)>> = (0..shards).map(|k| Reverse((0, k))).collect();

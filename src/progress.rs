@@ -19,7 +19,7 @@ use crate::note::{self, emit, Options};
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub ok: u64,
     pub skipped: u64,
     pub failed: u64,
@@ -28,7 +28,7 @@ pub struct Counts {
     pub adopted: u64,
 }
 
-pub struct Progress {
+pub(crate) struct Progress {
     opts: Options,
     bar: Option<ProgressBar>,
     start: Instant,
@@ -43,7 +43,7 @@ pub struct Progress {
 }
 
 /// One finished file, for the event stream and the error line.
-pub struct FileEvent<'a> {
+pub(crate) struct FileEvent<'a> {
     pub status: Status,
     pub path: &'a str,
     pub uri: &'a str,
@@ -65,7 +65,7 @@ fn rate(bytes: u64, secs: f64) -> String {
 }
 
 impl Progress {
-    pub fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
+    pub(crate) fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
         let tty = std::io::stderr().is_terminal();
         let bar = (tty && !opts.quiet && !opts.no_progress).then(|| {
             let bar =
@@ -152,21 +152,21 @@ impl Progress {
     }
 
     /// Bytes received from the network and written at their place.
-    pub fn transferred(&self, n: u64) {
+    pub(crate) fn transferred(&self, n: u64) {
         self.transferred.fetch_add(n, Ordering::Relaxed);
         self.done(n);
     }
 
     /// Bytes that count as done without a transfer (resumed parts), or that no longer do
     /// (a restarted file gives back what it had).
-    pub fn done(&self, n: u64) {
+    pub(crate) fn done(&self, n: u64) {
         self.done_bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
         }
     }
 
-    pub fn undone(&self, n: u64) {
+    pub(crate) fn undone(&self, n: u64) {
         self.done_bytes.fetch_sub(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_position(bar.position().saturating_sub(n));
@@ -174,7 +174,7 @@ impl Progress {
     }
 
     /// A file reached its final state in this run.
-    pub fn file(&self, ev: &FileEvent<'_>) {
+    pub(crate) fn file(&self, ev: &FileEvent<'_>) {
         {
             let mut c = self.counts.lock().unwrap();
             match ev.status {
@@ -208,7 +208,7 @@ impl Progress {
     }
 
     /// An error line, printed once, above the bar when there is one.
-    pub fn error(&self, msg: &str) {
+    pub(crate) fn error(&self, msg: &str) {
         let line = format!("mastfetch: error: {}", crate::text::escape(msg));
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -217,7 +217,7 @@ impl Progress {
     }
 
     /// A note for humans (not shown with --quiet).
-    pub fn note(&self, msg: &str) {
+    pub(crate) fn note(&self, msg: &str) {
         if self.opts.quiet {
             return;
         }
@@ -228,12 +228,12 @@ impl Progress {
         }
     }
 
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         *self.counts.lock().unwrap()
     }
 
     /// Stop the bar and ticker and print the summary; returns the counts.
-    pub fn finish(&self) -> Counts {
+    pub(crate) fn finish(&self) -> Counts {
         if let Some(h) = self.ticker.lock().unwrap().take() {
             h.abort();
         }

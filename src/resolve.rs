@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
 
 use crate::https::MastHttps;
@@ -19,7 +18,7 @@ use crate::query::{Catalog, Query};
 use crate::retry::Transient;
 use crate::s3::{ObjectInfo, S3Error, S3};
 
-pub struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     pub s3: &'a S3,
     /// The catalog API; `None` when MAST must not be asked (`--s3-only` without a query).
     pub mast: Option<&'a Mast>,
@@ -34,7 +33,7 @@ pub struct Resolver<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("listing the bucket failed")]
     List(#[from] S3Error),
     #[error("the MAST query failed")]
@@ -60,13 +59,8 @@ enum Slot {
     Many(Vec<PlanEntry>),
 }
 
-/// The folder a key sits in, with its trailing `/` (the prefix of a shallow listing).
-fn folder_of(key: &str) -> &str {
-    key.rfind('/').map_or("", |i| &key[..=i])
-}
-
 impl Resolver<'_> {
-    pub async fn resolve(&self, parsed: Parsed) -> Result<Plan, ResolveError> {
+    pub(crate) async fn resolve(&self, parsed: Parsed) -> Result<Plan, ResolveError> {
         let mut plan = Plan {
             problems: parsed.problems,
             ..Plan::default()
@@ -257,11 +251,11 @@ impl Resolver<'_> {
                     .collect(),
             };
             for (bucket, key) in &keys {
-                folders.insert((bucket.clone(), folder_of(key).to_string()));
+                folders.insert((bucket.clone(), names::folder_of(key).to_string()));
             }
             candidates[i] = keys;
         }
-        let mut found = self.list_folders(folders).await?;
+        let mut found = self.s3.list_folders(folders, self.parallel).await?;
 
         // What the naming rules missed: ask MAST where it is, in batches, then confirm.
         let missing: Vec<usize> = items
@@ -307,14 +301,14 @@ impl Resolver<'_> {
                 };
                 if let Some(Some(key)) = keys.get(&w.product.uri) {
                     let c = (self.s3.bucket.clone(), key.clone());
-                    let folder = (c.0.clone(), folder_of(key).to_string());
+                    let folder = (c.0.clone(), names::folder_of(key).to_string());
                     if !found.contains_key(&c) {
                         new_folders.insert(folder);
                     }
                     candidates[i] = vec![c];
                 }
             }
-            found.extend(self.list_folders(new_folders).await?);
+            found.extend(self.s3.list_folders(new_folders, self.parallel).await?);
         }
 
         let mut slots = Vec::with_capacity(items.len());
@@ -341,28 +335,6 @@ impl Resolver<'_> {
             });
         }
         Ok((slots, notes))
-    }
-
-    /// One shallow, paginated listing per folder, several folders at once.
-    async fn list_folders(
-        &self,
-        folders: BTreeSet<(String, String)>,
-    ) -> Result<HashMap<(String, String), ObjectInfo>, ResolveError> {
-        let listings: Vec<(String, Vec<ObjectInfo>)> = stream::iter(folders)
-            .map(|(bucket, folder)| async move {
-                let objs = self.s3.list(&bucket, &folder, true).await?;
-                Ok::<_, S3Error>((bucket, objs))
-            })
-            .buffer_unordered(self.parallel.max(1))
-            .try_collect()
-            .await?;
-        let mut found = HashMap::new();
-        for (bucket, objs) in listings {
-            for o in objs {
-                found.insert((bucket.clone(), o.key.clone()), o);
-            }
-        }
-        Ok(found)
     }
 
     fn placement_dest(

@@ -19,7 +19,7 @@ use crate::plan::partition;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the plan {}", path.display())]
-pub struct StreamError {
+pub(crate) struct StreamError {
     path: PathBuf,
     #[source]
     source: io::Error,
@@ -27,7 +27,7 @@ pub struct StreamError {
 
 /// One shard's rows of a plan file, and the size of the whole plan.
 #[derive(Debug, Default)]
-pub struct Share {
+pub(crate) struct Share {
     pub parsed: Parsed,
     /// Files (distinct rows) in the whole plan.
     pub total: usize,
@@ -66,7 +66,7 @@ fn rows(path: &Path, mut each: impl FnMut(usize, &str)) -> Result<(), StreamErro
 }
 
 /// Whether the file is a plan (`plan --format jsonl` output): its first row reads as one.
-pub fn is_plan_file(path: &Path) -> bool {
+pub(crate) fn is_plan_file(path: &Path) -> bool {
     let mut first = None;
     let _ = rows(path, |_, text| {
         if first.is_none() {
@@ -120,7 +120,12 @@ fn root_of(leader: &[u32], mut i: u32) -> u32 {
 
 /// Shard `index` of `shards` of the plan file at `path`, read as a stream. A row that does not
 /// parse is given to a shard like any other, which reports it.
-pub fn stream(path: &Path, name: &str, shards: u32, index: u32) -> Result<Share, StreamError> {
+pub(crate) fn stream(
+    path: &Path,
+    name: &str,
+    shards: u32,
+    index: u32,
+) -> Result<Share, StreamError> {
     let (mut sizes, mut uris, mut dests) = (Vec::new(), Vec::new(), Vec::new());
     rows(path, |number, text| {
         match serde_json::from_str::<RowKey>(text) {

@@ -9,6 +9,61 @@
 //! upload part layout of a multipart ETag), the per-part digests taken as bytes arrive and their
 //! check once the file is complete (a mismatch fetches the file again), and the rename into
 //! place. The only module that spawns transfer tasks.
+//!
+//! # The part protocol
+//!
+//! Design note for whoever changes this file; the rest of it implements these rules.
+//!
+//! **Scheduling.** [`Engine::run`] takes files largest first. Requeued files (restarts) go
+//! before new ones. For the next [`LOOKAHEAD`] files that will be fetched in parts, the HEAD
+//! that learns their proof starts early, so the scheduler waits no round trip per file. Every
+//! request (a part GET, a whole-object GET, a MAST download) holds one permit of the shared
+//! `--jobs` semaphore until it is answered; a file holds no permit of its own.
+//!
+//! **States of a file.** `prepare` -> parts in flight -> `finish` -> recorded, or back to the
+//! queue:
+//! 1. `prepare` learns the size (a HEAD if the plan has none) and, for a file larger than one
+//!    part, what it must match first (`multi_part_expect`: the full-object checksum, or a
+//!    multipart ETag, whose upload parts then become the part bounds so each part's MD5 can
+//!    be taken on arrival). A file of one part learns it from its GET's answer instead. It
+//!    creates the temporary file under `DIR/.mastfetch/` (`dest::temp_paths`) or continues
+//!    one (below), and computes the parts not yet on disk.
+//! 2. Each missing part is one task (`run_part` -> `fetch_part`): a ranged GET with
+//!    `If-Match` on the pinned ETag; `check_response` checks the status, the ETag and the
+//!    Content-Range that answered; `stream_body` writes the bytes at their offset and feeds
+//!    the part's digests as they arrive, resuming a broken body from the last byte received
+//!    (retries are per request, not per file). A part that finds a sibling already failed or
+//!    the object changed spends no request.
+//! 3. The last part to end (a counter, `remaining`, that the scheduler also holds one unit of,
+//!    so a file already complete on disk still finishes) calls `part_done`, which decides:
+//!    no error -> `finish`; the object changed (`ErrorKind::Changed`: If-Match failed, or
+//!    another ETag answered) -> `restart`; any other error -> recorded as failed, the
+//!    temporary file and its log kept so the next run resumes.
+//! 4. `finish` waits for the serial digests (`hashing`, read back from the page cache), learns
+//!    a late upload layout if a single GET revealed a multipart ETag, then `finish_blocking`
+//!    compares size and digests with the expectation (`checksum::Expect`). A match is renamed
+//!    into place and recorded (manifest line, progress event); a mismatch deletes the bytes
+//!    (they never reach the final name nor a later resume) and restarts.
+//!
+//! **Restarts.** `restart` gives back the bytes counted for the file, deletes its temporary
+//! file and log, asks the archive (HEAD) for the object's current size and ETag, and requeues
+//! the file with them; at most [`MAX_RESTARTS`] times, then the last error is recorded. An
+//! object gone from the bucket is recorded as failed.
+//!
+//! **The resume log** (`state` beside the temporary file, multi-part files only): a JSON
+//! [`StateHeader`] (size, part size, ETag, upload part lengths), then `etag <value>` once the
+//! first answer pins an ETag the plan did not have, then one line per part written. A later
+//! run continues the file only if the header matches what it would write now, the ETag is the
+//! same and the temporary file has the full size (`resumable`). A logged part is only a
+//! promise that its bytes were written: its digests are taken again by reading it back, so the
+//! log never vouches for bytes nobody checked.
+//!
+//! **Proofs** (`checksum::Expect`, strongest first): the archive's full-object CRC (each
+//! part's CRC taken on arrival, combined at the end) or SHA-256 (hashed in order by the
+//! read-back pool); a plain-MD5 ETag (read-back pool); a multipart ETag over the object's own
+//! upload parts (each part's MD5 on arrival, or read back when a single GET revealed the ETag);
+//! else the size alone, with a note saying why. The size is always checked; `--no-verify`
+//! (`Expect::Nothing`) skips the rest. MAST downloads (`https`) are proven by their size.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -37,10 +92,10 @@ const MAX_RESTARTS: u32 = 3;
 /// Upload parts beyond this many are not looked up one HEAD each (S3 allows 10,000 parts).
 const MAX_PART_HEADS: u64 = 10_000;
 /// Why a file was not fetched without a token (manifest message).
-pub const EXCLUDED_MESSAGE: &str =
+pub(crate) const EXCLUDED_MESSAGE: &str =
     "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
 
-pub struct Engine {
+pub(crate) struct Engine {
     pub s3: S3,
     pub mast: Option<Arc<MastHttps>>,
     pub dir: PathBuf,
@@ -126,7 +181,7 @@ struct StateHeader {
 }
 
 /// A complete file, proven (or not) as the archive allowed.
-pub struct Done {
+pub(crate) struct Done {
     pub size: u64,
     pub expect: Expect,
     /// CRC-64/NVME of the local file, S3's base64 form.
@@ -172,7 +227,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
 
 impl Engine {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         s3: S3,
         mast: Option<Arc<MastHttps>>,
         dir: PathBuf,
@@ -206,7 +261,7 @@ impl Engine {
     }
 
     /// Fetch every entry; largest first so that the run does not end waiting on one big file.
-    pub async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
+    pub(crate) async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
         entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
