@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::adopt;
 use crate::checksum;
-use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
+use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig, VerifyFormat};
 use crate::https::{self, MastHttps};
 use crate::input;
 use crate::manifest::{self, Entry, Status};
@@ -24,7 +24,6 @@ use crate::note;
 use crate::plan::{self, Format, Plan, Source};
 use crate::progress::{FileEvent, Progress};
 use crate::resolve::Resolver;
-use crate::retry::RetryPolicy;
 use crate::s3::S3;
 use crate::shard;
 use crate::text;
@@ -35,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Plan(args) => plan_cmd(args).await,
         Command::Get(args) => get_cmd(args).await,
-        Command::Verify(args) => verify_cmd(args).await,
+        Command::Verify(args) => verify_cmd(VerifyConfig::new(&args)).await,
     }
 }
 
@@ -47,12 +46,12 @@ struct Sources {
 
 async fn sources(cfg: &Config) -> Result<Sources> {
     let retry = cfg.retry;
-    let s3 = S3::connect(&cfg.s3, retry, cfg.jobs).await;
+    let s3 = S3::connect(&cfg.s3, retry, cfg.budgets.requests).await;
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
     } else {
         Some(
-            Mast::new(cfg.mast_url.clone(), retry, 8)
+            Mast::new(cfg.mast_url.clone(), retry, cfg.budgets.catalog)
                 .context("cannot set up the MAST client")?
                 .with_deadline(cfg.mast_timeout),
         )
@@ -79,7 +78,7 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         mast_only: cfg.mast_only,
         query: cfg.query.clone(),
         catalog: cfg.catalog,
-        parallel: cfg.jobs.min(32),
+        parallel: cfg.budgets.listings,
     };
     let mut plan = resolver.resolve(parsed).await?;
     if let Some(total) = streamed_total {
@@ -307,7 +306,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         src.s3.clone(),
         mast_https,
         dir.clone(),
-        cfg.jobs,
+        cfg.budgets.requests,
+        cfg.budgets.hash_threads,
         cfg.part_size,
         cfg.retry,
         progress.clone(),
@@ -550,8 +550,8 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
     found
 }
 
-async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
-    let dir = &args.dir;
+async fn verify_cmd(cfg: VerifyConfig) -> Result<u8> {
+    let dir = &cfg.dir;
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
@@ -568,32 +568,29 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         }
     }
     let index = manifest::Index::build(dir)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     if index.is_empty() && torn > 0 {
         return Ok(1);
     }
     if index.is_empty() {
-        return verify_foreign(&args, jobs).await;
+        return verify_foreign(&cfg).await;
     }
-    if args.write_manifest {
+    if cfg.write_manifest {
         bail!(
             "--write-manifest is for a folder without a manifest; {} has one",
             dir.display()
         );
     }
     let dir2 = dir.clone();
-    let remote = args.remote;
+    let remote = cfg.remote;
+    let threads = cfg.budgets.hash_threads;
     let checked =
-        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, remote))
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, threads, remote))
             .await
             .context("verify worker failed")??;
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
     if remote {
         let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
-        let s3_opts = crate::cli::s3_options(&args.sources)?;
-        let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
+        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
         // Each file is compared with the archive through the record that matches it on disk.
         let stale = verify::verify_remote(&s3, &matched)
             .await
@@ -607,22 +604,22 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             }
         }
     }
-    let code = report_findings(&findings, args.format, args.quiet)?;
+    let code = report_findings(&findings, cfg.format, cfg.quiet)?;
     Ok(code.max(u8::from(torn > 0)))
 }
 
 /// `verify` of a folder mastfetch did not write: every file recognised by name and place,
 /// proven against the archive (which makes `--remote` implied), nothing downloaded.
-async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
-    let dir = &args.dir;
+async fn verify_foreign(cfg: &VerifyConfig) -> Result<u8> {
+    let dir = &cfg.dir;
     let files = adopt::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if files.is_empty() {
         bail!("{} holds no files and no mastfetch manifest", dir.display());
     }
-    let retry = RetryPolicy::default();
-    let s3 = S3::connect(&crate::cli::s3_options(&args.sources)?, retry, jobs).await;
-    let mast_url = crate::cli::mast_base(&args.sources.mast_url)?;
-    let mast = Mast::new(mast_url.clone(), retry, 8).context("cannot set up the MAST client")?;
+    let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
+    let mast_url = cfg.mast_url()?;
+    let mast = Mast::new(mast_url.clone(), cfg.retry, cfg.budgets.catalog)
+        .context("cannot set up the MAST client")?;
     let resolver = Resolver {
         s3: &s3,
         mast: Some(&mast),
@@ -632,12 +629,12 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
         mast_only: false,
         query: crate::query::Query::default(),
         catalog: crate::query::Catalog::Mast,
-        parallel: jobs.min(32),
+        parallel: cfg.budgets.listings,
     };
-    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, jobs)
+    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, cfg.budgets.hash_threads)
         .await
         .context("finding the files' archive objects failed")?;
-    if !args.quiet {
+    if !cfg.quiet {
         let lists = s3.stats.lists.load(std::sync::atomic::Ordering::Relaxed);
         let heads = s3.stats.heads.load(std::sync::atomic::Ordering::Relaxed);
         let lookups = mast.stats().path_lookups;
@@ -649,7 +646,7 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
             files.len()
         );
     }
-    if args.write_manifest {
+    if cfg.write_manifest {
         let mut w = manifest::Writer::open(dir, None, false)?;
         for r in proofs.iter().filter_map(|p| p.record.clone()) {
             w.record(r)?;
@@ -657,7 +654,7 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
         w.finish()?;
     }
     let findings: Vec<verify::Finding> = proofs.into_iter().map(|p| p.finding).collect();
-    report_findings(&findings, args.format, args.quiet)
+    report_findings(&findings, cfg.format, cfg.quiet)
 }
 
 /// Print the findings and their counts; exit 1 on anything that is neither ok nor unknown.

@@ -231,7 +231,8 @@ impl Engine {
         s3: S3,
         mast: Option<Arc<MastHttps>>,
         dir: PathBuf,
-        jobs: usize,
+        requests: usize,
+        hash_threads: usize,
         part_size: u64,
         retry: RetryPolicy,
         progress: Arc<Progress>,
@@ -239,7 +240,6 @@ impl Engine {
         verify: bool,
         sha256: bool,
     ) -> Arc<Engine> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Engine {
             s3,
             mast,
@@ -250,12 +250,12 @@ impl Engine {
             manifest: Mutex::new(manifest),
             verify,
             sha256,
-            jobs: Arc::new(Semaphore::new(jobs)),
-            // Half the cores hash, the rest move bytes: on this 2-core machine one worker with
-            // all 8 big files in its MD5 lanes beat two workers with 4 each (4.3 against 6.6
-            // CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
-            hash: HashPool::new(cores.div_ceil(2)),
-            hashers: Arc::new(Semaphore::new(cores)),
+            jobs: Arc::new(Semaphore::new(requests)),
+            // `hash_threads` (the cores): half of them hash, the rest move bytes. On this 2-core
+            // machine one worker with all 8 big files in its MD5 lanes beat two workers with 4
+            // each (4.3 against 6.6 CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
+            hash: HashPool::new(hash_threads.div_ceil(2)),
+            hashers: Arc::new(Semaphore::new(hash_threads)),
             made_dirs: Mutex::new(HashSet::new()),
         })
     }
