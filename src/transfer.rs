@@ -442,47 +442,10 @@ impl Engine {
             return Err((job, FinishError::NoMast("entry has no bucket key")));
         };
         let mut job = job;
-        let mut head = None;
-        if job.entry.size.is_none() {
-            match self.s3.head(&bucket, &key).await {
-                Ok(Some(info)) => {
-                    job.entry.size = Some(info.size);
-                    job.entry.etag = job.entry.etag.take().or(info.etag.clone());
-                    head = Some(info);
-                }
-                Ok(None) => {
-                    let e =
-                        S3::make_error("HEAD", &bucket, &key, ErrorKind::NotFound, String::new());
-                    return Err((job, e.into()));
-                }
-                Err(e) => return Err((job, e.into())),
-            }
-        }
-        let whole = job.entry.size.unwrap_or(0) <= self.part_size;
-        // A file fetched in parts learns its proof first: no single answer carries the
-        // full-object checksum, and a multipart ETag decides where the parts fall.
-        let mut expect = None;
-        if !whole && !self.verify {
-            expect = Some(Expect::Nothing);
-        } else if !whole {
-            let looked = match job.lookup.take() {
-                Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
-                _ => self.multi_part_expect(&bucket, &key, head).await,
-            };
-            match looked {
-                Ok((info, e)) => {
-                    // The archive's object now: a replacement since planning is what we fetch.
-                    job.entry.size = Some(info.size);
-                    job.entry.etag = info.etag.or(job.entry.etag.take());
-                    expect = Some(e);
-                }
-                // A server that cannot answer a HEAD at all (not "missing", not "denied"):
-                // the first GET's answer decides, as for a single GET, and nothing is failed
-                // for want of a HEAD the download itself does not need.
-                Err(e) if e.kind == ErrorKind::Other => {}
-                Err(e) => return Err((job, e.into())),
-            }
-        }
+        let (whole, expect) = match self.learn_object(&mut job, &bucket, &key).await {
+            Ok(v) => v,
+            Err(e) => return Err((job, e)),
+        };
         let size = job.entry.size.unwrap_or(0);
         let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
             Ok(d) => d,
@@ -493,70 +456,16 @@ impl Engine {
             Some(Expect::Md5Parts { parts, .. }) => Some(parts.clone()),
             _ => None,
         };
-        let bounds = match &upload_parts {
-            Some(parts) => std::iter::once(0)
-                .chain(parts.iter().scan(0u64, |at, len| {
-                    *at += len;
-                    Some(*at)
-                }))
-                .collect(),
-            None if whole => vec![0, size],
-            None => (0..size.div_ceil(self.part_size))
-                .map(|p| p * self.part_size)
-                .chain([size])
-                .collect::<Vec<u64>>(),
-        };
+        let bounds = part_bounds(size, whole, upload_parts.as_deref(), self.part_size);
         let single = whole && upload_parts.is_none();
-        let setup = || -> Result<(File, Option<File>, Option<String>), FinishError> {
-            for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
-                if !self.made_dirs.lock().unwrap().contains(parent) {
-                    fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
-                    self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
-                }
-            }
-            // Read too: parts are hashed back from it while later parts still download.
-            let create = || {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .map_err(io_err("cannot create", &tmp))
-            };
-            if single {
-                let file = create()?;
-                let _ = fs::remove_file(&state); // left by a run with a smaller part size
-                return Ok((file, None, job.entry.etag.clone()));
-            }
-            let header = StateHeader {
-                size,
-                part_size: self.part_size,
-                etag: job.entry.etag.clone(),
-                parts: upload_parts.clone(),
-            };
-            if let Some(etag) = resumable(&tmp, &state, &header) {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(io_err("cannot open", &tmp))?;
-                let log = OpenOptions::new()
-                    .append(true)
-                    .open(&state)
-                    .map_err(io_err("cannot open", &state))?;
-                return Ok((file, Some(log), etag));
-            }
-            let file = create()?;
-            file.set_len(size).map_err(io_err("cannot size", &tmp))?;
-            let mut log = File::create(&state).map_err(io_err("cannot create", &state))?;
-            let mut line = serde_json::to_vec(&header).expect("header serializes");
-            line.push(b'\n');
-            log.write_all(&line)
-                .map_err(io_err("cannot write", &state))?;
-            Ok((file, Some(log), job.entry.etag.clone()))
-        };
-        let (file, log, etag) = match setup() {
+        let header = (!single).then(|| StateHeader {
+            size,
+            part_size: self.part_size,
+            etag: job.entry.etag.clone(),
+            parts: upload_parts,
+        });
+        let opened = self.open_temp(&dest, &tmp, &state, header, job.entry.etag.clone());
+        let (file, log, etag) = match opened {
             Ok(v) => v,
             Err(e) => return Err((job, e)),
         };
@@ -568,36 +477,15 @@ impl Engine {
         if let Some(e) = etag {
             let _ = pinned.set(e);
         }
-        let parts = bounds.len() - 1;
-        let mut done = vec![None; parts];
-        if let (Some(_), Some(expect)) = (&log, &expect) {
-            // Parts an earlier run finished: their digests come from the bytes on disk now.
-            let finished: Vec<u64> = read_done_parts(&state)
-                .into_iter()
-                .filter(|&p| (p as usize) < parts)
-                .collect();
-            let (file2, bounds2, expect2) = (reader.try_clone(), bounds.clone(), expect.clone());
-            let rehash = tokio::task::spawn_blocking(move || {
-                let file2 = file2?;
-                finished
-                    .into_iter()
-                    .map(|p| {
-                        let (at, len) = (bounds2[p as usize], bounds2[p as usize + 1]);
-                        Ok((p, PartHasher::of_range(&expect2, &file2, at, len - at)?))
-                    })
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .await
-            .expect("re-hash task does not panic");
-            match rehash {
-                Ok(digests) => {
-                    for (p, d) in digests {
-                        done[p as usize] = Some(d);
-                    }
+        let done = match (&log, &expect) {
+            (Some(_), Some(expect)) => {
+                match resumed_parts(&reader, &state, &bounds, expect).await {
+                    Ok(done) => done,
+                    Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
                 }
-                Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
             }
-        }
+            _ => vec![None; bounds.len() - 1],
+        };
         let expect_lock = OnceLock::new();
         if let Some(e) = expect {
             let _ = expect_lock.set(e);
@@ -624,6 +512,106 @@ impl Engine {
             etag_logged: AtomicBool::new(false),
             started: Instant::now(),
         })
+    }
+
+    /// Learn what the plan did not say: the size (one HEAD) and, for a file fetched in parts,
+    /// what it must match, before any part starts (no single answer carries the full-object
+    /// checksum, and a multipart ETag decides where the parts fall). Returns whether the file
+    /// is fetched whole, and what it must match when that is known now.
+    async fn learn_object(
+        &self,
+        job: &mut Job,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(bool, Option<Expect>), FinishError> {
+        let mut head = None;
+        if job.entry.size.is_none() {
+            let Some(info) = self.s3.head(bucket, key).await? else {
+                let e = S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new());
+                return Err(e.into());
+            };
+            job.entry.size = Some(info.size);
+            job.entry.etag = job.entry.etag.take().or(info.etag.clone());
+            head = Some(info);
+        }
+        if job.entry.size.unwrap_or(0) <= self.part_size {
+            return Ok((true, None));
+        }
+        if !self.verify {
+            return Ok((false, Some(Expect::Nothing)));
+        }
+        let looked = match job.lookup.take() {
+            Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
+            _ => self.multi_part_expect(bucket, key, head).await,
+        };
+        match looked {
+            Ok((info, e)) => {
+                // The archive's object now: a replacement since planning is what we fetch.
+                job.entry.size = Some(info.size);
+                job.entry.etag = info.etag.or(job.entry.etag.take());
+                Ok((false, Some(e)))
+            }
+            // A server that cannot answer a HEAD at all (not "missing", not "denied"): the
+            // first GET's answer decides, as for a single GET, and nothing is failed for want
+            // of a HEAD the download itself does not need.
+            Err(e) if e.kind == ErrorKind::Other => Ok((false, None)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Create the folders and the temporary file, or continue an earlier run's. `header` is
+    /// the resume log's of a file fetched in parts (`None`: one request, no log). Returns the
+    /// file, its resume log and the ETag its bytes are pinned to (`etag` unless the log says).
+    fn open_temp(
+        &self,
+        dest: &Path,
+        tmp: &Path,
+        state: &Path,
+        header: Option<StateHeader>,
+        etag: Option<String>,
+    ) -> Result<(File, Option<File>, Option<String>), FinishError> {
+        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
+            if !self.made_dirs.lock().unwrap().contains(parent) {
+                fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+                self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
+            }
+        }
+        // Read too: parts are hashed back from it while later parts still download.
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(tmp)
+                .map_err(io_err("cannot create", tmp))
+        };
+        let Some(header) = header else {
+            let file = create()?;
+            let _ = fs::remove_file(state); // left by a run with a smaller part size
+            return Ok((file, None, etag));
+        };
+        if let Some(etag) = resumable(tmp, state, &header) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(tmp)
+                .map_err(io_err("cannot open", tmp))?;
+            let log = OpenOptions::new()
+                .append(true)
+                .open(state)
+                .map_err(io_err("cannot open", state))?;
+            return Ok((file, Some(log), etag));
+        }
+        let file = create()?;
+        file.set_len(header.size)
+            .map_err(io_err("cannot size", tmp))?;
+        let mut log = File::create(state).map_err(io_err("cannot create", state))?;
+        let mut line = serde_json::to_vec(&header).expect("header serializes");
+        line.push(b'\n');
+        log.write_all(&line)
+            .map_err(io_err("cannot write", state))?;
+        Ok((file, Some(log), etag))
     }
 
     async fn run_part(
@@ -1219,6 +1207,58 @@ impl FileCtx {
     }
 }
 
+/// Where the parts of a `size`-byte object fall (part `p` is `bounds[p]..bounds[p + 1]`): the
+/// object's own upload parts when they are the proof, one part for a file fetched whole, else
+/// `part_size` pieces.
+fn part_bounds(size: u64, whole: bool, upload_parts: Option<&[u64]>, part_size: u64) -> Vec<u64> {
+    match upload_parts {
+        Some(parts) => std::iter::once(0)
+            .chain(parts.iter().scan(0u64, |at, len| {
+                *at += len;
+                Some(*at)
+            }))
+            .collect(),
+        None if whole => vec![0, size],
+        None => (0..size.div_ceil(part_size))
+            .map(|p| p * part_size)
+            .chain([size])
+            .collect(),
+    }
+}
+
+/// The digests of the parts an earlier run finished (from its resume log), taken again from
+/// the bytes on disk; `None` for every part still to fetch.
+async fn resumed_parts(
+    file: &File,
+    state: &Path,
+    bounds: &[u64],
+    expect: &Expect,
+) -> io::Result<Vec<Option<PartDigest>>> {
+    let parts = bounds.len() - 1;
+    let finished: Vec<u64> = read_done_parts(state)
+        .into_iter()
+        .filter(|&p| (p as usize) < parts)
+        .collect();
+    let (file2, bounds2, expect2) = (file.try_clone(), bounds.to_vec(), expect.clone());
+    let digests = tokio::task::spawn_blocking(move || {
+        let file2 = file2?;
+        finished
+            .into_iter()
+            .map(|p| {
+                let (at, len) = (bounds2[p as usize], bounds2[p as usize + 1]);
+                Ok((p, PartHasher::of_range(&expect2, &file2, at, len - at)?))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })
+    .await
+    .expect("re-hash task does not panic")?;
+    let mut done = vec![None; parts];
+    for (p, d) in digests {
+        done[p as usize] = Some(d);
+    }
+    Ok(done)
+}
+
 /// Parts already written by an earlier run, from the resume log.
 fn read_done_parts(state: &Path) -> std::collections::BTreeSet<u64> {
     let Ok(f) = File::open(state) else {
@@ -1252,4 +1292,55 @@ fn resumable(tmp: &Path, state: &Path, want: &StateHeader) -> Option<Option<Stri
         && same_object
         && fs::metadata(tmp).ok()?.len() == want.size;
     ok.then_some(want.etag.clone().or(etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_fall_on_upload_parts_part_size_or_one_whole() {
+        // The object's own upload parts, when its multipart ETag is the proof.
+        assert_eq!(
+            part_bounds(25, false, Some(&[10, 10, 5]), 8),
+            [0, 10, 20, 25]
+        );
+        // A file fetched whole: one part, whatever the part size.
+        assert_eq!(part_bounds(7, true, None, 8), [0, 7]);
+        assert_eq!(part_bounds(0, true, None, 8), [0, 0]);
+        // Otherwise `part_size` pieces, the last one short.
+        assert_eq!(part_bounds(20, false, None, 8), [0, 8, 16, 20]);
+        assert_eq!(part_bounds(16, false, None, 8), [0, 8, 16]);
+    }
+
+    #[test]
+    fn a_resume_log_is_continued_only_for_the_same_object_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, state) = (dir.path().join("t"), dir.path().join("s"));
+        let header = |etag: Option<&str>| StateHeader {
+            size: 16,
+            part_size: 8,
+            etag: etag.map(str::to_string),
+            parts: None,
+        };
+        std::fs::write(&tmp, [0u8; 16]).unwrap();
+        let mut log = serde_json::to_string(&header(None)).unwrap();
+        log.push_str("\netag \"abc\"\n1\n");
+        std::fs::write(&state, log).unwrap();
+        // The ETag learned in the log pins the bytes; parts written are listed.
+        assert_eq!(
+            resumable(&tmp, &state, &header(None)),
+            Some(Some("\"abc\"".to_string()))
+        );
+        assert_eq!(read_done_parts(&state).into_iter().collect::<Vec<_>>(), [1]);
+        // Another object (ETag), another part size or a short file: start over.
+        assert_eq!(resumable(&tmp, &state, &header(Some("\"xyz\""))), None);
+        let other = StateHeader {
+            part_size: 4,
+            ..header(None)
+        };
+        assert_eq!(resumable(&tmp, &state, &other), None);
+        std::fs::write(&tmp, [0u8; 15]).unwrap();
+        assert_eq!(resumable(&tmp, &state, &header(None)), None);
+    }
 }
