@@ -276,24 +276,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
-    let token = if cfg.s3_only {
-        None
-    } else {
-        https::load_token(cfg.token_file.as_deref(), needs_token)
-            .context("cannot read the MAST token")?
-    };
-    let mast_https = if cfg.s3_only {
-        None
-    } else {
-        let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
-            .context("cannot set up the MAST download client")?;
-        if needs_token && m.has_token() {
-            m.check_token()
-                .await
-                .context("the MAST token was checked before downloading")?;
-        }
-        Some(Arc::new(m))
-    };
+    let mast_https = mast_downloads(&cfg, needs_token).await?;
     let has_token = mast_https.as_ref().is_some_and(|m| m.has_token());
 
     let total_bytes = plan.total_bytes();
@@ -315,79 +298,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.verify,
         args.sha256,
     );
-    let mut excluded = 0;
-    {
-        let mut w = engine.manifest.lock().unwrap();
-        for (entry, prev) in &skipped {
-            let mut line = Entry::from_plan(entry, Status::Skipped, None);
-            line.sha256 = prev.sha256.clone();
-            line.size = entry.size.or(prev.size);
-            line.etag = entry.etag.clone().or(prev.etag.clone());
-            line.checksum = prev.checksum.clone();
-            line.verified = prev.verified.clone();
-            line.crc64nvme = prev.crc64nvme.clone();
-            // A file recorded before a field existed (or without --sha256) gets it from disk.
-            let need_sha = args.sha256 && line.sha256.is_none();
-            if line.crc64nvme.is_none() || need_sha {
-                let path = plan::dest_path(&dir, &entry.dest)?;
-                let (crc, sha) = checksum::digest_file(&path, need_sha)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                line.crc64nvme = Some(crc);
-                line.sha256 = line.sha256.or(sha);
-            }
-            w.record(line)?;
-            progress.file(&event(
-                entry,
-                Status::Skipped,
-                entry.size.unwrap_or(0),
-                None,
-            ));
-        }
-        for (entry, mut line) in adopted {
-            if args.sha256 {
-                let path = plan::dest_path(&dir, &entry.dest)?;
-                let (_, sha) = checksum::digest_file(&path, true)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                line.sha256 = sha;
-            }
-            let size = line.size.unwrap_or(0);
-            w.record(line)?;
-            progress.file(&event(&entry, Status::Adopted, size, None));
-        }
-        for d in &plan.duplicates {
-            let msg = format!("same URI as {}", d.first_dest);
-            w.record(Entry::from_plan(
-                &d.entry,
-                Status::Duplicate,
-                Some(msg.clone()),
-            ))?;
-            progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
-        }
-        for p in &plan.problems {
-            if let Some(entry) = &p.entry {
-                w.record(Entry::from_plan(
-                    entry,
-                    Status::Failed,
-                    Some(p.message.clone()),
-                ))?;
-            }
-        }
-    }
-    let mut fetch = Vec::with_capacity(todo.len());
-    for f in todo {
-        if f.source == Source::Mast && f.is_exclusive() && !has_token {
-            excluded += 1;
-            let msg = transfer::EXCLUDED_MESSAGE;
-            engine.manifest.lock().unwrap().record(Entry::from_plan(
-                &f,
-                Status::Excluded,
-                Some(msg.into()),
-            ))?;
-            progress.file(&event(&f, Status::Excluded, 0, None));
-        } else {
-            fetch.push(f);
-        }
-    }
+    record_known(&engine, &progress, &plan, skipped, adopted, args.sha256)?;
+    let (fetch, excluded) = exclude_without_token(&engine, &progress, todo, has_token)?;
     if excluded > 0 {
         progress.note(&format!(
             "{excluded} exclusive-access files excluded: no MAST token (set MAST_API_TOKEN or --token-file)"
@@ -421,6 +333,126 @@ fn event<'a>(
         seconds: 0.0,
         message,
     }
+}
+
+/// The MAST download client (none with `--s3-only`), its token read and, when exclusive files
+/// need it, checked once before anything is downloaded.
+async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<MastHttps>>> {
+    if cfg.s3_only {
+        return Ok(None);
+    }
+    let token = https::load_token(cfg.token_file.as_deref(), needs_token)
+        .context("cannot read the MAST token")?;
+    let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
+        .context("cannot set up the MAST download client")?;
+    if needs_token && m.has_token() {
+        m.check_token()
+            .await
+            .context("the MAST token was checked before downloading")?;
+    }
+    Ok(Some(Arc::new(m)))
+}
+
+/// Record (manifest and progress) every file the run settles without a transfer: complete
+/// from an earlier run, adopted from DIR, duplicates, and plan problems that name a file.
+fn record_known(
+    engine: &Engine,
+    progress: &Progress,
+    plan: &Plan,
+    skipped: Vec<(plan::PlanEntry, Entry)>,
+    adopted: Vec<(plan::PlanEntry, Entry)>,
+    sha256: bool,
+) -> Result<()> {
+    let dir = &engine.dir;
+    let mut w = engine.manifest.lock().unwrap();
+    for (entry, prev) in &skipped {
+        w.record(skipped_line(dir, entry, prev, sha256)?)?;
+        progress.file(&event(
+            entry,
+            Status::Skipped,
+            entry.size.unwrap_or(0),
+            None,
+        ));
+    }
+    for (entry, mut line) in adopted {
+        if sha256 {
+            let path = plan::dest_path(dir, &entry.dest)?;
+            let (_, sha) = checksum::digest_file(&path, true)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            line.sha256 = sha;
+        }
+        let size = line.size.unwrap_or(0);
+        w.record(line)?;
+        progress.file(&event(&entry, Status::Adopted, size, None));
+    }
+    for d in &plan.duplicates {
+        let msg = format!("same URI as {}", d.first_dest);
+        w.record(Entry::from_plan(
+            &d.entry,
+            Status::Duplicate,
+            Some(msg.clone()),
+        ))?;
+        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+    }
+    for p in &plan.problems {
+        if let Some(entry) = &p.entry {
+            w.record(Entry::from_plan(
+                entry,
+                Status::Failed,
+                Some(p.message.clone()),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// The manifest line of a file an earlier run completed: its earlier record, brought up to the
+/// plan (size, ETag) and to today's fields.
+fn skipped_line(dir: &Path, entry: &plan::PlanEntry, prev: &Entry, sha256: bool) -> Result<Entry> {
+    let mut line = Entry::from_plan(entry, Status::Skipped, None);
+    line.sha256 = prev.sha256.clone();
+    line.size = entry.size.or(prev.size);
+    line.etag = entry.etag.clone().or(prev.etag.clone());
+    line.checksum = prev.checksum.clone();
+    line.verified = prev.verified.clone();
+    line.crc64nvme = prev.crc64nvme.clone();
+    // A file recorded before a field existed (or without --sha256) gets it from disk.
+    let need_sha = sha256 && line.sha256.is_none();
+    if line.crc64nvme.is_none() || need_sha {
+        let path = plan::dest_path(dir, &entry.dest)?;
+        let (crc, sha) = checksum::digest_file(&path, need_sha)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        line.crc64nvme = Some(crc);
+        line.sha256 = line.sha256.or(sha);
+    }
+    Ok(line)
+}
+
+/// Exclusive-access files from MAST cannot be fetched without a token: recorded as excluded.
+/// Returns the files to fetch and how many were excluded.
+fn exclude_without_token(
+    engine: &Engine,
+    progress: &Progress,
+    todo: Vec<plan::PlanEntry>,
+    has_token: bool,
+) -> Result<(Vec<plan::PlanEntry>, usize)> {
+    let mut excluded = 0;
+    let mut fetch = Vec::with_capacity(todo.len());
+    for f in todo {
+        if f.source == Source::Mast && f.is_exclusive() && !has_token {
+            excluded += 1;
+            let msg = transfer::EXCLUDED_MESSAGE;
+            engine.manifest.lock().unwrap().record(Entry::from_plan(
+                &f,
+                Status::Excluded,
+                Some(msg.into()),
+            ))?;
+            progress.file(&event(&f, Status::Excluded, 0, None));
+        } else {
+            fetch.push(f);
+        }
+    }
+    Ok((fetch, excluded))
 }
 
 /// What to fetch, what an earlier run completed (with its record), and what was already in DIR
