@@ -392,34 +392,48 @@ impl MastHttps {
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE if size.is_none() && *have > 0 => return Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(if self.token.is_some() {
-                    HttpsError::BadToken {
-                        url: url.to_string(),
-                    }
-                } else {
-                    HttpsError::Status {
-                        url: url.to_string(),
-                        status: status.as_u16(),
-                        hint: " (exclusive access: needs a MAST token)",
-                    }
-                });
-            }
-            StatusCode::NOT_FOUND => {
-                return Err(HttpsError::Status {
-                    url: url.to_string(),
-                    status: 404,
-                    hint: " (MAST has no such product)",
-                })
-            }
-            s => {
-                return Err(HttpsError::Status {
-                    url: url.to_string(),
-                    status: s.as_u16(),
-                    hint: "",
-                })
-            }
+            s => return Err(self.refused(url, s)),
         }
+        self.write_body(url, resp, file, tmp, have, tally).await
+    }
+
+    /// The error for an answer that brings no bytes.
+    fn refused(&self, url: &Url, status: StatusCode) -> HttpsError {
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.token.is_some() => {
+                HttpsError::BadToken {
+                    url: url.to_string(),
+                }
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HttpsError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                hint: " (exclusive access: needs a MAST token)",
+            },
+            StatusCode::NOT_FOUND => HttpsError::Status {
+                url: url.to_string(),
+                status: 404,
+                hint: " (MAST has no such product)",
+            },
+            s => HttpsError::Status {
+                url: url.to_string(),
+                status: s.as_u16(),
+                hint: "",
+            },
+        }
+    }
+
+    /// Write an answer's body from byte `have` on, through the stall watchdog; the body must be
+    /// as long as the answer said.
+    async fn write_body(
+        &self,
+        url: &Url,
+        resp: reqwest::Response,
+        file: &File,
+        tmp: &Path,
+        have: &mut u64,
+        tally: &(dyn Fn(Tally) + Sync),
+    ) -> Result<(), HttpsError> {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
         let mut got = 0u64;
