@@ -59,6 +59,9 @@ enum Slot {
     Many(Vec<PlanEntry>),
 }
 
+/// Where an object is, or may be: `(bucket, key)`; with a folder for the key, what to list.
+type Place = (String, String);
+
 impl Resolver<'_> {
     pub(crate) async fn resolve(&self, parsed: Parsed) -> Result<Plan, ResolveError> {
         let mut plan = Plan {
@@ -226,89 +229,24 @@ impl Resolver<'_> {
         query_start: usize,
     ) -> Result<(Vec<Slot>, Vec<String>), ResolveError> {
         let mut notes = Vec::new();
-        // Where each wanted product may be (the derived key first, then what the naming rules
-        // also allow), and the distinct folders to list: one listing pass answers them all.
-        let mut candidates: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
-        let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
-        for (i, item) in items.iter().enumerate() {
-            let Item::Product(w) = item else { continue };
-            if self.mast_only || w.access.as_deref() == Some("EXCLUSIVE_ACCESS") {
-                continue;
-            }
-            let bucket = &self.s3.bucket;
-            let keys: Vec<(String, String)> = match &w.key {
-                Some(k) => vec![k.clone()],
-                None => w
-                    .product
-                    .derive()
-                    .map(|d| d.key)
-                    .into_iter()
-                    .chain(names::alternate_keys(
-                        &w.product.collection,
-                        &w.product.filename,
-                    ))
-                    .map(|k| (bucket.clone(), k))
-                    .collect(),
-            };
-            for (bucket, key) in &keys {
-                folders.insert((bucket.clone(), names::folder_of(key).to_string()));
-            }
-            candidates[i] = keys;
-        }
+        let (mut candidates, folders) = self.candidates(items);
         let mut found = self.s3.list_folders(folders, self.parallel).await?;
-
         // What the naming rules missed: ask MAST where it is, in batches, then confirm.
         let missing: Vec<usize> = items
             .iter()
             .enumerate()
             .filter(|(i, item)| {
-                matches!(item, Item::Product(w) if !self.mast_only
-                    && w.access.as_deref() != Some("EXCLUSIVE_ACCESS"))
+                matches!(item, Item::Product(w) if self.may_be_in_bucket(w))
                     && !candidates[*i].iter().any(|c| found.contains_key(c))
             })
             .map(|(i, _)| i)
             .collect();
         if let (false, Some(mast)) = (missing.is_empty(), self.mast) {
-            let uris: Vec<String> = missing
-                .iter()
-                .filter_map(|&i| match &items[i] {
-                    Item::Product(w) => Some(w.product.uri.clone()),
-                    _ => None,
-                })
-                .collect();
-            // A failed lookup only means we fall back to MAST downloads for these; say so.
-            let keys = match mast.path_lookup(&uris).await {
-                Ok(keys) => keys,
-                Err(e) => {
-                    notes.push(format!(
-                        "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
-                        crate::text::chain(&e),
-                        uris.len()
-                    ));
-                    HashMap::new()
-                }
-            };
-            if mast.stats().failed_path_lookups > 0 && !keys.is_empty() {
-                notes.push(
-                    "some MAST path lookups failed; those products will come from MAST over HTTPS"
-                        .into(),
-                );
-            }
-            let mut new_folders = BTreeSet::new();
-            for &i in &missing {
-                let Item::Product(w) = &items[i] else {
-                    continue;
-                };
-                if let Some(Some(key)) = keys.get(&w.product.uri) {
-                    let c = (self.s3.bucket.clone(), key.clone());
-                    let folder = (c.0.clone(), names::folder_of(key).to_string());
-                    if !found.contains_key(&c) {
-                        new_folders.insert(folder);
-                    }
-                    candidates[i] = vec![c];
-                }
-            }
-            found.extend(self.s3.list_folders(new_folders, self.parallel).await?);
+            let (more, more_notes) = self
+                .look_up(mast, items, &missing, &mut candidates, &found)
+                .await?;
+            found.extend(more);
+            notes.extend(more_notes);
         }
 
         let mut slots = Vec::with_capacity(items.len());
@@ -335,6 +273,99 @@ impl Resolver<'_> {
             });
         }
         Ok((slots, notes))
+    }
+
+    /// Whether a wanted product may come from the bucket at all.
+    fn may_be_in_bucket(&self, w: &Wanted) -> bool {
+        !self.mast_only && w.access.as_deref() != Some("EXCLUSIVE_ACCESS")
+    }
+
+    /// Where each wanted product may be (the derived key first, then what the naming rules
+    /// also allow), and the distinct folders to list: one listing pass answers them all.
+    fn candidates(&self, items: &[Item]) -> (Vec<Vec<Place>>, BTreeSet<Place>) {
+        let mut candidates: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
+        let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let Item::Product(w) = item else { continue };
+            if !self.may_be_in_bucket(w) {
+                continue;
+            }
+            let bucket = &self.s3.bucket;
+            let keys: Vec<(String, String)> = match &w.key {
+                Some(k) => vec![k.clone()],
+                None => w
+                    .product
+                    .derive()
+                    .map(|d| d.key)
+                    .into_iter()
+                    .chain(names::alternate_keys(
+                        &w.product.collection,
+                        &w.product.filename,
+                    ))
+                    .map(|k| (bucket.clone(), k))
+                    .collect(),
+            };
+            for (bucket, key) in &keys {
+                folders.insert((bucket.clone(), names::folder_of(key).to_string()));
+            }
+            candidates[i] = keys;
+        }
+        (candidates, folders)
+    }
+
+    /// MAST's path lookup for the `missing` items (batched), their keys made their only
+    /// candidates, and the listings of folders not yet listed. Returns what those listings
+    /// found, and notes when a lookup failed (those products then come from MAST over HTTPS).
+    async fn look_up(
+        &self,
+        mast: &Mast,
+        items: &[Item],
+        missing: &[usize],
+        candidates: &mut [Vec<Place>],
+        found: &HashMap<Place, ObjectInfo>,
+    ) -> Result<(HashMap<Place, ObjectInfo>, Vec<String>), ResolveError> {
+        let mut notes = Vec::new();
+        let uris: Vec<String> = missing
+            .iter()
+            .filter_map(|&i| match &items[i] {
+                Item::Product(w) => Some(w.product.uri.clone()),
+                _ => None,
+            })
+            .collect();
+        // A failed lookup only means we fall back to MAST downloads for these; say so.
+        let keys = match mast.path_lookup(&uris).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                notes.push(format!(
+                    "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
+                    crate::text::chain(&e),
+                    uris.len()
+                ));
+                HashMap::new()
+            }
+        };
+        if mast.stats().failed_path_lookups > 0 && !keys.is_empty() {
+            notes.push(
+                "some MAST path lookups failed; those products will come from MAST over HTTPS"
+                    .into(),
+            );
+        }
+        let mut new_folders = BTreeSet::new();
+        for &i in missing {
+            let Item::Product(w) = &items[i] else {
+                continue;
+            };
+            if let Some(Some(key)) = keys.get(&w.product.uri) {
+                let c = (self.s3.bucket.clone(), key.clone());
+                let folder = (c.0.clone(), names::folder_of(key).to_string());
+                if !found.contains_key(&c) {
+                    new_folders.insert(folder);
+                }
+                candidates[i] = vec![c];
+            }
+        }
+        let more = self.s3.list_folders(new_folders, self.parallel).await?;
+        Ok((more, notes))
     }
 
     fn placement_dest(
