@@ -985,67 +985,15 @@ impl Engine {
         };
         let crc64 = CrcAlg::Crc64Nvme.combine(parts.iter().map(|(d, len)| (d.crc64, *len)));
         let serial = ctx.digest.finish(want);
-        let mismatch = |what: &'static str, got: String, want: &str| {
-            let _ = fs::remove_file(&ctx.tmp);
-            let _ = fs::remove_file(&ctx.state);
-            Err(FinishError::Mismatch {
-                what,
-                got,
-                want: want.to_string(),
-            })
+        let expect = match compare(expect, &parts, crc64, &serial, layout, &ctx.tmp) {
+            Err(e @ FinishError::Mismatch { .. }) => {
+                // Bytes that fail never reach the final name, nor a later resume.
+                let _ = fs::remove_file(&ctx.tmp);
+                let _ = fs::remove_file(&ctx.state);
+                return Err(e);
+            }
+            res => res?,
         };
-        let mut expect = expect;
-        match &expect {
-            Expect::Crc { alg, value } => {
-                let crc = match alg {
-                    CrcAlg::Crc64Nvme => crc64,
-                    _ => alg.combine(
-                        parts
-                            .iter()
-                            .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
-                    ),
-                };
-                let got = alg.encode(crc);
-                if got != *value {
-                    return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
-                }
-            }
-            Expect::Sha256 { value } => {
-                let got = checksum::b64(&serial.sha256.expect("SHA-256 taken"));
-                if got != *value {
-                    return mismatch("sha256 checksum", format!("sha256 {got}"), value);
-                }
-            }
-            Expect::Md5 { etag } => {
-                let md5 = checksum::hex(&serial.md5.expect("MD5 taken"));
-                if !md5.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("MD5 {md5}"), etag);
-                }
-            }
-            Expect::Md5Parts { etag, .. } => {
-                let md5s: Vec<[u8; 16]> = parts
-                    .iter()
-                    .map(|(d, _)| d.md5.expect("part MD5 taken"))
-                    .collect();
-                let got = checksum::multipart_etag(&md5s);
-                if !got.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("part MD5s {got}"), etag);
-                }
-            }
-            Expect::Md5PartsLater { etag } => {
-                let upload = layout.expect("layout learned");
-                let got = checksum::multipart_etag_of_file(&ctx.tmp, &upload)
-                    .map_err(io_err("cannot read back", &ctx.tmp))?;
-                if !got.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("part MD5s {got}"), etag);
-                }
-                expect = Expect::Md5Parts {
-                    etag: etag.clone(),
-                    parts: upload,
-                };
-            }
-            Expect::Size { .. } | Expect::Nothing => {}
-        }
         let dest = plan::dest_path(&self.dir, &ctx.job.entry.dest).expect("checked in prepare");
         fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
         let _ = fs::remove_file(&ctx.state);
@@ -1207,6 +1155,79 @@ impl FileCtx {
     }
 }
 
+/// Compare a complete temporary file's digests with what it must match: the per-part digests
+/// (`parts`, with their lengths, and their combined CRC-64/NVME), the serial ones, or the file
+/// read back along a late upload `layout`. Returns the proof as recorded (a late layout filled
+/// in), or [`FinishError::Mismatch`] naming both values.
+fn compare(
+    expect: Expect,
+    parts: &[(PartDigest, u64)],
+    crc64: u64,
+    serial: &hashing::Digests,
+    layout: Option<Vec<u64>>,
+    tmp: &Path,
+) -> Result<Expect, FinishError> {
+    let mismatch = |what: &'static str, got: String, want: &str| {
+        Err(FinishError::Mismatch {
+            what,
+            got,
+            want: want.to_string(),
+        })
+    };
+    match &expect {
+        Expect::Crc { alg, value } => {
+            let crc = match alg {
+                CrcAlg::Crc64Nvme => crc64,
+                _ => alg.combine(
+                    parts
+                        .iter()
+                        .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
+                ),
+            };
+            let got = alg.encode(crc);
+            if got != *value {
+                return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
+            }
+        }
+        Expect::Sha256 { value } => {
+            let got = checksum::b64(&serial.sha256.expect("SHA-256 taken"));
+            if got != *value {
+                return mismatch("sha256 checksum", format!("sha256 {got}"), value);
+            }
+        }
+        Expect::Md5 { etag } => {
+            let md5 = checksum::hex(&serial.md5.expect("MD5 taken"));
+            if !md5.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("MD5 {md5}"), etag);
+            }
+        }
+        Expect::Md5Parts { etag, .. } => {
+            let md5s: Vec<[u8; 16]> = parts
+                .iter()
+                .map(|(d, _)| d.md5.expect("part MD5 taken"))
+                .collect();
+            let got = checksum::multipart_etag(&md5s);
+            if !got.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("part MD5s {got}"), etag);
+            }
+        }
+        Expect::Md5PartsLater { etag } => {
+            let upload = layout.expect("layout learned");
+            let got = checksum::multipart_etag_of_file(tmp, &upload)
+                .map_err(io_err("cannot read back", tmp))?;
+            if !got.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("part MD5s {got}"), etag);
+            }
+            return Ok(Expect::Md5Parts {
+                etag: etag.clone(),
+                parts: upload,
+            });
+        }
+        Expect::Size { .. } | Expect::Nothing => {}
+    }
+    Ok(expect)
+}
+
 /// Where the parts of a `size`-byte object fall (part `p` is `bounds[p]..bounds[p + 1]`): the
 /// object's own upload parts when they are the proof, one part for a file fetched whole, else
 /// `part_size` pieces.
@@ -1297,6 +1318,33 @@ fn resumable(tmp: &Path, state: &Path, want: &StateHeader) -> Option<Option<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compare_names_both_values_and_keeps_the_proof() {
+        let serial = hashing::Digests {
+            sha256: None,
+            md5: Some([0xab; 16]),
+        };
+        let tmp = Path::new("unused");
+        let md5 = |etag: &str| Expect::Md5 { etag: etag.into() };
+        let same = "ab".repeat(16);
+        // ETags are compared without regard to case.
+        let ok = compare(md5(&same.to_uppercase()), &[], 0, &serial, None, tmp).unwrap();
+        assert_eq!(ok, md5(&same.to_uppercase()));
+        let other = "cd".repeat(16);
+        match compare(md5(&other), &[], 0, &serial, None, tmp) {
+            Err(FinishError::Mismatch { what, got, want }) => {
+                assert_eq!((what, want), ("ETag", other));
+                assert_eq!(got, format!("MD5 {same}"));
+            }
+            r => panic!("expected a mismatch, got {:?}", r.map(|_| ())),
+        }
+        let size = Expect::Size { note: None };
+        assert_eq!(
+            compare(size.clone(), &[], 0, &serial, None, tmp).unwrap(),
+            size
+        );
+    }
 
     #[test]
     fn parts_fall_on_upload_parts_part_size_or_one_whole() {
