@@ -512,33 +512,7 @@ async fn split_complete(
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len());
         let on_disk_ok = on_disk.is_some() && on_disk == prev.size;
-        let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
-        // What the archive holds now, as far as this run can tell: the plan's size and ETag, or,
-        // for a plan without an ETag (a listing that gave none), one HEAD. Then a stale size in
-        // the plan neither hides a replaced object nor re-fetches one already replaced.
-        let mut current = f.clone();
-        let unchanged = match (f.source, &f.etag, &prev.etag) {
-            (Source::Mast, _, _) => same_size(f.size),
-            (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
-            (Source::S3, None, Some(then)) => {
-                let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
-                    todo.push(f.clone());
-                    continue;
-                };
-                match s3.head(b, k).await {
-                    Ok(Some(info)) => {
-                        // Fetch what the archive holds, not the planned size (which would fail
-                        // on the first answer and cost a second GET).
-                        current.size = Some(info.size);
-                        current.etag = info.etag;
-                        current.etag.as_deref() == Some(then) && same_size(current.size)
-                    }
-                    _ => false,
-                }
-            }
-            // An empty object has no bytes to differ in (and no GET ever told its ETag).
-            (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
-        };
+        let (current, unchanged) = current_object(f, prev, s3).await;
         if on_disk_ok && unchanged {
             skipped.push((current, prev.clone()));
         } else {
@@ -559,6 +533,37 @@ async fn split_complete(
         }
     }
     (todo, skipped, adopted)
+}
+
+/// The planned file as the archive holds it now, as far as this run can tell, and whether
+/// that is what an earlier run completed (`prev`): the plan's size and ETag, or, for a plan
+/// without an ETag (a listing that gave none), one HEAD. Then a stale size in the plan neither
+/// hides a replaced object nor re-fetches one already replaced.
+async fn current_object(f: &plan::PlanEntry, prev: &Entry, s3: &S3) -> (plan::PlanEntry, bool) {
+    let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
+    let mut current = f.clone();
+    let unchanged = match (f.source, &f.etag, &prev.etag) {
+        (Source::Mast, _, _) => same_size(f.size),
+        (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
+        (Source::S3, None, Some(then)) => {
+            let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
+                return (current, false);
+            };
+            match s3.head(b, k).await {
+                Ok(Some(info)) => {
+                    // Fetch what the archive holds, not the planned size (which would fail on
+                    // the first answer and cost a second GET).
+                    current.size = Some(info.size);
+                    current.etag = info.etag;
+                    current.etag.as_deref() == Some(then) && same_size(current.size)
+                }
+                _ => false,
+            }
+        }
+        // An empty object has no bytes to differ in (and no GET ever told its ETag).
+        (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
+    };
+    (current, unchanged)
 }
 
 /// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
