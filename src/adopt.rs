@@ -378,9 +378,27 @@ pub(crate) async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> 
         published_head = p.head;
         Some(format!("{got}, the archive publishes {want}"))
     };
-    // The bytes are not the archive's object: damaged, or a copy of an object the archive has
-    // written since (reprocessed). Only when it was written tells which.
-    let written = match published_head {
+    let why = mismatch.unwrap_or_default();
+    let (verdict, message) = mismatched(f, bucket, e, s3, published_head, why).await;
+    Proof {
+        finding: finding(verdict, Some(message)),
+        record: None,
+    }
+}
+
+/// The verdict on a file whose bytes are not the archive's object, and its message (`why`,
+/// and when stale, since when): damaged (`corrupt`), or a copy of an object the archive has
+/// written since (`stale`, reprocessed). Only when the object was written tells which (from
+/// the HEAD already made, else one more).
+async fn mismatched(
+    f: &LocalFile,
+    bucket: &str,
+    e: &PlanEntry,
+    s3: &S3,
+    head: Option<ObjectInfo>,
+    why: String,
+) -> (Verdict, String) {
+    let written = match head {
         Some(h) => h.last_modified,
         None => s3
             .head(bucket, e.key.as_deref().unwrap_or_default())
@@ -390,20 +408,11 @@ pub(crate) async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> 
             .and_then(|h| h.last_modified),
     };
     let older = matches!((f.modified, written), (Some(local), Some(remote)) if local < remote);
-    let verdict = if older {
-        Verdict::Stale
+    if older {
+        let msg = format!("{why}; the archive wrote it after this copy was made (reprocessed)");
+        (Verdict::Stale, msg)
     } else {
-        Verdict::Corrupt
-    };
-    let why = mismatch.unwrap_or_default();
-    let message = if older {
-        format!("{why}; the archive wrote it after this copy was made (reprocessed)")
-    } else {
-        why
-    };
-    Proof {
-        finding: finding(verdict, Some(message)),
-        record: None,
+        (Verdict::Corrupt, why)
     }
 }
 
