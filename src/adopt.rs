@@ -29,7 +29,7 @@ use crate::verify::{Finding, Verdict};
 
 /// A file found under DIR.
 #[derive(Debug, Clone)]
-pub struct LocalFile {
+pub(crate) struct LocalFile {
     /// Relative to DIR, `/`-separated.
     pub rel: String,
     pub size: u64,
@@ -39,7 +39,7 @@ pub struct LocalFile {
 /// What became of one local file: the finding, and for a proven file the manifest record that
 /// adopts it.
 #[derive(Debug, Clone)]
-pub struct Proof {
+pub(crate) struct Proof {
     pub finding: Finding,
     pub record: Option<Entry>,
 }
@@ -53,7 +53,7 @@ fn is_own(rel: &str) -> bool {
 
 /// Every regular file under `dir`, sorted by path, mastfetch's own left out. Symbolic links
 /// to folders are not followed (a loop, or a path out of DIR, would be walked forever).
-pub fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
+pub(crate) fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
     let mut out = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];
     while let Some((path, rel)) = stack.pop() {
@@ -90,7 +90,7 @@ pub fn walk(dir: &Path) -> io::Result<Vec<LocalFile>> {
 
 /// What a file's place and name say it is: the product and, when its path holds a bucket key
 /// (a copy of `s3://stpubdata/jwst/public/...` keeps the keys), that key.
-pub fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
+pub(crate) fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
     let parts: Vec<&str> = rel.split('/').collect();
     for i in 0..parts.len().saturating_sub(1) {
         if matches!(parts[i], "jwst" | "hst") && parts[i + 1] == "public" {
@@ -104,7 +104,7 @@ pub fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
 }
 
 /// Find each file's archive object and prove it. `bucket` is the public bucket's name.
-pub async fn prove_tree(
+pub(crate) async fn prove_tree(
     files: &[LocalFile],
     dir: &Path,
     resolver: &Resolver<'_>,
@@ -306,7 +306,7 @@ fn digest(path: &Path, expect: &Expect, parts: &[u64]) -> io::Result<(bool, Stri
 }
 
 /// Prove one file against its archive object.
-pub async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
+pub(crate) async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
     let finding = |status, message: Option<String>| Finding {
         path: f.rel.clone(),
         status,
@@ -378,9 +378,27 @@ pub async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
         published_head = p.head;
         Some(format!("{got}, the archive publishes {want}"))
     };
-    // The bytes are not the archive's object: damaged, or a copy of an object the archive has
-    // written since (reprocessed). Only when it was written tells which.
-    let written = match published_head {
+    let why = mismatch.unwrap_or_default();
+    let (verdict, message) = mismatched(f, bucket, e, s3, published_head, why).await;
+    Proof {
+        finding: finding(verdict, Some(message)),
+        record: None,
+    }
+}
+
+/// The verdict on a file whose bytes are not the archive's object, and its message (`why`,
+/// and when stale, since when): damaged (`corrupt`), or a copy of an object the archive has
+/// written since (`stale`, reprocessed). Only when the object was written tells which (from
+/// the HEAD already made, else one more).
+async fn mismatched(
+    f: &LocalFile,
+    bucket: &str,
+    e: &PlanEntry,
+    s3: &S3,
+    head: Option<ObjectInfo>,
+    why: String,
+) -> (Verdict, String) {
+    let written = match head {
         Some(h) => h.last_modified,
         None => s3
             .head(bucket, e.key.as_deref().unwrap_or_default())
@@ -390,20 +408,11 @@ pub async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
             .and_then(|h| h.last_modified),
     };
     let older = matches!((f.modified, written), (Some(local), Some(remote)) if local < remote);
-    let verdict = if older {
-        Verdict::Stale
+    if older {
+        let msg = format!("{why}; the archive wrote it after this copy was made (reprocessed)");
+        (Verdict::Stale, msg)
     } else {
-        Verdict::Corrupt
-    };
-    let why = mismatch.unwrap_or_default();
-    let message = if older {
-        format!("{why}; the archive wrote it after this copy was made (reprocessed)")
-    } else {
-        why
-    };
-    Proof {
-        finding: finding(verdict, Some(message)),
-        record: None,
+        (Verdict::Corrupt, why)
     }
 }
 

@@ -15,15 +15,15 @@ use serde_json::json;
 
 use crate::adopt;
 use crate::checksum;
-use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyArgs, VerifyFormat};
+use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig, VerifyFormat};
 use crate::https::{self, MastHttps};
 use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
+use crate::note;
 use crate::plan::{self, Format, Plan, Source};
-use crate::progress::{self, FileEvent, Progress};
+use crate::progress::{FileEvent, Progress};
 use crate::resolve::Resolver;
-use crate::retry::RetryPolicy;
 use crate::s3::S3;
 use crate::shard;
 use crate::text;
@@ -34,7 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Plan(args) => plan_cmd(args).await,
         Command::Get(args) => get_cmd(args).await,
-        Command::Verify(args) => verify_cmd(args).await,
+        Command::Verify(args) => verify_cmd(VerifyConfig::new(&args)).await,
     }
 }
 
@@ -46,12 +46,12 @@ struct Sources {
 
 async fn sources(cfg: &Config) -> Result<Sources> {
     let retry = cfg.retry;
-    let s3 = S3::connect(&cfg.s3, retry, cfg.jobs).await;
+    let s3 = S3::connect(&cfg.s3, retry, cfg.budgets.requests).await;
     let mast = if cfg.s3_only && !cfg.query.is_query() {
         None
     } else {
         Some(
-            Mast::new(cfg.mast_url.clone(), retry, 8)
+            Mast::new(cfg.mast_url.clone(), retry, cfg.budgets.catalog)
                 .context("cannot set up the MAST client")?
                 .with_deadline(cfg.mast_timeout),
         )
@@ -78,7 +78,7 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         mast_only: cfg.mast_only,
         query: cfg.query.clone(),
         catalog: cfg.catalog,
-        parallel: cfg.jobs.min(32),
+        parallel: cfg.budgets.listings,
     };
     let mut plan = resolver.resolve(parsed).await?;
     if let Some(total) = streamed_total {
@@ -136,7 +136,7 @@ fn selection_name(cfg: &Config) -> String {
 }
 
 /// The human summary of a plan (stderr) and its `--json` event.
-fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
+fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
     let from_s3 = plan.files.iter().filter(|f| f.source == Source::S3).count();
     let from_mast = plan.files.len() - from_s3;
     let exclusive = plan.files.iter().filter(|f| f.is_exclusive()).count();
@@ -188,7 +188,7 @@ fn summarize(plan: &Plan, src: &Sources, opts: progress::Options) {
         eprintln!("mastfetch: {line}");
     }
     if opts.json {
-        progress::emit(&json!({
+        note::emit(&json!({
             "event": "plan",
             "files": plan.files.len(),
             "bytes": plan.total_bytes(),
@@ -219,7 +219,7 @@ fn print_plan(plan: &Plan, format: Option<Format>) -> Result<bool> {
     let mut out = std::io::stdout().lock();
     let res = plan::write_plan(&mut out, plan, format).and_then(|()| out.flush());
     match res {
-        Err(e) if progress::is_broken_pipe(&e) => Ok(false),
+        Err(e) if note::is_broken_pipe(&e) => Ok(false),
         res => res.map(|()| true).context("cannot write the plan"),
     }
 }
@@ -232,7 +232,7 @@ fn plan_code(plan: &Plan) -> u8 {
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
     // stdout holds the plan: notes go to stderr only.
-    progress::set_wait_notes(progress::Options {
+    note::set_wait_notes(note::Options {
         json: false,
         ..cfg.progress
     });
@@ -255,7 +255,7 @@ async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> 
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
     let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    progress::set_wait_notes(progress::Options {
+    note::set_wait_notes(note::Options {
         json: cfg.progress.json && !args.dry_run,
         ..cfg.progress
     });
@@ -279,24 +279,7 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
-    let token = if cfg.s3_only {
-        None
-    } else {
-        https::load_token(cfg.token_file.as_deref(), needs_token)
-            .context("cannot read the MAST token")?
-    };
-    let mast_https = if cfg.s3_only {
-        None
-    } else {
-        let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
-            .context("cannot set up the MAST download client")?;
-        if needs_token && m.has_token() {
-            m.check_token()
-                .await
-                .context("the MAST token was checked before downloading")?;
-        }
-        Some(Arc::new(m))
-    };
+    let mast_https = mast_downloads(&cfg, needs_token).await?;
     let has_token = mast_https.as_ref().is_some_and(|m| m.has_token());
 
     let total_bytes = plan.total_bytes();
@@ -309,7 +292,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         src.s3.clone(),
         mast_https,
         dir.clone(),
-        cfg.jobs,
+        cfg.budgets.requests,
+        cfg.budgets.hash_threads,
         cfg.part_size,
         cfg.retry,
         progress.clone(),
@@ -317,79 +301,8 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.verify,
         args.sha256,
     );
-    let mut excluded = 0;
-    {
-        let mut w = engine.manifest.lock().unwrap();
-        for (entry, prev) in &skipped {
-            let mut line = Entry::from_plan(entry, Status::Skipped, None);
-            line.sha256 = prev.sha256.clone();
-            line.size = entry.size.or(prev.size);
-            line.etag = entry.etag.clone().or(prev.etag.clone());
-            line.checksum = prev.checksum.clone();
-            line.verified = prev.verified.clone();
-            line.crc64nvme = prev.crc64nvme.clone();
-            // A file recorded before a field existed (or without --sha256) gets it from disk.
-            let need_sha = args.sha256 && line.sha256.is_none();
-            if line.crc64nvme.is_none() || need_sha {
-                let path = plan::dest_path(&dir, &entry.dest)?;
-                let (crc, sha) = checksum::digest_file(&path, need_sha)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                line.crc64nvme = Some(crc);
-                line.sha256 = line.sha256.or(sha);
-            }
-            w.record(line)?;
-            progress.file(&event(
-                entry,
-                Status::Skipped,
-                entry.size.unwrap_or(0),
-                None,
-            ));
-        }
-        for (entry, mut line) in adopted {
-            if args.sha256 {
-                let path = plan::dest_path(&dir, &entry.dest)?;
-                let (_, sha) = checksum::digest_file(&path, true)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                line.sha256 = sha;
-            }
-            let size = line.size.unwrap_or(0);
-            w.record(line)?;
-            progress.file(&event(&entry, Status::Adopted, size, None));
-        }
-        for d in &plan.duplicates {
-            let msg = format!("same URI as {}", d.first_dest);
-            w.record(Entry::from_plan(
-                &d.entry,
-                Status::Duplicate,
-                Some(msg.clone()),
-            ))?;
-            progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
-        }
-        for p in &plan.problems {
-            if let Some(entry) = &p.entry {
-                w.record(Entry::from_plan(
-                    entry,
-                    Status::Failed,
-                    Some(p.message.clone()),
-                ))?;
-            }
-        }
-    }
-    let mut fetch = Vec::with_capacity(todo.len());
-    for f in todo {
-        if f.source == Source::Mast && f.is_exclusive() && !has_token {
-            excluded += 1;
-            let msg = transfer::EXCLUDED_MESSAGE;
-            engine.manifest.lock().unwrap().record(Entry::from_plan(
-                &f,
-                Status::Excluded,
-                Some(msg.into()),
-            ))?;
-            progress.file(&event(&f, Status::Excluded, 0, None));
-        } else {
-            fetch.push(f);
-        }
-    }
+    record_known(&engine, &progress, &plan, skipped, adopted, args.sha256)?;
+    let (fetch, excluded) = exclude_without_token(&engine, &progress, todo, has_token)?;
     if excluded > 0 {
         progress.note(&format!(
             "{excluded} exclusive-access files excluded: no MAST token (set MAST_API_TOKEN or --token-file)"
@@ -423,6 +336,126 @@ fn event<'a>(
         seconds: 0.0,
         message,
     }
+}
+
+/// The MAST download client (none with `--s3-only`), its token read and, when exclusive files
+/// need it, checked once before anything is downloaded.
+async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<MastHttps>>> {
+    if cfg.s3_only {
+        return Ok(None);
+    }
+    let token = https::load_token(cfg.token_file.as_deref(), needs_token)
+        .context("cannot read the MAST token")?;
+    let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
+        .context("cannot set up the MAST download client")?;
+    if needs_token && m.has_token() {
+        m.check_token()
+            .await
+            .context("the MAST token was checked before downloading")?;
+    }
+    Ok(Some(Arc::new(m)))
+}
+
+/// Record (manifest and progress) every file the run settles without a transfer: complete
+/// from an earlier run, adopted from DIR, duplicates, and plan problems that name a file.
+fn record_known(
+    engine: &Engine,
+    progress: &Progress,
+    plan: &Plan,
+    skipped: Vec<(plan::PlanEntry, Entry)>,
+    adopted: Vec<(plan::PlanEntry, Entry)>,
+    sha256: bool,
+) -> Result<()> {
+    let dir = &engine.dir;
+    let mut w = engine.manifest.lock().unwrap();
+    for (entry, prev) in &skipped {
+        w.record(skipped_line(dir, entry, prev, sha256)?)?;
+        progress.file(&event(
+            entry,
+            Status::Skipped,
+            entry.size.unwrap_or(0),
+            None,
+        ));
+    }
+    for (entry, mut line) in adopted {
+        if sha256 {
+            let path = plan::dest_path(dir, &entry.dest)?;
+            let (_, sha) = checksum::digest_file(&path, true)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            line.sha256 = sha;
+        }
+        let size = line.size.unwrap_or(0);
+        w.record(line)?;
+        progress.file(&event(&entry, Status::Adopted, size, None));
+    }
+    for d in &plan.duplicates {
+        let msg = format!("same URI as {}", d.first_dest);
+        w.record(Entry::from_plan(
+            &d.entry,
+            Status::Duplicate,
+            Some(msg.clone()),
+        ))?;
+        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+    }
+    for p in &plan.problems {
+        if let Some(entry) = &p.entry {
+            w.record(Entry::from_plan(
+                entry,
+                Status::Failed,
+                Some(p.message.clone()),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// The manifest line of a file an earlier run completed: its earlier record, brought up to the
+/// plan (size, ETag) and to today's fields.
+fn skipped_line(dir: &Path, entry: &plan::PlanEntry, prev: &Entry, sha256: bool) -> Result<Entry> {
+    let mut line = Entry::from_plan(entry, Status::Skipped, None);
+    line.sha256 = prev.sha256.clone();
+    line.size = entry.size.or(prev.size);
+    line.etag = entry.etag.clone().or(prev.etag.clone());
+    line.checksum = prev.checksum.clone();
+    line.verified = prev.verified.clone();
+    line.crc64nvme = prev.crc64nvme.clone();
+    // A file recorded before a field existed (or without --sha256) gets it from disk.
+    let need_sha = sha256 && line.sha256.is_none();
+    if line.crc64nvme.is_none() || need_sha {
+        let path = plan::dest_path(dir, &entry.dest)?;
+        let (crc, sha) = checksum::digest_file(&path, need_sha)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        line.crc64nvme = Some(crc);
+        line.sha256 = line.sha256.or(sha);
+    }
+    Ok(line)
+}
+
+/// Exclusive-access files from MAST cannot be fetched without a token: recorded as excluded.
+/// Returns the files to fetch and how many were excluded.
+fn exclude_without_token(
+    engine: &Engine,
+    progress: &Progress,
+    todo: Vec<plan::PlanEntry>,
+    has_token: bool,
+) -> Result<(Vec<plan::PlanEntry>, usize)> {
+    let mut excluded = 0;
+    let mut fetch = Vec::with_capacity(todo.len());
+    for f in todo {
+        if f.source == Source::Mast && f.is_exclusive() && !has_token {
+            excluded += 1;
+            let msg = transfer::EXCLUDED_MESSAGE;
+            engine.manifest.lock().unwrap().record(Entry::from_plan(
+                &f,
+                Status::Excluded,
+                Some(msg.into()),
+            ))?;
+            progress.file(&event(&f, Status::Excluded, 0, None));
+        } else {
+            fetch.push(f);
+        }
+    }
+    Ok((fetch, excluded))
 }
 
 /// What to fetch, what an earlier run completed (with its record), and what was already in DIR
@@ -482,33 +515,7 @@ async fn split_complete(
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len());
         let on_disk_ok = on_disk.is_some() && on_disk == prev.size;
-        let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
-        // What the archive holds now, as far as this run can tell: the plan's size and ETag, or,
-        // for a plan without an ETag (a listing that gave none), one HEAD. Then a stale size in
-        // the plan neither hides a replaced object nor re-fetches one already replaced.
-        let mut current = f.clone();
-        let unchanged = match (f.source, &f.etag, &prev.etag) {
-            (Source::Mast, _, _) => same_size(f.size),
-            (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
-            (Source::S3, None, Some(then)) => {
-                let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
-                    todo.push(f.clone());
-                    continue;
-                };
-                match s3.head(b, k).await {
-                    Ok(Some(info)) => {
-                        // Fetch what the archive holds, not the planned size (which would fail
-                        // on the first answer and cost a second GET).
-                        current.size = Some(info.size);
-                        current.etag = info.etag;
-                        current.etag.as_deref() == Some(then) && same_size(current.size)
-                    }
-                    _ => false,
-                }
-            }
-            // An empty object has no bytes to differ in (and no GET ever told its ETag).
-            (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
-        };
+        let (current, unchanged) = current_object(f, prev, s3).await;
         if on_disk_ok && unchanged {
             skipped.push((current, prev.clone()));
         } else {
@@ -529,6 +536,37 @@ async fn split_complete(
         }
     }
     (todo, skipped, adopted)
+}
+
+/// The planned file as the archive holds it now, as far as this run can tell, and whether
+/// that is what an earlier run completed (`prev`): the plan's size and ETag, or, for a plan
+/// without an ETag (a listing that gave none), one HEAD. Then a stale size in the plan neither
+/// hides a replaced object nor re-fetches one already replaced.
+async fn current_object(f: &plan::PlanEntry, prev: &Entry, s3: &S3) -> (plan::PlanEntry, bool) {
+    let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
+    let mut current = f.clone();
+    let unchanged = match (f.source, &f.etag, &prev.etag) {
+        (Source::Mast, _, _) => same_size(f.size),
+        (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
+        (Source::S3, None, Some(then)) => {
+            let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
+                return (current, false);
+            };
+            match s3.head(b, k).await {
+                Ok(Some(info)) => {
+                    // Fetch what the archive holds, not the planned size (which would fail on
+                    // the first answer and cost a second GET).
+                    current.size = Some(info.size);
+                    current.etag = info.etag;
+                    current.etag.as_deref() == Some(then) && same_size(current.size)
+                }
+                _ => false,
+            }
+        }
+        // An empty object has no bytes to differ in (and no GET ever told its ETag).
+        (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
+    };
+    (current, unchanged)
 }
 
 /// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
@@ -552,8 +590,8 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
     found
 }
 
-async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
-    let dir = &args.dir;
+async fn verify_cmd(cfg: VerifyConfig) -> Result<u8> {
+    let dir = &cfg.dir;
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
@@ -567,22 +605,19 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         );
     }
     let torn = index.torn.len();
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     if index.is_empty() && torn > 0 {
         return Ok(1);
     }
     if index.is_empty() {
-        return verify_foreign(&args, jobs).await;
+        return verify_foreign(&cfg).await;
     }
-    if args.write_manifest {
+    if cfg.write_manifest {
         bail!(
             "--write-manifest is for a folder without a manifest; {} has one",
             dir.display()
         );
     }
-    if args.repair && index.is_empty() {
+    if cfg.repair && index.is_empty() {
         bail!(
             "--repair needs a mastfetch manifest; for a mirror made by another tool, `mastfetch \
              get` into {} adopts what matches and fetches the rest",
@@ -590,17 +625,17 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
         );
     }
     let dir2 = dir.clone();
-    let remote = args.remote;
-    let keep = remote || args.repair;
+    let remote = cfg.remote;
+    let keep = remote || cfg.repair;
+    let threads = cfg.budgets.hash_threads;
     let checked =
-        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, jobs, keep))
+        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, threads, keep))
             .await
             .context("verify worker failed")??;
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
     let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
     if remote {
-        let s3_opts = crate::cli::s3_options(&args.sources)?;
-        let s3 = S3::connect(&s3_opts, RetryPolicy::default(), jobs).await;
+        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
         // Each file is compared with the archive through the record that matches it on disk.
         let stale = verify::verify_remote(&s3, &matched)
             .await
@@ -614,9 +649,9 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
             }
         }
     }
-    let code = report_findings(&findings, args.format, args.quiet)?;
-    if args.repair {
-        return repair(args, &findings, &matched).await;
+    let code = report_findings(&findings, cfg.format, cfg.quiet)?;
+    if cfg.repair {
+        return repair(&cfg, &findings, &matched).await;
     }
     Ok(code.max(u8::from(torn > 0)))
 }
@@ -624,7 +659,7 @@ async fn verify_cmd(args: VerifyArgs) -> Result<u8> {
 /// `verify --repair`: the records of the damaged files become a plan, fetched again with
 /// `get --force` into DIR (verified like any download; a file's old bytes are replaced only by
 /// proven new ones).
-async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry]) -> Result<u8> {
+async fn repair(cfg: &VerifyConfig, findings: &[verify::Finding], records: &[Entry]) -> Result<u8> {
     let damaged: std::collections::BTreeSet<&str> = findings
         .iter()
         .filter(|f| {
@@ -638,7 +673,7 @@ async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry
     if damaged.is_empty() {
         return Ok(0);
     }
-    let dir = args.dir.clone();
+    let dir = cfg.dir.clone();
     let plan_path = crate::dest::private_dir(&dir).join("repair-plan.jsonl");
     std::fs::create_dir_all(crate::dest::private_dir(&dir))
         .with_context(|| format!("cannot create {}", crate::dest::private_dir(&dir).display()))?;
@@ -663,7 +698,7 @@ async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry
     }
     std::fs::write(&plan_path, text)
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
-    if !args.quiet {
+    if !cfg.quiet {
         eprintln!(
             "mastfetch: verify --repair: fetching {} files again into {}",
             damaged.len(),
@@ -686,8 +721,8 @@ async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry
         Command::Get(g) => g,
         _ => unreachable!("parsed as get"),
     };
-    get.sources = args.sources;
-    get.run.quiet = args.quiet;
+    get.sources = cfg.sources().clone();
+    get.run.quiet = cfg.quiet;
     let code = Box::pin(get_cmd(get)).await;
     let _ = std::fs::remove_file(&plan_path);
     code
@@ -695,16 +730,16 @@ async fn repair(args: VerifyArgs, findings: &[verify::Finding], records: &[Entry
 
 /// `verify` of a folder mastfetch did not write: every file recognised by name and place,
 /// proven against the archive (which makes `--remote` implied), nothing downloaded.
-async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
-    let dir = &args.dir;
+async fn verify_foreign(cfg: &VerifyConfig) -> Result<u8> {
+    let dir = &cfg.dir;
     let files = adopt::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     if files.is_empty() {
         bail!("{} holds no files and no mastfetch manifest", dir.display());
     }
-    let retry = RetryPolicy::default();
-    let s3 = S3::connect(&crate::cli::s3_options(&args.sources)?, retry, jobs).await;
-    let mast_url = crate::cli::mast_base(&args.sources.mast_url)?;
-    let mast = Mast::new(mast_url.clone(), retry, 8).context("cannot set up the MAST client")?;
+    let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
+    let mast_url = cfg.mast_url()?;
+    let mast = Mast::new(mast_url.clone(), cfg.retry, cfg.budgets.catalog)
+        .context("cannot set up the MAST client")?;
     let resolver = Resolver {
         s3: &s3,
         mast: Some(&mast),
@@ -714,12 +749,12 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
         mast_only: false,
         query: crate::query::Query::default(),
         catalog: crate::query::Catalog::Mast,
-        parallel: jobs.min(32),
+        parallel: cfg.budgets.listings,
     };
-    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, jobs)
+    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, cfg.budgets.hash_threads)
         .await
         .context("finding the files' archive objects failed")?;
-    if !args.quiet {
+    if !cfg.quiet {
         let lists = s3.stats.lists.load(std::sync::atomic::Ordering::Relaxed);
         let heads = s3.stats.heads.load(std::sync::atomic::Ordering::Relaxed);
         let lookups = mast.stats().path_lookups;
@@ -731,7 +766,7 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
             files.len()
         );
     }
-    if args.write_manifest {
+    if cfg.write_manifest {
         let mut w = manifest::Writer::open(dir, None, false)?;
         for r in proofs.iter().filter_map(|p| p.record.clone()) {
             w.record(r)?;
@@ -739,7 +774,7 @@ async fn verify_foreign(args: &VerifyArgs, jobs: usize) -> Result<u8> {
         w.finish()?;
     }
     let findings: Vec<verify::Finding> = proofs.into_iter().map(|p| p.finding).collect();
-    report_findings(&findings, args.format, args.quiet)
+    report_findings(&findings, cfg.format, cfg.quiet)
 }
 
 /// Print the findings and their counts; exit 1 on anything that is neither ok nor unknown.
@@ -755,13 +790,11 @@ fn report_findings(
     });
     let mut counts = std::collections::BTreeMap::new();
     for f in findings {
-        *counts
-            .entry(format!("{:?}", f.status).to_lowercase())
-            .or_insert(0u64) += 1;
+        *counts.entry(f.status.as_str()).or_insert(0u64) += 1;
     }
     match write_findings(findings, format) {
         // `verify | head`: the reader has what it wanted.
-        Err(e) if progress::is_broken_pipe(&e) => return Ok(0),
+        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
         res => res.context("cannot write the verify report")?,
     }
     if !quiet {
@@ -788,7 +821,7 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
                 writeln!(out)?;
             }
             VerifyFormat::Table if f.status != Verdict::Ok => {
-                let status = format!("{:?}", f.status).to_lowercase();
+                let status = f.status.as_str();
                 writeln!(
                     out,
                     "{status:<8} {}  {}",
@@ -801,6 +834,3 @@ fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io
     }
     out.flush()
 }
-
-/// Re-exported for tests that build temporary names.
-pub use crate::dest::temp_paths;

@@ -23,14 +23,14 @@ const READ_BUFFER: usize = 256 << 10;
 /// The CRCs S3 can publish as a full-object value: they combine, so ranged parts that arrive
 /// in any order on any task still give the whole file's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrcAlg {
+pub(crate) enum CrcAlg {
     Crc64Nvme,
     Crc32c,
     Crc32,
 }
 
 impl CrcAlg {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             CrcAlg::Crc64Nvme => "crc64nvme",
             CrcAlg::Crc32c => "crc32c",
@@ -47,7 +47,7 @@ impl CrcAlg {
     }
 
     /// S3's form: base64 of the CRC's bytes, big-endian, 8 bytes or 4.
-    pub fn encode(self, crc: u64) -> String {
+    pub(crate) fn encode(self, crc: u64) -> String {
         let b64 = base64::engine::general_purpose::STANDARD;
         match self {
             CrcAlg::Crc64Nvme => b64.encode(crc.to_be_bytes()),
@@ -55,12 +55,12 @@ impl CrcAlg {
         }
     }
 
-    pub fn digest(self) -> crc_fast::Digest {
+    pub(crate) fn digest(self) -> crc_fast::Digest {
         crc_fast::Digest::new(self.algorithm())
     }
 
     /// The CRC of parts `(crc, len)` laid end to end.
-    pub fn combine(self, parts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
+    pub(crate) fn combine(self, parts: impl IntoIterator<Item = (u64, u64)>) -> u64 {
         let mut acc: Option<u64> = None;
         for (crc, len) in parts {
             acc = Some(match acc {
@@ -73,13 +73,13 @@ impl CrcAlg {
 }
 
 /// CRC-64/NVME in S3's base64 form (what the manifest's `crc64nvme` holds).
-pub fn crc64_b64(crc: u64) -> String {
+pub(crate) fn crc64_b64(crc: u64) -> String {
     CrcAlg::Crc64Nvme.encode(crc)
 }
 
 /// A full-object checksum as the archive stated it (`x-amz-checksum-<alg>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
+pub(crate) struct Published {
     /// Lowercase, as in the header name: `crc64nvme`, `crc32c`, `crc32`, `sha256`, `sha1`.
     pub alg: String,
     /// Exactly as S3 sent it (base64).
@@ -90,7 +90,7 @@ impl Published {
     /// The full-object checksum among an answer's headers, if there is one. A composite value
     /// (type COMPOSITE, or a value ending in `-N`) is a checksum of part checksums: comparing
     /// it with a whole-file digest would fail every time, so it is not taken.
-    pub fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Published> {
+    pub(crate) fn from_headers<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<Published> {
         if header("x-amz-checksum-type").is_some_and(|t| t.eq_ignore_ascii_case("COMPOSITE")) {
             return None;
         }
@@ -105,7 +105,7 @@ impl Published {
             })
     }
 
-    pub fn crc(&self) -> Option<CrcAlg> {
+    pub(crate) fn crc(&self) -> Option<CrcAlg> {
         match self.alg.as_str() {
             "crc64nvme" => Some(CrcAlg::Crc64Nvme),
             "crc32c" => Some(CrcAlg::Crc32c),
@@ -123,12 +123,12 @@ fn is_composite(value: &str) -> bool {
 }
 
 /// A plain (single-part upload) S3 ETag is the MD5 of the object.
-pub fn is_md5_etag(etag: &str) -> bool {
+pub(crate) fn is_md5_etag(etag: &str) -> bool {
     etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The part count of a multipart ETag, `md5(concat(part md5s))-N`.
-pub fn multipart_etag_parts(etag: &str) -> Option<u64> {
+pub(crate) fn multipart_etag_parts(etag: &str) -> Option<u64> {
     let (md5, n) = etag.split_once('-')?;
     if !is_md5_etag(md5) {
         return None;
@@ -138,7 +138,7 @@ pub fn multipart_etag_parts(etag: &str) -> Option<u64> {
 
 /// What a file's bytes must match before they may take the final name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
+pub(crate) enum Expect {
     /// A full-object CRC: each part's CRC is taken as it arrives, the parts combined at the end.
     Crc { alg: CrcAlg, value: String },
     /// A full-object SHA-256 (base64): serial, hashed in order by the read-back pool.
@@ -158,7 +158,7 @@ pub enum Expect {
 
 impl Expect {
     /// From an ETag alone (no full-object checksum was published).
-    pub fn from_etag(etag: Option<&str>) -> Expect {
+    pub(crate) fn from_etag(etag: Option<&str>) -> Expect {
         match etag {
             Some(e) if is_md5_etag(e) => Expect::Md5 {
                 etag: e.to_ascii_lowercase(),
@@ -171,7 +171,7 @@ impl Expect {
     }
 
     /// From a full-object checksum if there is one we can compute, else from the ETag.
-    pub fn from_published(checksum: Option<&Published>, etag: Option<&str>) -> Expect {
+    pub(crate) fn from_published(checksum: Option<&Published>, etag: Option<&str>) -> Expect {
         match checksum {
             Some(p) if p.crc().is_some() => Expect::Crc {
                 alg: p.crc().expect("checked"),
@@ -186,7 +186,7 @@ impl Expect {
     }
 
     /// The manifest's `checksum`: the archive's value the file was checked against.
-    pub fn manifest_checksum(&self) -> Option<String> {
+    pub(crate) fn manifest_checksum(&self) -> Option<String> {
         match self {
             Expect::Crc { alg, value } => Some(format!("{}:{value}", alg.name())),
             Expect::Sha256 { value } => Some(format!("sha256:{value}")),
@@ -198,7 +198,7 @@ impl Expect {
     }
 
     /// The manifest's `verified`.
-    pub fn verified(&self) -> &'static str {
+    pub(crate) fn verified(&self) -> &'static str {
         match self {
             Expect::Crc { .. } | Expect::Sha256 { .. } => "checksum",
             Expect::Md5 { .. } | Expect::Md5Parts { .. } | Expect::Md5PartsLater { .. } => "etag",
@@ -208,20 +208,20 @@ impl Expect {
     }
 
     /// The CRC to take per part besides CRC-64/NVME (which is always taken, for the manifest).
-    pub fn extra_crc(&self) -> Option<CrcAlg> {
+    pub(crate) fn extra_crc(&self) -> Option<CrcAlg> {
         match self {
             Expect::Crc { alg, .. } if *alg != CrcAlg::Crc64Nvme => Some(*alg),
             _ => None,
         }
     }
 
-    pub fn md5_per_part(&self) -> bool {
+    pub(crate) fn md5_per_part(&self) -> bool {
         matches!(self, Expect::Md5Parts { .. })
     }
 }
 
 /// The digests of one part's bytes, in order, as they arrive.
-pub struct PartHasher {
+pub(crate) struct PartHasher {
     crc64: crc_fast::Digest,
     extra: Option<crc_fast::Digest>,
     md5: Option<Md5State>,
@@ -229,14 +229,14 @@ pub struct PartHasher {
 
 /// What a finished part contributes to its file's proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartDigest {
+pub(crate) struct PartDigest {
     pub crc64: u64,
     pub extra: Option<u64>,
     pub md5: Option<[u8; 16]>,
 }
 
 impl PartHasher {
-    pub fn new(expect: &Expect) -> PartHasher {
+    pub(crate) fn new(expect: &Expect) -> PartHasher {
         PartHasher {
             crc64: CrcAlg::Crc64Nvme.digest(),
             extra: expect.extra_crc().map(CrcAlg::digest),
@@ -244,7 +244,7 @@ impl PartHasher {
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         self.crc64.update(data);
         if let Some(d) = &mut self.extra {
             d.update(data);
@@ -254,7 +254,7 @@ impl PartHasher {
         }
     }
 
-    pub fn finish(&self) -> PartDigest {
+    pub(crate) fn finish(&self) -> PartDigest {
         PartDigest {
             crc64: self.crc64.finalize(),
             extra: self.extra.as_ref().map(|d| d.finalize()),
@@ -263,7 +263,12 @@ impl PartHasher {
     }
 
     /// The digests of `len` bytes at `offset` of a file already on disk (a resumed part).
-    pub fn of_range(expect: &Expect, file: &File, offset: u64, len: u64) -> io::Result<PartDigest> {
+    pub(crate) fn of_range(
+        expect: &Expect,
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<PartDigest> {
         let mut h = PartHasher::new(expect);
         let mut buf = vec![0u8; READ_BUFFER.min(len as usize).max(1)];
         let mut done = 0u64;
@@ -278,13 +283,13 @@ impl PartHasher {
 }
 
 /// A multipart ETag from the MD5s of its parts.
-pub fn multipart_etag(md5s: &[[u8; 16]]) -> String {
+pub(crate) fn multipart_etag(md5s: &[[u8; 16]]) -> String {
     let joined: Vec<u8> = md5s.iter().flatten().copied().collect();
     format!("{}-{}", hex(&md5_many::md5(&joined)), md5s.len())
 }
 
 /// The multipart ETag of a file on disk cut into `parts` (lengths).
-pub fn multipart_etag_of_file(path: &Path, parts: &[u64]) -> io::Result<String> {
+pub(crate) fn multipart_etag_of_file(path: &Path, parts: &[u64]) -> io::Result<String> {
     let file = File::open(path)?;
     let expect = Expect::Md5Parts {
         etag: String::new(),
@@ -302,7 +307,7 @@ pub fn multipart_etag_of_file(path: &Path, parts: &[u64]) -> io::Result<String> 
 
 /// The lengths of a multipart upload's parts from part 1's length and the part count, when
 /// the parts are equal but the last (how every SDK uploads); `None` when that does not add up.
-pub fn equal_parts(size: u64, first: u64, count: u64) -> Option<Vec<u64>> {
+pub(crate) fn equal_parts(size: u64, first: u64, count: u64) -> Option<Vec<u64>> {
     if count == 0 || first == 0 {
         return None;
     }
@@ -320,11 +325,14 @@ pub fn equal_parts(size: u64, first: u64, count: u64) -> Option<Vec<u64>> {
 }
 
 /// CRC-64/NVME (S3's base64 form) and, if asked, SHA-256 (hex) of a whole file, in one read.
-pub fn digest_file(path: &Path, sha256: bool) -> io::Result<(String, Option<String>)> {
+pub(crate) fn digest_file(path: &Path, sha256: bool) -> io::Result<(String, Option<String>)> {
     digest_reader(File::open(path)?, sha256)
 }
 
-pub fn digest_reader(mut r: impl Read, sha256: bool) -> io::Result<(String, Option<String>)> {
+pub(crate) fn digest_reader(
+    mut r: impl Read,
+    sha256: bool,
+) -> io::Result<(String, Option<String>)> {
     let mut crc = CrcAlg::Crc64Nvme.digest();
     let mut sha = sha256.then(Sha256::new);
     let mut buf = vec![0u8; READ_BUFFER];
@@ -343,12 +351,13 @@ pub fn digest_reader(mut r: impl Read, sha256: bool) -> io::Result<(String, Opti
     Ok((crc64_b64(crc.finalize()), sha.map(|s| hex(&s.finalize()))))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of a digest: how SHA-256 and MD5 values are written (manifests, ETags).
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Base64 (standard) of bytes: how S3 writes SHA-256 checksums.
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 

@@ -1,4 +1,5 @@
-//! The command line: raw clap flags, then one validated configuration.
+//! The command line: raw clap flags, then one validated configuration per command (`Config`
+//! for plan and get, `VerifyConfig`), with named budgets for what may run at once (`Budgets`).
 //!
 //! Owns flag names, defaults and help text (the contract in cli.md), the parsing of sizes,
 //! lists and shard indices from the batch schedulers' environment, and the checks that turn bad
@@ -85,7 +86,7 @@ pub struct SelectionArgs {
     pub catalog: Catalog,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Public bucket.
     #[arg(long, default_value = crate::names::ARCHIVE_BUCKET, help_heading = "Sources")]
@@ -280,7 +281,7 @@ fn flag(flag: &'static str, message: impl Into<String>) -> ConfigError {
 
 /// Validated settings shared by plan and get.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub items: Vec<String>,
     pub query: Query,
     pub catalog: Catalog,
@@ -292,15 +293,115 @@ pub struct Config {
     pub s3_only: bool,
     pub mast_only: bool,
     pub layout: Layout,
-    pub jobs: usize,
+    /// How much may run at once, each kind of work with its own budget.
+    pub budgets: Budgets,
     pub part_size: u64,
     pub shard: Option<(u32, u32)>,
     pub retry: crate::retry::RetryPolicy,
     /// Check bytes against the archive's checksums (off with `--no-verify`).
     pub verify: bool,
-    pub progress: crate::progress::Options,
+    pub progress: crate::note::Options,
     /// How much an @FILE may hold.
     pub input_limits: crate::input::Limits,
+}
+
+/// How much of each kind of work may run at once. Each budget is one number with one meaning;
+/// the module that spends it is named on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Budgets {
+    /// Requests to the archive in flight (`get --jobs`; `verify --jobs` there): part GETs,
+    /// whole-object GETs and MAST downloads share it (`transfer`'s semaphore), and `s3` divides
+    /// its read-buffer memory by it.
+    pub requests: usize,
+    /// Bucket folder listings in flight while planning (`resolve`, `adopt`): the request budget,
+    /// at most [`MAX_LISTINGS`].
+    pub listings: usize,
+    /// MAST catalog requests in flight (`mast`: product listings, path lookups):
+    /// [`CATALOG_REQUESTS`], whatever `--jobs` says.
+    pub catalog: usize,
+    /// Files hashed at once: `verify`'s re-hash threads (`verify --jobs`, default the cores);
+    /// for `get`, the cores, which size the hashing pool and the turns MAST downloads take to
+    /// hash (`transfer`).
+    pub hash_threads: usize,
+}
+
+/// Listings in flight at most. A listing is small and quick, and a plan's distinct folders are
+/// few; more at once would only crowd the bucket (and the requests a high `--jobs` leaves for
+/// data) without shortening planning, which waits on the slowest folder anyway.
+pub(crate) const MAX_LISTINGS: usize = 32;
+
+/// MAST catalog requests in flight. The catalog is one shared public service that answers a
+/// product request in seconds: 8 at once list a 500-observation program's 50 product requests
+/// in a few rounds without crowding it. It does not grow with `--jobs`, which is about the
+/// bucket's bandwidth.
+pub(crate) const CATALOG_REQUESTS: usize = 8;
+
+impl Budgets {
+    /// The budgets for `requests` archive requests and `hash_threads` hashing threads.
+    pub(crate) fn new(requests: usize, hash_threads: usize) -> Budgets {
+        Budgets {
+            requests,
+            listings: requests.min(MAX_LISTINGS),
+            catalog: CATALOG_REQUESTS,
+            hash_threads,
+        }
+    }
+}
+
+/// The machine's cores (2 when it cannot tell).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Validated settings of `verify`. The archive's addresses are checked when first needed
+/// ([`VerifyConfig::s3`], [`VerifyConfig::mast_url`]): a local verify never contacts the
+/// archive, so flags it does not use (or `AWS_ENDPOINT_URL` in the environment) are not held
+/// against it.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifyConfig {
+    pub dir: PathBuf,
+    pub remote: bool,
+    pub write_manifest: bool,
+    pub repair: bool,
+    pub format: Option<VerifyFormat>,
+    pub quiet: bool,
+    /// `verify --jobs` bounds files hashed at once and, as each file checked against the
+    /// archive may need a request, requests too.
+    pub budgets: Budgets,
+    pub retry: crate::retry::RetryPolicy,
+    sources: SourceArgs,
+}
+
+impl VerifyConfig {
+    pub(crate) fn new(args: &VerifyArgs) -> VerifyConfig {
+        let jobs = args.jobs.unwrap_or_else(cores);
+        VerifyConfig {
+            dir: args.dir.clone(),
+            remote: args.remote,
+            write_manifest: args.write_manifest,
+            repair: args.repair,
+            format: args.format,
+            quiet: args.quiet,
+            budgets: Budgets::new(jobs, jobs),
+            retry: crate::retry::RetryPolicy::default(),
+            sources: args.sources.clone(),
+        }
+    }
+
+    /// The bucket to check against.
+    pub(crate) fn s3(&self) -> Result<S3Options, ConfigError> {
+        s3_options(&self.sources)
+    }
+
+    /// The sources as given, for the `get` that `--repair` runs (which validates them).
+    pub(crate) fn sources(&self) -> &SourceArgs {
+        &self.sources
+    }
+
+    /// MAST's base URL, for what the bucket's keys do not say.
+    pub(crate) fn mast_url(&self) -> Result<Url, ConfigError> {
+        mast_base(&self.sources.mast_url)
+    }
 }
 
 /// Requests in flight by default. Real S3 sustains ~85-90 MB/s per connection, so ~15 requests
@@ -337,7 +438,7 @@ pub fn mast_base(s: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-pub fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
+pub(crate) fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
     if let Some(ep) = src.endpoint_url.as_ref().filter(|s| !s.is_empty()) {
         let url = Url::parse(ep).map_err(|e| flag("endpoint-url", format!("{ep:?}: {e}")))?;
         // Anything else would be retried for a minute and a half before failing.
@@ -470,7 +571,7 @@ impl Config {
             s3_only: src.s3_only,
             mast_only: src.mast_only,
             layout: run.layout,
-            jobs: parse_jobs(&run.jobs)?,
+            budgets: Budgets::new(parse_jobs(&run.jobs)?, cores()),
             part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),
             verify: !run.no_verify,
@@ -479,7 +580,7 @@ impl Config {
                 stall: std::time::Duration::from_secs(run.stall_timeout.max(1)),
                 ..Default::default()
             },
-            progress: crate::progress::Options {
+            progress: crate::note::Options {
                 quiet: run.quiet,
                 no_progress: run.no_progress,
                 json: run.json,
@@ -500,6 +601,16 @@ mod tests {
         assert_eq!(parse_size("8MB").unwrap(), 8_000_000);
         assert!(parse_size("12").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn budgets_each_have_one_meaning() {
+        let b = Budgets::new(256, 4);
+        assert_eq!(
+            (b.requests, b.listings, b.catalog, b.hash_threads),
+            (256, MAX_LISTINGS, CATALOG_REQUESTS, 4)
+        );
+        assert_eq!(Budgets::new(8, 2).listings, 8);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// The private folder at the top of DIR. A leading dot keeps it out of `ls` and globs.
-pub const PRIVATE_DIR: &str = ".mastfetch";
+pub(crate) const PRIVATE_DIR: &str = ".mastfetch";
 
 /// Name prefixes of mastfetch's own files at the top of DIR (manifests of every shard, their
 /// sums files, and the `.mastfetch-manifest*.lock` files of earlier versions, which a run of
@@ -21,7 +21,7 @@ pub const PRIVATE_DIR: &str = ".mastfetch";
 const RESERVED_PREFIXES: [&str; 3] = ["mastfetch-manifest", "sha256sums", ".mastfetch"];
 
 /// Why a destination is mastfetch's own, or `None` when a planned file may land there.
-pub fn reserved(dest: &str) -> Option<&'static str> {
+pub(crate) fn reserved(dest: &str) -> Option<&'static str> {
     let first = dest.split('/').next().unwrap_or(dest);
     if first.eq_ignore_ascii_case(PRIVATE_DIR) {
         return Some("mastfetch's private folder (.mastfetch/)");
@@ -36,7 +36,7 @@ pub fn reserved(dest: &str) -> Option<&'static str> {
 }
 
 /// `DIR/.mastfetch`.
-pub fn private_dir(dir: &Path) -> PathBuf {
+pub(crate) fn private_dir(dir: &Path) -> PathBuf {
     dir.join(PRIVATE_DIR)
 }
 
@@ -55,12 +55,12 @@ pub fn temp_paths(dir: &Path, dest: &str) -> (PathBuf, PathBuf) {
 }
 
 /// The lock file of a manifest.
-pub fn lock_path(dir: &Path, manifest_name: &str) -> PathBuf {
+pub(crate) fn lock_path(dir: &Path, manifest_name: &str) -> PathBuf {
     private_dir(dir).join(format!("{manifest_name}.lock"))
 }
 
 /// Where a manifest (or sums file) is written before it is renamed over the old one.
-pub fn replacement_path(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn replacement_path(dir: &Path, name: &str) -> PathBuf {
     private_dir(dir).join(format!("{name}.new"))
 }
 

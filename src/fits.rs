@@ -4,14 +4,14 @@
 //!
 //! It owns the FITS framing needed for that (2880-byte blocks, header cards, data-unit sizes,
 //! random groups) and the 32-bit ones'-complement arithmetic and ASCII encoding the convention
-//! defines, plus small builders that produce valid FITS files for tests.
+//! defines. Small builders that produce valid FITS files for tests (`build`) are compiled only
+//! for tests and with the `test-fits` feature (the dev-dependency on this crate turns it on).
 //!
 //! It does not own hashing of whole files (MD5/SHA digests), manifests, or any decision about
 //! what to do with a failed file: callers get a [`FitsReport`] or a [`FitsError`] and decide.
 //!
 //! HDUs are numbered from 0 (the primary HDU), as astropy numbers them.
 
-use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 /// FITS logical record: headers and data units are both padded to this.
@@ -30,7 +30,7 @@ const ZERO_CHECKSUM: &str = "0000000000000000";
 
 /// Outcome for one HDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HduCheck {
+pub(crate) struct HduCheck {
     /// Position in the file; 0 is the primary HDU.
     pub index: usize,
     pub datasum: KeywordCheck,
@@ -39,7 +39,7 @@ pub struct HduCheck {
 
 /// Verdict on one checksum keyword of one HDU.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeywordCheck {
+pub(crate) enum KeywordCheck {
     /// The header does not carry the keyword.
     Absent,
     /// The keyword is present and matches the HDU's bytes.
@@ -52,14 +52,15 @@ pub enum KeywordCheck {
 
 /// Outcome for a whole file, one entry per HDU in file order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FitsReport {
+pub(crate) struct FitsReport {
     pub hdus: Vec<HduCheck>,
 }
 
 impl FitsReport {
     /// True when at least one HDU carried DATASUM or CHECKSUM.
+    #[cfg(test)]
     #[must_use]
-    pub fn any_keywords(&self) -> bool {
+    pub(crate) fn any_keywords(&self) -> bool {
         self.hdus
             .iter()
             .any(|h| h.datasum != KeywordCheck::Absent || h.checksum != KeywordCheck::Absent)
@@ -68,7 +69,7 @@ impl FitsReport {
     /// First failing HDU described for humans, e.g. "HDU 2: DATASUM is 1234 but data sums to
     /// 5678", None when all present keywords verify.
     #[must_use]
-    pub fn first_problem(&self) -> Option<String> {
+    pub(crate) fn first_problem(&self) -> Option<String> {
         self.hdus.iter().find_map(|h| {
             // A bad DATASUM also breaks CHECKSUM; naming the data first points at the cause.
             if let KeywordCheck::Bad { expected, computed } = &h.datasum {
@@ -90,7 +91,7 @@ impl FitsReport {
 
 /// Why a stream could not be checked at all.
 #[derive(Debug, thiserror::Error)]
-pub enum FitsError {
+pub(crate) enum FitsError {
     #[error("could not read the FITS stream")]
     Io(#[from] io::Error),
     #[error("not a FITS file (it does not start with `SIMPLE  =`)")]
@@ -104,7 +105,7 @@ pub enum FitsError {
 
 /// Does this look like a FITS file (starts with "SIMPLE  =")?
 #[must_use]
-pub fn looks_like_fits(first_bytes: &[u8]) -> bool {
+pub(crate) fn looks_like_fits(first_bytes: &[u8]) -> bool {
     first_bytes.starts_with(b"SIMPLE  =")
 }
 
@@ -121,7 +122,7 @@ pub fn looks_like_fits(first_bytes: &[u8]) -> bool {
 /// [`FitsError::NotFits`] when the stream does not start like a FITS file,
 /// [`FitsError::Truncated`] when it ends inside an HDU, [`FitsError::Malformed`] when a header
 /// cannot be sized or junk follows the last HDU, [`FitsError::Io`] when reading fails.
-pub fn check<R: Read>(mut reader: R) -> Result<FitsReport, FitsError> {
+pub(crate) fn check<R: Read>(mut reader: R) -> Result<FitsReport, FitsError> {
     let mut block = [0u8; BLOCK];
     let mut buf = vec![0u8; DATA_BUF];
     let mut hdus = Vec::new();
@@ -169,7 +170,7 @@ pub fn check<R: Read>(mut reader: R) -> Result<FitsReport, FitsError> {
 /// A trailing partial word is treated as if zero-padded, as astropy does; FITS units are always
 /// multiples of 2880 bytes so this never arises when checking files.
 #[must_use]
-pub fn ones_complement_sum(sum: u32, bytes: &[u8]) -> u32 {
+pub(crate) fn ones_complement_sum(sum: u32, bytes: &[u8]) -> u32 {
     // Adding words into a u64 and folding the carries back in afterwards is the same as
     // end-around-carry addition, since 2^32 = 1 modulo 2^32 - 1. Pieces of at most 2^28 words
     // keep the u64 from overflowing.
@@ -199,7 +200,7 @@ pub fn ones_complement_sum(sum: u32, bytes: &[u8]) -> u32 {
 /// With `complement` the complement of `value` is encoded, which is what goes into `CHECKSUM`
 /// when `value` is the HDU's sum with `CHECKSUM` set to sixteen `'0'`s.
 #[must_use]
-pub fn encode_checksum(value: u32, complement: bool) -> String {
+pub(crate) fn encode_checksum(value: u32, complement: bool) -> String {
     // Bytes that are ASCII punctuation; the encoding shifts them into letters and digits.
     const EXCLUDE: [u8; 13] = [
         0x3a, 0x3b, 0x3c, 0x3d, 0x3e, 0x3f, 0x40, 0x5b, 0x5c, 0x5d, 0x5e, 0x5f, 0x60,
@@ -232,47 +233,6 @@ pub fn encode_checksum(value: u32, complement: bool) -> String {
     // The value sits at byte 11 of its card, one byte off word alignment; rotating by one
     // undoes that so each byte lands in the word position it encodes.
     (0..16).map(|i| char::from(asc[(i + 15) % 16])).collect()
-}
-
-/// Build a minimal valid single-HDU FITS file in memory carrying correct CHECKSUM and DATASUM,
-/// for tests.
-///
-/// By default the primary array is `BITPIX = 8`, `NAXIS = 1`, `NAXIS1 = data.len()` (or
-/// `NAXIS = 0` when `data` is empty). `extra_cards` may override the shape with `BITPIX`,
-/// `NAXIS` and `NAXISn` (e.g. `BITPIX = 16` with `NAXIS1`/`NAXIS2`; `data` is then the raw
-/// big-endian bytes). Other cards are appended in order. Values that are numbers, `T`/`F`, or
-/// already quoted are written as they are; anything else becomes a quoted string, so pass
-/// `"'123'"` to get the string 123. `COMMENT` and `HISTORY` take free text.
-///
-/// # Panics
-/// On cards that cannot be written (bad keyword, too long, a keyword the builder manages such
-/// as `CHECKSUM` or `EXTEND`) or a shape that does not match `data.len()`.
-#[must_use]
-pub fn build_test_fits(data: &[u8], extra_cards: &[(&str, &str)]) -> Vec<u8> {
-    build_hdu(HduKind::Primary { extend: false }, data, extra_cards, true)
-}
-
-/// Like [`build_test_fits`], followed by one `IMAGE` extension (shaped the same way from
-/// `ext_data` and `ext_cards`), both HDUs carrying correct CHECKSUM and DATASUM. JWST products
-/// look like this: a data-less primary header (pass empty `primary_data`) and a `SCI` image.
-///
-/// # Panics
-/// As [`build_test_fits`].
-#[must_use]
-pub fn build_test_fits_with_extension(
-    primary_data: &[u8],
-    primary_cards: &[(&str, &str)],
-    ext_data: &[u8],
-    ext_cards: &[(&str, &str)],
-) -> Vec<u8> {
-    let mut file = build_hdu(
-        HduKind::Primary { extend: true },
-        primary_data,
-        primary_cards,
-        true,
-    );
-    file.extend(build_hdu(HduKind::Image, ext_data, ext_cards, true));
-    file
 }
 
 /// Folds carries of a u64 sum back into 32 bits (end-around carry).
@@ -622,180 +582,240 @@ fn string_value(raw: &str) -> Option<String> {
     Some(out.trim_end().to_owned())
 }
 
-#[derive(Clone, Copy)]
-enum HduKind {
-    Primary { extend: bool },
-    Image,
-}
+/// Builders of valid FITS files with correct checksums, for tests (this crate's, the integration
+/// tests' and the examples', which turn on the `test-fits` feature): not in release builds.
+#[cfg(any(test, feature = "test-fits"))]
+#[doc(hidden)]
+pub mod build {
+    use std::collections::BTreeMap;
 
-fn build_hdu(kind: HduKind, data: &[u8], extra_cards: &[(&str, &str)], checksums: bool) -> Vec<u8> {
-    let (bitpix, axes, others) = test_shape(data.len(), extra_cards);
-    let mut header = Vec::with_capacity(BLOCK);
-    match kind {
-        HduKind::Primary { .. } => push_card(&mut header, "SIMPLE", "T", "conforms to FITS"),
-        HduKind::Image => push_card(&mut header, "XTENSION", "'IMAGE   '", "image extension"),
+    use super::*;
+
+    /// Build a minimal valid single-HDU FITS file in memory carrying correct CHECKSUM and DATASUM,
+    /// for tests.
+    ///
+    /// By default the primary array is `BITPIX = 8`, `NAXIS = 1`, `NAXIS1 = data.len()` (or
+    /// `NAXIS = 0` when `data` is empty). `extra_cards` may override the shape with `BITPIX`,
+    /// `NAXIS` and `NAXISn` (e.g. `BITPIX = 16` with `NAXIS1`/`NAXIS2`; `data` is then the raw
+    /// big-endian bytes). Other cards are appended in order. Values that are numbers, `T`/`F`, or
+    /// already quoted are written as they are; anything else becomes a quoted string, so pass
+    /// `"'123'"` to get the string 123. `COMMENT` and `HISTORY` take free text.
+    ///
+    /// # Panics
+    /// On cards that cannot be written (bad keyword, too long, a keyword the builder manages such
+    /// as `CHECKSUM` or `EXTEND`) or a shape that does not match `data.len()`.
+    #[must_use]
+    pub fn build_test_fits(data: &[u8], extra_cards: &[(&str, &str)]) -> Vec<u8> {
+        build_hdu(HduKind::Primary { extend: false }, data, extra_cards, true)
     }
-    push_card(&mut header, "BITPIX", &bitpix.to_string(), "");
-    push_card(&mut header, "NAXIS", &axes.len().to_string(), "");
-    for (n, len) in axes.iter().enumerate() {
-        push_card(
-            &mut header,
-            &format!("NAXIS{}", n + 1),
-            &len.to_string(),
-            "",
+
+    /// Like [`build_test_fits`], followed by one `IMAGE` extension (shaped the same way from
+    /// `ext_data` and `ext_cards`), both HDUs carrying correct CHECKSUM and DATASUM. JWST products
+    /// look like this: a data-less primary header (pass empty `primary_data`) and a `SCI` image.
+    ///
+    /// # Panics
+    /// As [`build_test_fits`].
+    #[must_use]
+    pub fn build_test_fits_with_extension(
+        primary_data: &[u8],
+        primary_cards: &[(&str, &str)],
+        ext_data: &[u8],
+        ext_cards: &[(&str, &str)],
+    ) -> Vec<u8> {
+        let mut file = build_hdu(
+            HduKind::Primary { extend: true },
+            primary_data,
+            primary_cards,
+            true,
         );
+        file.extend(build_hdu(HduKind::Image, ext_data, ext_cards, true));
+        file
     }
-    match kind {
-        HduKind::Primary { extend: true } => push_card(&mut header, "EXTEND", "T", ""),
-        HduKind::Primary { extend: false } => {}
-        HduKind::Image => {
-            push_card(&mut header, "PCOUNT", "0", "");
-            push_card(&mut header, "GCOUNT", "1", "");
+
+    #[derive(Clone, Copy)]
+    pub(super) enum HduKind {
+        Primary { extend: bool },
+        Image,
+    }
+
+    pub(super) fn build_hdu(
+        kind: HduKind,
+        data: &[u8],
+        extra_cards: &[(&str, &str)],
+        checksums: bool,
+    ) -> Vec<u8> {
+        let (bitpix, axes, others) = test_shape(data.len(), extra_cards);
+        let mut header = Vec::with_capacity(BLOCK);
+        match kind {
+            HduKind::Primary { .. } => push_card(&mut header, "SIMPLE", "T", "conforms to FITS"),
+            HduKind::Image => push_card(&mut header, "XTENSION", "'IMAGE   '", "image extension"),
         }
-    }
-    for (keyword, value) in others {
-        push_card(&mut header, keyword, value, "");
-    }
-
-    let mut padded = data.to_vec();
-    padded.resize(data.len().div_ceil(BLOCK) * BLOCK, 0);
-    let checksum_at = checksums.then(|| {
-        let at = header.len() + CHECKSUM_VALUE_AT;
-        let datasum = ones_complement_sum(0, &padded);
-        push_card(
-            &mut header,
-            "CHECKSUM",
-            &format!("'{ZERO_CHECKSUM}'"),
-            "HDU checksum",
-        );
-        push_card(
-            &mut header,
-            "DATASUM",
-            &format!("'{datasum}'"),
-            "data unit checksum",
-        );
-        (at, datasum)
-    });
-    push_card(&mut header, "END", "", "");
-    header.resize(header.len().div_ceil(BLOCK) * BLOCK, b' ');
-    if let Some((at, datasum)) = checksum_at {
-        let sum = add(ones_complement_sum(0, &header), datasum);
-        header[at..at + 16].copy_from_slice(encode_checksum(sum, true).as_bytes());
-    }
-    header.extend(padded);
-    header
-}
-
-/// Splits the builder's cards into the array shape and the cards to append.
-fn test_shape<'a>(
-    data_len: usize,
-    cards: &[(&'a str, &'a str)],
-) -> (i64, Vec<usize>, Vec<(&'a str, &'a str)>) {
-    fn parse<T: std::str::FromStr>(k: &str, v: &str) -> T {
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{k} = {v:?} is not a valid value here"))
-    }
-    let mut bitpix = 8;
-    let mut naxis = None;
-    let mut explicit: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut others = Vec::new();
-    for &(k, v) in cards {
-        match k {
-            "BITPIX" => bitpix = parse(k, v),
-            "NAXIS" => naxis = Some(parse(k, v)),
-            "SIMPLE" | "XTENSION" | "EXTEND" | "PCOUNT" | "GCOUNT" | "GROUPS" | "CHECKSUM"
-            | "DATASUM" | "END" => panic!("build_test_fits manages {k} itself"),
-            _ => match axis_number(k.as_bytes()) {
-                Some(n) => {
-                    explicit.insert(n, parse(k, v));
-                }
-                None => others.push((k, v)),
-            },
+        push_card(&mut header, "BITPIX", &bitpix.to_string(), "");
+        push_card(&mut header, "NAXIS", &axes.len().to_string(), "");
+        for (n, len) in axes.iter().enumerate() {
+            push_card(
+                &mut header,
+                &format!("NAXIS{}", n + 1),
+                &len.to_string(),
+                "",
+            );
         }
-    }
-    let width = match bitpix {
-        8 => 1,
-        16 => 2,
-        32 | -32 => 4,
-        64 | -64 => 8,
-        _ => panic!("BITPIX = {bitpix} is not valid"),
-    };
-    let naxis = naxis
-        .or_else(|| explicit.keys().next_back().copied())
-        .unwrap_or(usize::from(data_len > 0));
-    let axes: Vec<usize> = if explicit.is_empty() && naxis == 1 {
-        vec![data_len / width]
-    } else {
-        (1..=naxis)
-            .map(|n| {
-                *explicit
-                    .get(&n)
-                    .unwrap_or_else(|| panic!("NAXIS{n} is needed"))
-            })
-            .collect()
-    };
-    let values: usize = if naxis == 0 { 0 } else { axes.iter().product() };
-    assert_eq!(
-        values * width,
-        data_len,
-        "shape {axes:?} x {width} bytes does not match data"
-    );
-    (bitpix, axes, others)
-}
+        match kind {
+            HduKind::Primary { extend: true } => push_card(&mut header, "EXTEND", "T", ""),
+            HduKind::Primary { extend: false } => {}
+            HduKind::Image => {
+                push_card(&mut header, "PCOUNT", "0", "");
+                push_card(&mut header, "GCOUNT", "1", "");
+            }
+        }
+        for (keyword, value) in others {
+            push_card(&mut header, keyword, value, "");
+        }
 
-/// Appends one 80-column card. `value` is a FITS literal or plain text (see
-/// [`build_test_fits`]).
-fn push_card(header: &mut Vec<u8>, keyword: &str, value: &str, comment: &str) {
-    assert!(
-        keyword.len() <= 8
-            && keyword
-                .bytes()
-                .all(|b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_')),
-        "{keyword:?} is not a FITS keyword"
-    );
-    let mut text = if matches!(keyword, "END" | "COMMENT" | "HISTORY" | "") {
-        format!("{keyword:<8}{value}")
-    } else {
-        let literal = fits_literal(value);
-        if literal.starts_with('\'') {
-            format!("{keyword:<8}= {literal:<20}")
+        let mut padded = data.to_vec();
+        padded.resize(data.len().div_ceil(BLOCK) * BLOCK, 0);
+        let checksum_at = checksums.then(|| {
+            let at = header.len() + CHECKSUM_VALUE_AT;
+            let datasum = ones_complement_sum(0, &padded);
+            push_card(
+                &mut header,
+                "CHECKSUM",
+                &format!("'{ZERO_CHECKSUM}'"),
+                "HDU checksum",
+            );
+            push_card(
+                &mut header,
+                "DATASUM",
+                &format!("'{datasum}'"),
+                "data unit checksum",
+            );
+            (at, datasum)
+        });
+        push_card(&mut header, "END", "", "");
+        header.resize(header.len().div_ceil(BLOCK) * BLOCK, b' ');
+        if let Some((at, datasum)) = checksum_at {
+            let sum = add(ones_complement_sum(0, &header), datasum);
+            header[at..at + 16].copy_from_slice(encode_checksum(sum, true).as_bytes());
+        }
+        header.extend(padded);
+        header
+    }
+
+    /// Splits the builder's cards into the array shape and the cards to append.
+    fn test_shape<'a>(
+        data_len: usize,
+        cards: &[(&'a str, &'a str)],
+    ) -> (i64, Vec<usize>, Vec<(&'a str, &'a str)>) {
+        fn parse<T: std::str::FromStr>(k: &str, v: &str) -> T {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{k} = {v:?} is not a valid value here"))
+        }
+        let mut bitpix = 8;
+        let mut naxis = None;
+        let mut explicit: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut others = Vec::new();
+        for &(k, v) in cards {
+            match k {
+                "BITPIX" => bitpix = parse(k, v),
+                "NAXIS" => naxis = Some(parse(k, v)),
+                "SIMPLE" | "XTENSION" | "EXTEND" | "PCOUNT" | "GCOUNT" | "GROUPS" | "CHECKSUM"
+                | "DATASUM" | "END" => panic!("build_test_fits manages {k} itself"),
+                _ => match axis_number(k.as_bytes()) {
+                    Some(n) => {
+                        explicit.insert(n, parse(k, v));
+                    }
+                    None => others.push((k, v)),
+                },
+            }
+        }
+        let width = match bitpix {
+            8 => 1,
+            16 => 2,
+            32 | -32 => 4,
+            64 | -64 => 8,
+            _ => panic!("BITPIX = {bitpix} is not valid"),
+        };
+        let naxis = naxis
+            .or_else(|| explicit.keys().next_back().copied())
+            .unwrap_or(usize::from(data_len > 0));
+        let axes: Vec<usize> = if explicit.is_empty() && naxis == 1 {
+            vec![data_len / width]
         } else {
-            format!("{keyword:<8}= {literal:>20}")
-        }
-    };
-    if !comment.is_empty() {
-        text.push_str(" / ");
-        text.push_str(comment);
+            (1..=naxis)
+                .map(|n| {
+                    *explicit
+                        .get(&n)
+                        .unwrap_or_else(|| panic!("NAXIS{n} is needed"))
+                })
+                .collect()
+        };
+        let values: usize = if naxis == 0 { 0 } else { axes.iter().product() };
+        assert_eq!(
+            values * width,
+            data_len,
+            "shape {axes:?} x {width} bytes does not match data"
+        );
+        (bitpix, axes, others)
     }
-    assert!(
-        text.len() <= CARD && text.bytes().all(|b| (b' '..=b'~').contains(&b)),
-        "card {text:?} is not 80 printable ASCII columns"
-    );
-    header.extend_from_slice(text.as_bytes());
-    header.resize(header.len() + CARD - text.len(), b' ');
+
+    /// Appends one 80-column card. `value` is a FITS literal or plain text (see
+    /// [`build_test_fits`]).
+    fn push_card(header: &mut Vec<u8>, keyword: &str, value: &str, comment: &str) {
+        assert!(
+            keyword.len() <= 8
+                && keyword
+                    .bytes()
+                    .all(|b| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_')),
+            "{keyword:?} is not a FITS keyword"
+        );
+        let mut text = if matches!(keyword, "END" | "COMMENT" | "HISTORY" | "") {
+            format!("{keyword:<8}{value}")
+        } else {
+            let literal = fits_literal(value);
+            if literal.starts_with('\'') {
+                format!("{keyword:<8}= {literal:<20}")
+            } else {
+                format!("{keyword:<8}= {literal:>20}")
+            }
+        };
+        if !comment.is_empty() {
+            text.push_str(" / ");
+            text.push_str(comment);
+        }
+        assert!(
+            text.len() <= CARD && text.bytes().all(|b| (b' '..=b'~').contains(&b)),
+            "card {text:?} is not 80 printable ASCII columns"
+        );
+        header.extend_from_slice(text.as_bytes());
+        header.resize(header.len() + CARD - text.len(), b' ');
+    }
+
+    fn fits_literal(value: &str) -> String {
+        let numeric = value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+            && value.parse::<f64>().is_ok();
+        if numeric {
+            // The standard allows only an upper-case exponent; astropy rewrites a lower-case one,
+            // which changes the header it checksums.
+            value.to_ascii_uppercase()
+        } else if value.starts_with('\'') || value == "T" || value == "F" {
+            value.to_owned()
+        } else {
+            // Strings are padded to at least 8 characters, as the standard asks of XTENSION and
+            // astropy does for all.
+            format!("'{:<8}'", value.replace('\'', "''"))
+        }
+    }
 }
 
-fn fits_literal(value: &str) -> String {
-    let numeric = value
-        .bytes()
-        .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-        && value.parse::<f64>().is_ok();
-    if numeric {
-        // The standard allows only an upper-case exponent; astropy rewrites a lower-case one,
-        // which changes the header it checksums.
-        value.to_ascii_uppercase()
-    } else if value.starts_with('\'') || value == "T" || value == "F" {
-        value.to_owned()
-    } else {
-        // Strings are padded to at least 8 characters, as the standard asks of XTENSION and
-        // astropy does for all.
-        format!("'{:<8}'", value.replace('\'', "''"))
-    }
-}
+#[cfg(any(test, feature = "test-fits"))]
+pub use build::{build_test_fits, build_test_fits_with_extension};
 
 #[cfg(test)]
 mod tests {
+    use super::build::{build_hdu, HduKind};
     use super::*;
 
     fn one_hdu(report: &FitsReport) -> &HduCheck {

@@ -32,7 +32,7 @@ const CHUNK: usize = 64 << 10;
 const GATHER: Duration = Duration::from_millis(5);
 
 /// The worker threads and the queue of files with bytes to hash.
-pub struct HashPool {
+pub(crate) struct HashPool {
     shared: Arc<Shared>,
 }
 
@@ -50,26 +50,26 @@ struct Queue {
 
 /// Which serial digests a stream computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Want {
+pub(crate) struct Want {
     pub md5: bool,
     pub sha256: bool,
 }
 
 impl Want {
-    pub fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.md5 || self.sha256
     }
 }
 
 /// A stream's digests, of the bytes it hashed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Digests {
+pub(crate) struct Digests {
     pub sha256: Option<[u8; 32]>,
     pub md5: Option<[u8; 16]>,
 }
 
 /// One file's digests as its bytes become hashable.
-pub struct Stream {
+pub(crate) struct Stream {
     file: File,
     /// What to compute, decided when the first bytes are ready (what the archive published
     /// may only be known from a response).
@@ -92,7 +92,7 @@ struct State {
 
 impl HashPool {
     /// Start `workers` threads (at least one).
-    pub fn new(workers: usize) -> HashPool {
+    pub(crate) fn new(workers: usize) -> HashPool {
         let workers = workers.max(1);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
@@ -110,7 +110,7 @@ impl HashPool {
     }
 
     /// A new stream reading `file` (its own handle: the caller keeps writing through theirs).
-    pub fn stream(&self, file: File) -> Arc<Stream> {
+    pub(crate) fn stream(&self, file: File) -> Arc<Stream> {
         let (hashed, _) = watch::channel(Some(0));
         Arc::new(Stream {
             file,
@@ -130,7 +130,7 @@ impl HashPool {
     /// The first `upto` bytes of the stream's file are on disk and may be hashed. `want` says
     /// which digests; the first call with bytes to hash decides (what the archive published
     /// may only be known once a response came).
-    pub fn ready(&self, stream: &Arc<Stream>, upto: u64, want: Want) {
+    pub(crate) fn ready(&self, stream: &Arc<Stream>, upto: u64, want: Want) {
         if upto > 0 {
             let _ = stream.want.set(want);
         }
@@ -160,7 +160,7 @@ impl Drop for HashPool {
 
 impl Stream {
     /// Wait until the first `upto` bytes are hashed.
-    pub async fn wait(&self, upto: u64) -> io::Result<()> {
+    pub(crate) async fn wait(&self, upto: u64) -> io::Result<()> {
         let mut rx = self.hashed.subscribe();
         let res = rx.wait_for(|h| h.is_none_or(|h| h >= upto)).await;
         if matches!(res.as_deref(), Ok(Some(_))) {
@@ -180,18 +180,19 @@ impl Stream {
     }
 
     /// Bytes hashed so far.
-    pub fn hashed(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn hashed(&self) -> u64 {
         self.state.lock().unwrap().hashed
     }
 
     /// Nothing more will be asked of this stream (its file is being thrown away).
-    pub fn cancel(&self) {
+    pub(crate) fn cancel(&self) {
         let mut st = self.state.lock().unwrap();
         st.ready = st.hashed;
     }
 
     /// The digests asked for, of the bytes hashed (an empty file: those of no bytes).
-    pub fn finish(&self, want: Want) -> Digests {
+    pub(crate) fn finish(&self, want: Want) -> Digests {
         let st = self.state.lock().unwrap();
         let asked = self.want.get().copied().unwrap_or(want);
         Digests {
@@ -199,10 +200,6 @@ impl Stream {
             md5: asked.md5.then(|| st.md5.finalize()),
         }
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One file's share of a round: its state, taken out while the worker holds it.
@@ -358,6 +355,7 @@ fn md5_round(engine: &Md5Many, simd: usize, lanes: &mut [Lane], buffers: &[Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checksum::hex;
     use std::io::Write;
 
     fn reference(data: &[u8]) -> (String, String) {

@@ -4,7 +4,8 @@
 //! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
 //! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`).
+//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`), and
+//! tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -19,7 +20,6 @@ use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
 use crate::plan::PlanEntry;
-use crate::progress::Progress;
 use crate::retry::{RetryPolicy, Transient};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -29,10 +29,10 @@ const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days aft
 
 /// A MAST API token. Its Debug and Display never show it.
 #[derive(Clone)]
-pub struct Token(String);
+pub(crate) struct Token(String);
 
 impl Token {
-    pub fn new(s: &str) -> Option<Token> {
+    pub(crate) fn new(s: &str) -> Option<Token> {
         let t = s.trim();
         (!t.is_empty()).then(|| Token(t.to_string()))
     }
@@ -48,7 +48,7 @@ impl std::fmt::Debug for Token {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpsError {
+pub(crate) enum HttpsError {
     #[error("GET {url}: HTTP {status}{hint}")]
     Status {
         url: String,
@@ -110,7 +110,19 @@ impl Transient for HttpsError {
     }
 }
 
-pub struct MastHttps {
+/// What a download tells its caller about bytes as they happen, so the caller can show
+/// progress without this module knowing how.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Tally {
+    /// Bytes already in the temporary file from an earlier run, kept.
+    Resumed(u64),
+    /// Bytes received and written in this run.
+    Received(u64),
+    /// Bytes counted before that no longer are (the server restarted the file).
+    GaveBack(u64),
+}
+
+pub(crate) struct MastHttps {
     client: reqwest::Client,
     base: Url,
     token: Option<Token>,
@@ -128,7 +140,11 @@ fn is_loopback(url: &Url) -> bool {
 }
 
 impl MastHttps {
-    pub fn new(base: Url, token: Option<Token>, retry: RetryPolicy) -> reqwest::Result<MastHttps> {
+    pub(crate) fn new(
+        base: Url,
+        token: Option<Token>,
+        retry: RetryPolicy,
+    ) -> reqwest::Result<MastHttps> {
         let client = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
@@ -141,7 +157,7 @@ impl MastHttps {
         })
     }
 
-    pub fn has_token(&self) -> bool {
+    pub(crate) fn has_token(&self) -> bool {
         self.token.is_some()
     }
 
@@ -169,7 +185,7 @@ impl MastHttps {
     }
 
     /// `Download/file?uri=` URL of a product.
-    pub fn download_url(base: &Url, uri: &str) -> String {
+    pub(crate) fn download_url(base: &Url, uri: &str) -> String {
         let mut url = base
             .join("api/v0.1/Download/file")
             .expect("static path joins");
@@ -178,7 +194,7 @@ impl MastHttps {
     }
 
     /// Ask MAST whether the token is valid, once, before any download needs it.
-    pub async fn check_token(&self) -> Result<(), HttpsError> {
+    pub(crate) async fn check_token(&self) -> Result<(), HttpsError> {
         let url = self.base.join("whoami").expect("static path joins");
         let resp = self
             .retry
@@ -241,12 +257,12 @@ impl MastHttps {
 
     /// Fetch one product into `dest` (its place under `dir`): returns its size, CRC-64/NVME
     /// (S3's base64 form) and, with `sha256`, its SHA-256.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         entry: &PlanEntry,
         dir: &Path,
         dest: &Path,
-        progress: &Progress,
+        tally: &(dyn Fn(Tally) + Sync),
         hashers: Arc<Semaphore>,
         sha256: bool,
     ) -> Result<(u64, String, Option<String>), HttpsError> {
@@ -275,12 +291,12 @@ impl MastHttps {
             .map_err(io("cannot open", &tmp))?;
         let mut have = file.metadata().map_err(io("cannot stat", &tmp))?.len();
         if have > 0 {
-            progress.done(have);
+            tally(Tally::Resumed(have));
         }
         let mut attempt = 0;
         loop {
             match self
-                .fetch_once(&url, &file, &tmp, &mut have, entry.size, progress)
+                .fetch_once(&url, &file, &tmp, &mut have, entry.size, tally)
                 .await
             {
                 Ok(()) => break,
@@ -325,7 +341,7 @@ impl MastHttps {
         tmp: &Path,
         have: &mut u64,
         size: Option<u64>,
-        progress: &Progress,
+        tally: &(dyn Fn(Tally) + Sync),
     ) -> Result<(), HttpsError> {
         if size.is_some_and(|s| s == *have && s > 0) {
             return Ok(());
@@ -348,7 +364,7 @@ impl MastHttps {
             StatusCode::OK => {
                 if *have > 0 {
                     // Range not honoured: start over rather than mix.
-                    progress.undone(*have);
+                    tally(Tally::GaveBack(*have));
                     file.set_len(0).map_err(|source| HttpsError::Io {
                         what: "cannot truncate",
                         path: tmp.to_path_buf(),
@@ -365,7 +381,7 @@ impl MastHttps {
                     .and_then(crate::s3::parse_content_range)
                     .map(|(s, _, _)| s);
                 if start != Some(*have) {
-                    progress.undone(*have);
+                    tally(Tally::GaveBack(*have));
                     file.set_len(0).ok();
                     *have = 0;
                     return Err(HttpsError::Request {
@@ -376,34 +392,48 @@ impl MastHttps {
                 }
             }
             StatusCode::RANGE_NOT_SATISFIABLE if size.is_none() && *have > 0 => return Ok(()),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return Err(if self.token.is_some() {
-                    HttpsError::BadToken {
-                        url: url.to_string(),
-                    }
-                } else {
-                    HttpsError::Status {
-                        url: url.to_string(),
-                        status: status.as_u16(),
-                        hint: " (exclusive access: needs a MAST token)",
-                    }
-                });
-            }
-            StatusCode::NOT_FOUND => {
-                return Err(HttpsError::Status {
-                    url: url.to_string(),
-                    status: 404,
-                    hint: " (MAST has no such product)",
-                })
-            }
-            s => {
-                return Err(HttpsError::Status {
-                    url: url.to_string(),
-                    status: s.as_u16(),
-                    hint: "",
-                })
-            }
+            s => return Err(self.refused(url, s)),
         }
+        self.write_body(url, resp, file, tmp, have, tally).await
+    }
+
+    /// The error for an answer that brings no bytes.
+    fn refused(&self, url: &Url, status: StatusCode) -> HttpsError {
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if self.token.is_some() => {
+                HttpsError::BadToken {
+                    url: url.to_string(),
+                }
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => HttpsError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                hint: " (exclusive access: needs a MAST token)",
+            },
+            StatusCode::NOT_FOUND => HttpsError::Status {
+                url: url.to_string(),
+                status: 404,
+                hint: " (MAST has no such product)",
+            },
+            s => HttpsError::Status {
+                url: url.to_string(),
+                status: s.as_u16(),
+                hint: "",
+            },
+        }
+    }
+
+    /// Write an answer's body from byte `have` on, through the stall watchdog; the body must be
+    /// as long as the answer said.
+    async fn write_body(
+        &self,
+        url: &Url,
+        resp: reqwest::Response,
+        file: &File,
+        tmp: &Path,
+        have: &mut u64,
+        tally: &(dyn Fn(Tally) + Sync),
+    ) -> Result<(), HttpsError> {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
         let mut got = 0u64;
@@ -435,7 +465,7 @@ impl MastHttps {
                 })?;
             *have += chunk.len() as u64;
             got += chunk.len() as u64;
-            progress.transferred(chunk.len() as u64);
+            tally(Tally::Received(chunk.len() as u64));
         }
         if let Some(want) = expected {
             if got != want {
@@ -452,7 +482,10 @@ impl MastHttps {
 
 /// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
 /// person is at the terminal and `needed`.
-pub fn load_token(token_file: Option<&Path>, needed: bool) -> Result<Option<Token>, io::Error> {
+pub(crate) fn load_token(
+    token_file: Option<&Path>,
+    needed: bool,
+) -> Result<Option<Token>, io::Error> {
     if let Some(p) = token_file {
         let mut s = String::new();
         File::open(p)

@@ -17,7 +17,7 @@ use crate::text;
 
 /// A product wanted by name, with whatever its input said about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Wanted {
+pub(crate) struct Wanted {
     pub product: Product,
     /// Observation id from the input (CSV row, curl script folder), for the nested layout.
     pub obs_id: Option<String>,
@@ -30,7 +30,7 @@ pub struct Wanted {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Item {
+pub(crate) enum Item {
     Product(Wanted),
     /// Every object under a prefix of a bucket.
     Prefix {
@@ -43,7 +43,7 @@ pub enum Item {
 }
 
 #[derive(Debug, Default)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub items: Vec<Item>,
     pub problems: Vec<Problem>,
 }
@@ -51,7 +51,7 @@ pub struct Parsed {
 /// An `@FILE` that cannot be read as a file of items: the whole run stops (exit 2), since
 /// whatever it was meant to select is unknown.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("cannot read {what}")]
     Io {
         what: String,
@@ -74,7 +74,7 @@ pub enum ReadError {
 /// How much an `@FILE` may hold. The defaults are far above any real list (a million products
 /// is ~100 MB) and far below what would exhaust memory or drown a terminal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_bytes: u64,
     pub max_line: u64,
     pub max_lines: u64,
@@ -93,7 +93,7 @@ impl Default for Limits {
 impl Limits {
     /// The defaults, lowered (never raised) by `MASTFETCH_INPUT_MAX_BYTES`,
     /// `MASTFETCH_INPUT_MAX_LINE` and `MASTFETCH_INPUT_MAX_LINES` (for tests and tight hosts).
-    pub fn from_env() -> Limits {
+    pub(crate) fn from_env() -> Limits {
         let d = Limits::default();
         let var = |name: &str, default: u64| {
             std::env::var(name)
@@ -150,7 +150,11 @@ impl Parsed {
 /// Read an @FILE as text within `limits`, stopping at the first byte past one: a NUL (binary),
 /// too many bytes, lines or bytes in a line. Invalid UTF-8 is replaced (and then fails as a
 /// name); a leading BOM is dropped.
-pub fn read_text(mut r: impl Read, what: &str, limits: &Limits) -> Result<String, ReadError> {
+pub(crate) fn read_text(
+    mut r: impl Read,
+    what: &str,
+    limits: &Limits,
+) -> Result<String, ReadError> {
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
     let (mut line_len, mut lines) = (0u64, 0u64);
@@ -209,7 +213,7 @@ pub fn read_text(mut r: impl Read, what: &str, limits: &Limits) -> Result<String
 }
 
 /// Parse the positional items; `@PATH` and `@-` read files (stdin) of items.
-pub fn parse_items(args: &[String], limits: &Limits) -> Result<Parsed, ReadError> {
+pub(crate) fn parse_items(args: &[String], limits: &Limits) -> Result<Parsed, ReadError> {
     let mut out = Parsed::default();
     for (i, arg) in args.iter().enumerate() {
         let origin = format!("argument {}", i + 1);

@@ -1,14 +1,18 @@
 //! mastfetch: bulk, resumable, verifiable downloads of MAST data products, cloud-first.
 //!
 //! The library holds everything; `main.rs` only parses, runs and maps the outcome to an exit
-//! code. Modules, in the order data flows through them: `cli` (flags -> config), `input`
-//! (selection items and @files), `names` (product naming rules), `query` (filters), `mast`
-//! (catalog API), `resolve` (selection -> plan), `plan` (entries, layouts, shards, formats),
-//! `s3` and `https` (the two sources), `dest` (mastfetch's own names under DIR), `transfer` (the
-//! engine), `checksum` (what a file is proven against, digests on arrival), `hashing` (the
-//! serial digests, read back), `adopt` (mirrors other tools made), `shard` (which files a shard
-//! takes), `manifest`, `verify`, `fits`, `progress`, `retry`, `text` (showing outside text
-//! safely), and `app` (the commands).
+//! code. Modules, in layers; each uses only the layers below it (and, within a layer, never in
+//! a cycle):
+//! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
+//! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
+//!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
+//!   as a stream, sharded);
+//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
+//! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
+//!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
+//!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
+//!   (the serial digests, read back), `fits`, `retry`, `note` (notes and JSON lines any module
+//!   may give), `text` (showing outside text and error chains safely).
 
 pub mod adopt;
 pub mod app;
@@ -22,6 +26,7 @@ pub mod input;
 pub mod manifest;
 pub mod mast;
 pub mod names;
+pub mod note;
 pub mod plan;
 pub mod progress;
 pub mod query;

@@ -17,7 +17,7 @@ use crate::plan::{PlanEntry, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Skipped,
     Duplicate,
@@ -28,14 +28,26 @@ pub enum Status {
 }
 
 impl Status {
+    /// The name written in manifests and events (`ok`, `skipped`, ...).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Skipped => "skipped",
+            Status::Duplicate => "duplicate",
+            Status::Excluded => "excluded",
+            Status::Failed => "failed",
+            Status::Adopted => "adopted",
+        }
+    }
+
     /// The file is on disk, complete, with its digests recorded.
-    pub fn is_complete(self) -> bool {
+    pub(crate) fn is_complete(self) -> bool {
         matches!(self, Status::Ok | Status::Skipped | Status::Adopted)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     pub uri: String,
     /// Relative to DIR.
     pub path: String,
@@ -63,7 +75,7 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn from_plan(p: &PlanEntry, status: Status, message: Option<String>) -> Entry {
+    pub(crate) fn from_plan(p: &PlanEntry, status: Status, message: Option<String>) -> Entry {
         Entry {
             uri: p.uri.clone(),
             path: p.dest.clone(),
@@ -86,7 +98,7 @@ impl Entry {
 }
 
 /// `mastfetch-manifest.jsonl`, or one file per shard so that shards never share a writer.
-pub fn manifest_name(shard: Option<(u32, u32)>) -> String {
+pub(crate) fn manifest_name(shard: Option<(u32, u32)>) -> String {
     match shard {
         Some((k, n)) if n > 1 => format!("mastfetch-manifest.shard-{k}-of-{n}.jsonl"),
         _ => "mastfetch-manifest.jsonl".to_string(),
@@ -94,7 +106,7 @@ pub fn manifest_name(shard: Option<(u32, u32)>) -> String {
 }
 
 /// `SHA256SUMS`, per shard for the same reason as the manifest.
-pub fn sums_name(shard: Option<(u32, u32)>) -> String {
+pub(crate) fn sums_name(shard: Option<(u32, u32)>) -> String {
     match shard {
         Some((k, n)) if n > 1 => format!("SHA256SUMS.shard-{k}-of-{n}"),
         _ => "SHA256SUMS".to_string(),
@@ -102,7 +114,7 @@ pub fn sums_name(shard: Option<(u32, u32)>) -> String {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
+pub(crate) enum ManifestError {
     #[error("cannot read manifest {path}")]
     Read {
         path: PathBuf,
@@ -140,7 +152,7 @@ pub enum ManifestError {
 
 /// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
 /// A torn last line (crash mid-write) is ignored; any other bad line is an error.
-pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     let file = File::open(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -176,7 +188,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
 }
 
 /// Every manifest in `dir` (the plain one and each shard's).
-pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -193,7 +205,7 @@ pub fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// a record (its path's hash, its file, its offset), so `verify` of millions of files reads each
 /// record when it checks that file. Within one manifest the last line for a path wins, as in
 /// [`read`]; a path recorded by several manifests has several records.
-pub struct Index {
+pub(crate) struct Index {
     files: Vec<PathBuf>,
     /// (hash of the path, manifest, byte offset of the line), sorted.
     records: Vec<(u64, u32, u64)>,
@@ -214,7 +226,7 @@ fn path_hash(path: &str) -> u64 {
 impl Index {
     /// Index every manifest in `dir`. A torn last line (a crash mid-write) is ignored; any
     /// other unreadable line is an error naming it.
-    pub fn build(dir: &Path) -> Result<Index, ManifestError> {
+    pub(crate) fn build(dir: &Path) -> Result<Index, ManifestError> {
         let files = manifests_in(dir).map_err(|source| ManifestError::Read {
             path: dir.to_path_buf(),
             source,
@@ -282,16 +294,16 @@ impl Index {
     }
 
     /// Paths (more exactly, path hashes) indexed.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.groups.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// A reader for [`Index::group`], one per thread.
-    pub fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
+    pub(crate) fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
         self.files
             .iter()
             .map(|p| {
@@ -307,7 +319,7 @@ impl Index {
 
     /// The records of group `g`, split by path (equal hashes of different paths are rare but
     /// possible): each inner list is one path's records, manifests in name order.
-    pub fn group(
+    pub(crate) fn group(
         &self,
         g: usize,
         readers: &mut [BufReader<File>],
@@ -337,7 +349,7 @@ impl Index {
 }
 
 /// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.
-pub struct Writer {
+pub(crate) struct Writer {
     dir: PathBuf,
     manifest_path: PathBuf,
     sums_path: PathBuf,
@@ -363,7 +375,7 @@ fn open_append(path: &Path) -> Result<File, ManifestError> {
 impl Writer {
     /// Take the lock and load what an earlier run of this manifest recorded. `sums`: also
     /// write `SHA256SUMS` (`--sha256`).
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         shard: Option<(u32, u32)>,
         sums: bool,
@@ -428,12 +440,12 @@ impl Writer {
     }
 
     /// What an earlier run recorded for `path`.
-    pub fn previous(&self, path: &str) -> Option<&Entry> {
+    pub(crate) fn previous(&self, path: &str) -> Option<&Entry> {
         self.entries.get(path)
     }
 
     /// Record one file now: one `write` per line so that a crash leaves at most a torn last line.
-    pub fn record(&mut self, entry: Entry) -> Result<(), ManifestError> {
+    pub(crate) fn record(&mut self, entry: Entry) -> Result<(), ManifestError> {
         let mut line = serde_json::to_vec(&entry).expect("manifest entries serialize");
         line.push(b'\n');
         self.manifest
@@ -456,7 +468,7 @@ impl Writer {
     }
 
     /// Rewrite both files with one line per file, atomically.
-    pub fn finish(&mut self) -> Result<(), ManifestError> {
+    pub(crate) fn finish(&mut self) -> Result<(), ManifestError> {
         let mut manifest = Vec::new();
         let mut sums = String::new();
         for e in self.entries.values() {

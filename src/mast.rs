@@ -45,8 +45,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one request may keep answering `EXECUTING` by default (`--mast-timeout`): the
 /// limit astroquery uses for whole queries; ours are small pieces of a query, so a piece still
 /// executing after ten minutes means MAST is in trouble, and asking again would only add load.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
-/// A query executing this long is worth a note (and one every `progress::NOTE_INTERVAL`).
+pub(crate) const DEFAULT_DEADLINE: Duration = Duration::from_secs(600);
+/// A query executing this long is worth a note (and one every `note::NOTE_INTERVAL`).
 const EXECUTING_NOTE_AFTER: Duration = Duration::from_secs(30);
 /// First pause before asking again after `EXECUTING`; doubles up to [`EXECUTING_MAX_PAUSE`], so
 /// quick queries are picked up quickly and slow ones are not hammered.
@@ -60,7 +60,7 @@ const PAGE_SIZE: u64 = 50_000;
 /// while a 500-observation program still needs only 50 requests (run in parallel).
 const OBS_PER_PRODUCT_REQUEST: usize = 10;
 /// URIs per `path_lookup` request: MAST answers longer URLs with HTTP 414.
-pub const PATH_LOOKUP_BATCH: usize = 40;
+pub(crate) const PATH_LOOKUP_BATCH: usize = 40;
 
 const OBSERVATIONS: &str = "Mast.Caom.Filtered";
 const PRODUCTS: &str = "Mast.Caom.Products";
@@ -73,7 +73,7 @@ const HST_INSTRUMENTS: [&str; 12] = [
 ];
 
 #[derive(Debug, thiserror::Error)]
-pub enum MastError {
+pub(crate) enum MastError {
     /// `source` is stripped of its URL: ours is in the message, and a `path_lookup` URL would
     /// repeat 40 URIs.
     #[error("MAST {service}: no answer from {url}{}", crate::retry::transport_hint(.source))]
@@ -155,7 +155,7 @@ impl Transient for MastError {
 /// A query's products, and the rows MAST listed that cannot be planned (no dataURI, or no file
 /// name that is safe to write), which the caller must report rather than drop.
 #[derive(Debug, Default)]
-pub struct Products {
+pub(crate) struct Products {
     pub rows: Vec<ProductRow>,
     pub unusable: Vec<String>,
 }
@@ -163,7 +163,7 @@ pub struct Products {
 /// Requests made, by kind, for the plan summary. Every HTTP request counts: pages, `EXECUTING`
 /// polls and retries included.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct MastStats {
+pub(crate) struct MastStats {
     pub observation_requests: u64,
     pub product_requests: u64,
     pub path_lookups: u64,
@@ -179,7 +179,7 @@ struct Counters {
     failed_path_lookups: AtomicU64,
 }
 
-pub struct Mast {
+pub(crate) struct Mast {
     pub base: Url,
     client: reqwest::Client,
     retry: RetryPolicy,
@@ -206,7 +206,7 @@ type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Mast {
     /// `base` ends with `/` (see `cli::mast_base`); `parallel` bounds requests in flight.
-    pub fn new(base: Url, retry: RetryPolicy, parallel: usize) -> reqwest::Result<Mast> {
+    pub(crate) fn new(base: Url, retry: RetryPolicy, parallel: usize) -> reqwest::Result<Mast> {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -223,7 +223,7 @@ impl Mast {
     }
 
     /// How long a request may keep answering `EXECUTING` (`--mast-timeout`).
-    pub fn with_deadline(mut self, deadline: Duration) -> Mast {
+    pub(crate) fn with_deadline(mut self, deadline: Duration) -> Mast {
         self.deadline = deadline;
         self
     }
@@ -251,7 +251,7 @@ impl Mast {
             })
     }
 
-    pub fn stats(&self) -> MastStats {
+    pub(crate) fn stats(&self) -> MastStats {
         let c = &self.counters;
         MastStats {
             observation_requests: c.observations.load(Ordering::Relaxed),
@@ -272,7 +272,7 @@ impl Mast {
     /// Cloud keys of product URIs: `Some(key)` (no leading `/`) or `None` when not in the cloud
     /// (or when MAST's path is not a safe key). A URI whose batch failed after retries is left
     /// out of the map (unknown); the call fails only when every batch failed.
-    pub async fn path_lookup(
+    pub(crate) async fn path_lookup(
         &self,
         uris: &[String],
     ) -> Result<HashMap<String, Option<String>>, MastError> {
@@ -379,7 +379,7 @@ impl Mast {
 
     /// Products matching the query: observations, then their products, de-duplicated by
     /// dataURI, filtered by [`Query::accepts_row`], sorted by dataURI.
-    pub async fn products(&self, q: &Query) -> Result<Products, MastError> {
+    pub(crate) async fn products(&self, q: &Query) -> Result<Products, MastError> {
         let observations = self.observations(q).await?;
         let batches: Vec<String> = observations
             .chunks(OBS_PER_PRODUCT_REQUEST)
@@ -538,7 +538,7 @@ impl Mast {
                         return Err(MastError::StillExecuting { service, waited });
                     }
                     if waited >= EXECUTING_NOTE_AFTER {
-                        crate::progress::wait_note(&format!(
+                        crate::note::wait_note(&format!(
                             "MAST {service} still executing after {} s (giving up after {} s, \
                              --mast-timeout)",
                             waited.as_secs(),

@@ -50,7 +50,7 @@ const MAX_NAME: usize = 255;
 /// MAST's names use letters, digits, `.`, `_`, `-` and `+`. Anything else (spaces, quotes,
 /// control characters, a CSV row run together by an unterminated quote) is not one of its
 /// products, and a leading dot or `..` would be a hidden or escaping path.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty".into());
     }
@@ -106,7 +106,7 @@ impl Product {
 }
 
 /// The mission a bare file name belongs to, if its shape says so.
-pub fn mission_of(filename: &str) -> Option<&'static str> {
+pub(crate) fn mission_of(filename: &str) -> Option<&'static str> {
     if JWST_EXPOSURE.is_match(filename) || JWST_LEVEL3.is_match(filename) {
         Some("JWST")
     } else if HST.is_match(&filename.to_ascii_lowercase()) {
@@ -150,7 +150,7 @@ pub fn derive(collection: &str, filename: &str) -> Option<Derived> {
 /// derived key. HST association products (`j8ck01041_drz.fits`) live in their association's
 /// folder, whose id ends in `0` (`hst/public/j8ck/j8ck01040/`), while the name's own rootname
 /// ends in another character (MAST's `get_cloud_uris` output shows this for ACS and WFC3).
-pub fn alternate_keys(collection: &str, filename: &str) -> Vec<String> {
+pub(crate) fn alternate_keys(collection: &str, filename: &str) -> Vec<String> {
     if collection != "HST" {
         return Vec::new();
     }
@@ -171,7 +171,7 @@ pub fn alternate_keys(collection: &str, filename: &str) -> Vec<String> {
 
 /// The observation a product found at `key` belongs to: an HST association product found in
 /// its association's folder belongs to the association, otherwise the naming rules decide.
-pub fn obs_id_at(collection: &str, filename: &str, key: &str) -> Option<String> {
+pub(crate) fn obs_id_at(collection: &str, filename: &str, key: &str) -> Option<String> {
     if alternate_keys(collection, filename)
         .iter()
         .any(|k| k == key)
@@ -217,7 +217,7 @@ pub fn suffix(filename: &str) -> &str {
 
 /// Guide-star products (`_gs-id`, `_gs-acq1`, `_gs-fg`, ...): most of a program's files, excluded
 /// unless asked for.
-pub fn is_guide_star(filename: &str) -> bool {
+pub(crate) fn is_guide_star(filename: &str) -> bool {
     filename.contains("_gs-")
 }
 
@@ -230,7 +230,7 @@ pub fn jwst_program(filename: &str) -> Option<u32> {
 }
 
 /// MAST URI for an object found in the open-data bucket, when its key is a product key.
-pub fn uri_for_key(key: &str) -> Option<Product> {
+pub(crate) fn uri_for_key(key: &str) -> Option<Product> {
     let (collection, rest) = if let Some(rest) = key.strip_prefix("jwst/public/") {
         ("JWST", rest)
     } else if let Some(rest) = key.strip_prefix("hst/public/") {
@@ -251,6 +251,11 @@ pub fn uri_for_key(key: &str) -> Option<Product> {
             .iter()
             .any(|k| k == key);
     known.then_some(product)
+}
+
+/// The folder a bucket key sits in, with its trailing `/` (the prefix of a shallow listing).
+pub(crate) fn folder_of(key: &str) -> &str {
+    key.rfind('/').map_or("", |i| &key[..=i])
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! the rule that no destination leaves DIR, de-duplication by URI, the byte-balanced sharding and
 //! the printable formats. Pure: it neither lists buckets nor asks MAST (that is `resolve`).
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
@@ -23,7 +24,7 @@ pub enum Source {
 }
 
 impl Source {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Source::S3 => "s3",
             Source::Mast => "mast",
@@ -48,7 +49,7 @@ pub struct PlanEntry {
 }
 
 impl PlanEntry {
-    pub fn is_exclusive(&self) -> bool {
+    pub(crate) fn is_exclusive(&self) -> bool {
         self.access.as_deref() == Some("EXCLUSIVE_ACCESS")
     }
 }
@@ -96,7 +97,7 @@ pub enum Layout {
 }
 
 /// What the layout needs to know about a file.
-pub struct Placement<'a> {
+pub(crate) struct Placement<'a> {
     pub collection: &'a str,
     pub obs_id: Option<&'a str>,
     pub filename: &'a str,
@@ -104,7 +105,7 @@ pub struct Placement<'a> {
 }
 
 impl Layout {
-    pub fn dest(self, p: &Placement<'_>) -> String {
+    pub(crate) fn dest(self, p: &Placement<'_>) -> String {
         let nested = || {
             let obs = p
                 .obs_id
@@ -129,14 +130,14 @@ impl Layout {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unsafe destination {path:?}: {reason}")]
-pub struct UnsafePath {
+pub(crate) struct UnsafePath {
     pub path: String,
     pub reason: &'static str,
 }
 
 /// Check that a destination taken from any input stays inside DIR: relative, `/`-separated,
 /// no `..`, `.`, empty component, backslash or NUL. Returns the path to join onto DIR.
-pub fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
+pub(crate) fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
     let bad = |reason| UnsafePath {
         path: path.to_string(),
         reason,
@@ -172,14 +173,14 @@ pub fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
 }
 
 /// Join a checked destination onto DIR.
-pub fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
+pub(crate) fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
     Ok(dir.join(safe_relative(dest)?))
 }
 
 impl Plan {
     /// Add an entry unless its URI is already planned; a repeat with another destination is
     /// kept as a duplicate, one with a destination taken by another URI is a problem.
-    pub fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
+    pub(crate) fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
         if let Err(e) = safe_relative(&entry.dest) {
             self.problems.push(Problem {
                 item: text::shown(&entry.uri),
@@ -250,20 +251,18 @@ impl Plan {
         self.files.push(entry);
     }
 
-    pub fn total_bytes(&self) -> u64 {
+    pub(crate) fn total_bytes(&self) -> u64 {
         self.files.iter().filter_map(|f| f.size).sum()
     }
 
     /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes (the rule
-    /// is [`crate::shard::partition`]'s, shared with plan files read as a stream).
+    /// is [`partition`]'s, shared with plan files read as a stream).
     pub fn shard(&mut self, shards: u32, index: u32) {
         if shards <= 1 {
             return;
         }
         let sizes: Vec<u64> = self.files.iter().map(|f| f.size.unwrap_or(0)).collect();
-        let mine = crate::shard::partition(&sizes, shards)
-            .into_iter()
-            .map(|k| k == index);
+        let mine = partition(&sizes, shards).into_iter().map(|k| k == index);
         let mut keep = mine;
         self.files.retain(|_| keep.next().unwrap_or(false));
         // Duplicates follow the shard of their first copy.
@@ -280,7 +279,7 @@ impl Plan {
 
 /// Lookup tables used while a plan is being built.
 #[derive(Default)]
-pub struct PlanIndex {
+pub(crate) struct PlanIndex {
     by_uri: HashMap<String, usize>,
     by_dest: HashMap<String, usize>,
     /// Every folder some planned destination needs, with that file (`usize::MAX`: a duplicate).
@@ -314,7 +313,7 @@ pub enum Format {
 }
 
 /// Print the plan in `format`. `curl` needs the MAST base URL for token-bearing requests.
-pub fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
+pub(crate) fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
     match format {
         Format::Jsonl => {
             for f in &plan.files {
@@ -425,9 +424,42 @@ fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
     out.write_all(s.as_bytes())
 }
 
+/// The shard of each file, given the files' sizes in plan order (unknown sizes as 0).
+///
+/// The rule is the same in every process that reads the same plan: files in order of size
+/// (largest first, then their position in the plan), each given to the shard with the fewest
+/// bytes so far (ties to the lowest shard). Greedy largest-first keeps every shard within one
+/// file of the mean. Plan files read as a stream (`shard`) use it too.
+pub(crate) fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
+    order.sort_unstable_by_key(|&i| (Reverse(sizes[i as usize]), i));
+    let mut load: BinaryHeap<Reverse<(u64, u32)>> = (0..shards).map(|k| Reverse((0, k))).collect();
+    let mut shard_of = vec![0u32; sizes.len()];
+    for i in order {
+        let Reverse((bytes, k)) = load.pop().expect("at least one shard");
+        shard_of[i as usize] = k;
+        // Empty files still cost a request: one byte each, so they spread too.
+        load.push(Reverse((bytes + sizes[i as usize].max(1), k)));
+    }
+    shard_of
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_is_greedy_largest_first_and_deterministic() {
+        let sizes = [10, 50, 30, 30, 0, 20];
+        let a = partition(&sizes, 2);
+        assert_eq!(a, partition(&sizes, 2));
+        // 50 -> 0; 30 (pos 2) -> 1; 30 (pos 3) -> 1 (30 < 50); 20 -> 0 (50 < 60); 10 -> 1;
+        // 0 -> 0 (70 = 70: the lower shard).
+        assert_eq!(a, [1, 0, 1, 1, 0, 0]);
+        let load = |k| (0..6).filter(|&i| a[i] == k).map(|i| sizes[i]).sum::<u64>();
+        assert_eq!((load(0), load(1)), (70, 70));
+        assert!(partition(&[], 3).is_empty());
+    }
 
     fn entry(uri: &str, dest: &str, size: u64) -> PlanEntry {
         PlanEntry {

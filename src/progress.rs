@@ -2,10 +2,10 @@
 //!
 //! Owns the indicatif bar (bytes, rate, ETA, files) on a terminal, a plain status line every few
 //! seconds when stderr is not one (batch logs), the JSON-lines events of `--json` on stdout, the
-//! per-file error lines, the notes about waits (retries, slow answers) that any module may give
-//! at any time, and the end summary. The only module that knows indicatif.
+//! per-file error lines and the end summary; notes about waits (`note`) are printed above its
+//! bar. The only module that knows indicatif.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,72 +14,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::manifest::Status;
+use crate::note::{self, emit, Options};
 
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
-/// Notes about waits come at most this often: often enough that a waiting run is never silent
-/// for long, rarely enough that a thousand retrying requests do not flood the terminal.
-pub const NOTE_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Where notes about waits go. Global because they come from deep inside planning and
-/// transfers (a retry loop, a MAST poll) where no `Progress` is at hand.
-struct WaitNotes {
-    opts: Option<Options>,
-    last: Option<Instant>,
-    bar: Option<ProgressBar>,
-}
-
-static WAIT_NOTES: Mutex<WaitNotes> = Mutex::new(WaitNotes {
-    opts: None,
-    last: None,
-    bar: None,
-});
-
-fn wait_notes() -> std::sync::MutexGuard<'static, WaitNotes> {
-    WAIT_NOTES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// How notes about waits are shown in this run (`--quiet` hides them; `--json` also emits
-/// `{"event": "note"}`).
-pub fn set_wait_notes(opts: Options) {
-    wait_notes().opts = Some(opts);
-}
-
-/// Say why the run is waiting (a retry, a slow or busy server), unless a note was given less
-/// than [`NOTE_INTERVAL`] ago.
-pub fn wait_note(msg: &str) {
-    let mut w = wait_notes();
-    if w.last.is_some_and(|t| t.elapsed() < NOTE_INTERVAL) {
-        return;
-    }
-    w.last = Some(Instant::now());
-    let opts = w.opts.unwrap_or(Options {
-        quiet: false,
-        no_progress: false,
-        json: false,
-    });
-    let msg = crate::text::escape(msg);
-    if !opts.quiet {
-        let line = format!("mastfetch: note: {msg}");
-        match &w.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
-        }
-    }
-    if opts.json {
-        emit(&json!({"event": "note", "message": msg}));
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    pub quiet: bool,
-    pub no_progress: bool,
-    pub json: bool,
-}
-
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Counts {
+pub(crate) struct Counts {
     pub ok: u64,
     pub skipped: u64,
     pub failed: u64,
@@ -88,7 +28,7 @@ pub struct Counts {
     pub adopted: u64,
 }
 
-pub struct Progress {
+pub(crate) struct Progress {
     opts: Options,
     bar: Option<ProgressBar>,
     start: Instant,
@@ -103,7 +43,7 @@ pub struct Progress {
 }
 
 /// One finished file, for the event stream and the error line.
-pub struct FileEvent<'a> {
+pub(crate) struct FileEvent<'a> {
     pub status: Status,
     pub path: &'a str,
     pub uri: &'a str,
@@ -124,27 +64,8 @@ fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} MB/s", bytes as f64 / secs / 1e6)
 }
 
-/// Write one JSON line to stdout in a single call, so lines never interleave.
-pub fn emit(value: &serde_json::Value) {
-    let mut line = value.to_string();
-    line.push('\n');
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
-        // The reader of `get --json | head` has what it wanted: end quietly, as ripgrep does.
-        // Files already complete are in the manifest; partial ones resume on the next run.
-        if is_broken_pipe(&e) {
-            std::process::exit(0);
-        }
-    }
-}
-
-/// A write to a reader that has gone away (`| head`): the end of the output, not an error.
-pub fn is_broken_pipe(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::BrokenPipe
-}
-
 impl Progress {
-    pub fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
+    pub(crate) fn start(opts: Options, total_files: u64, total_bytes: u64) -> Arc<Progress> {
         let tty = std::io::stderr().is_terminal();
         let bar = (tty && !opts.quiet && !opts.no_progress).then(|| {
             let bar =
@@ -160,7 +81,9 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        wait_notes().bar = bar.clone();
+        note::print_above(bar.clone().map(|bar| {
+            Box::new(move |line: String| bar.println(line)) as Box<dyn Fn(String) + Send>
+        }));
         let p = Arc::new(Progress {
             opts,
             bar,
@@ -229,21 +152,21 @@ impl Progress {
     }
 
     /// Bytes received from the network and written at their place.
-    pub fn transferred(&self, n: u64) {
+    pub(crate) fn transferred(&self, n: u64) {
         self.transferred.fetch_add(n, Ordering::Relaxed);
         self.done(n);
     }
 
     /// Bytes that count as done without a transfer (resumed parts), or that no longer do
     /// (a restarted file gives back what it had).
-    pub fn done(&self, n: u64) {
+    pub(crate) fn done(&self, n: u64) {
         self.done_bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
         }
     }
 
-    pub fn undone(&self, n: u64) {
+    pub(crate) fn undone(&self, n: u64) {
         self.done_bytes.fetch_sub(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_position(bar.position().saturating_sub(n));
@@ -251,7 +174,7 @@ impl Progress {
     }
 
     /// A file reached its final state in this run.
-    pub fn file(&self, ev: &FileEvent<'_>) {
+    pub(crate) fn file(&self, ev: &FileEvent<'_>) {
         {
             let mut c = self.counts.lock().unwrap();
             match ev.status {
@@ -285,7 +208,7 @@ impl Progress {
     }
 
     /// An error line, printed once, above the bar when there is one.
-    pub fn error(&self, msg: &str) {
+    pub(crate) fn error(&self, msg: &str) {
         let line = format!("mastfetch: error: {}", crate::text::escape(msg));
         match &self.bar {
             Some(bar) => bar.println(line),
@@ -294,7 +217,7 @@ impl Progress {
     }
 
     /// A note for humans (not shown with --quiet).
-    pub fn note(&self, msg: &str) {
+    pub(crate) fn note(&self, msg: &str) {
         if self.opts.quiet {
             return;
         }
@@ -305,19 +228,19 @@ impl Progress {
         }
     }
 
-    pub fn counts(&self) -> Counts {
+    pub(crate) fn counts(&self) -> Counts {
         *self.counts.lock().unwrap()
     }
 
     /// Stop the bar and ticker and print the summary; returns the counts.
-    pub fn finish(&self) -> Counts {
+    pub(crate) fn finish(&self) -> Counts {
         if let Some(h) = self.ticker.lock().unwrap().take() {
             h.abort();
         }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        wait_notes().bar = None;
+        note::print_above(None);
         let c = self.counts();
         let secs = self.start.elapsed().as_secs_f64();
         let transferred = self.transferred.load(Ordering::Relaxed);

@@ -17,7 +17,7 @@ pub enum Catalog {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Query {
+pub(crate) struct Query {
     pub programs: Vec<u32>,
     /// SQL-like or glob pattern on `obs_id` (`*` and `%` are wildcards).
     pub obs_id: Option<String>,
@@ -33,7 +33,7 @@ pub struct Query {
 
 /// A product row as the MAST catalog describes it (the columns we use).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProductRow {
+pub(crate) struct ProductRow {
     pub data_uri: String,
     pub filename: String,
     pub obs_id: Option<String>,
@@ -48,12 +48,12 @@ pub struct ProductRow {
 
 impl Query {
     /// True when the user asked a query at all (otherwise only items are planned).
-    pub fn is_query(&self) -> bool {
+    pub(crate) fn is_query(&self) -> bool {
         !self.programs.is_empty() || self.obs_id.is_some()
     }
 
     /// The query as the flags that asked it, to name it in messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let list = |v: &[String]| v.join(",");
         let mut parts = Vec::new();
         if !self.programs.is_empty() {
@@ -92,7 +92,7 @@ impl Query {
     }
 
     /// Whether file names alone answer every filter, so a bucket listing can replace MAST.
-    pub fn s3_answerable(&self) -> bool {
+    pub(crate) fn s3_answerable(&self) -> bool {
         !self.programs.is_empty()
             && self.instruments.is_empty()
             && self.calib_levels.is_empty()
@@ -101,7 +101,7 @@ impl Query {
     }
 
     /// Filters that need only the file name (and the obs_id derived from it).
-    pub fn accepts_filename(&self, filename: &str, obs_id: Option<&str>) -> bool {
+    pub(crate) fn accepts_filename(&self, filename: &str, obs_id: Option<&str>) -> bool {
         if !self.include_guidestars && names::is_guide_star(filename) {
             return false;
         }
@@ -134,7 +134,7 @@ impl Query {
     }
 
     /// Every filter, on a MAST product row.
-    pub fn accepts_row(&self, row: &ProductRow) -> bool {
+    pub(crate) fn accepts_row(&self, row: &ProductRow) -> bool {
         let guide = row
             .subgroup
             .as_deref()
@@ -170,7 +170,7 @@ impl Query {
 }
 
 /// `*`/`%` match any run, `?`/`_` one character; case-insensitive like MAST's freeText.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.to_ascii_lowercase().chars().collect();
     let t: Vec<char> = text.to_ascii_lowercase().chars().collect();
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);

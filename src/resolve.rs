@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use futures::stream::{self, StreamExt, TryStreamExt};
 use reqwest::Url;
 
 use crate::https::MastHttps;
@@ -19,7 +18,7 @@ use crate::query::{Catalog, Query};
 use crate::retry::Transient;
 use crate::s3::{ObjectInfo, S3Error, S3};
 
-pub struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     pub s3: &'a S3,
     /// The catalog API; `None` when MAST must not be asked (`--s3-only` without a query).
     pub mast: Option<&'a Mast>,
@@ -34,7 +33,7 @@ pub struct Resolver<'a> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("listing the bucket failed")]
     List(#[from] S3Error),
     #[error("the MAST query failed")]
@@ -60,13 +59,11 @@ enum Slot {
     Many(Vec<PlanEntry>),
 }
 
-/// The folder a key sits in, with its trailing `/` (the prefix of a shallow listing).
-fn folder_of(key: &str) -> &str {
-    key.rfind('/').map_or("", |i| &key[..=i])
-}
+/// Where an object is, or may be: `(bucket, key)`; with a folder for the key, what to list.
+type Place = (String, String);
 
 impl Resolver<'_> {
-    pub async fn resolve(&self, parsed: Parsed) -> Result<Plan, ResolveError> {
+    pub(crate) async fn resolve(&self, parsed: Parsed) -> Result<Plan, ResolveError> {
         let mut plan = Plan {
             problems: parsed.problems,
             ..Plan::default()
@@ -148,7 +145,7 @@ impl Resolver<'_> {
                         "MAST could not be reached ({}); the query was answered from bucket \
                          listings instead, so exclusive-access and not-yet-mirrored products may \
                          be missing from this plan",
-                        crate::transfer::chain(&e)
+                        crate::text::chain(&e)
                     );
                     Ok(self.by_listing(Some(why)))
                 }
@@ -232,89 +229,24 @@ impl Resolver<'_> {
         query_start: usize,
     ) -> Result<(Vec<Slot>, Vec<String>), ResolveError> {
         let mut notes = Vec::new();
-        // Where each wanted product may be (the derived key first, then what the naming rules
-        // also allow), and the distinct folders to list: one listing pass answers them all.
-        let mut candidates: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
-        let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
-        for (i, item) in items.iter().enumerate() {
-            let Item::Product(w) = item else { continue };
-            if self.mast_only || w.access.as_deref() == Some("EXCLUSIVE_ACCESS") {
-                continue;
-            }
-            let bucket = &self.s3.bucket;
-            let keys: Vec<(String, String)> = match &w.key {
-                Some(k) => vec![k.clone()],
-                None => w
-                    .product
-                    .derive()
-                    .map(|d| d.key)
-                    .into_iter()
-                    .chain(names::alternate_keys(
-                        &w.product.collection,
-                        &w.product.filename,
-                    ))
-                    .map(|k| (bucket.clone(), k))
-                    .collect(),
-            };
-            for (bucket, key) in &keys {
-                folders.insert((bucket.clone(), folder_of(key).to_string()));
-            }
-            candidates[i] = keys;
-        }
-        let mut found = self.list_folders(folders).await?;
-
+        let (mut candidates, folders) = self.candidates(items);
+        let mut found = self.s3.list_folders(folders, self.parallel).await?;
         // What the naming rules missed: ask MAST where it is, in batches, then confirm.
         let missing: Vec<usize> = items
             .iter()
             .enumerate()
             .filter(|(i, item)| {
-                matches!(item, Item::Product(w) if !self.mast_only
-                    && w.access.as_deref() != Some("EXCLUSIVE_ACCESS"))
+                matches!(item, Item::Product(w) if self.may_be_in_bucket(w))
                     && !candidates[*i].iter().any(|c| found.contains_key(c))
             })
             .map(|(i, _)| i)
             .collect();
         if let (false, Some(mast)) = (missing.is_empty(), self.mast) {
-            let uris: Vec<String> = missing
-                .iter()
-                .filter_map(|&i| match &items[i] {
-                    Item::Product(w) => Some(w.product.uri.clone()),
-                    _ => None,
-                })
-                .collect();
-            // A failed lookup only means we fall back to MAST downloads for these; say so.
-            let keys = match mast.path_lookup(&uris).await {
-                Ok(keys) => keys,
-                Err(e) => {
-                    notes.push(format!(
-                        "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
-                        crate::transfer::chain(&e),
-                        uris.len()
-                    ));
-                    HashMap::new()
-                }
-            };
-            if mast.stats().failed_path_lookups > 0 && !keys.is_empty() {
-                notes.push(
-                    "some MAST path lookups failed; those products will come from MAST over HTTPS"
-                        .into(),
-                );
-            }
-            let mut new_folders = BTreeSet::new();
-            for &i in &missing {
-                let Item::Product(w) = &items[i] else {
-                    continue;
-                };
-                if let Some(Some(key)) = keys.get(&w.product.uri) {
-                    let c = (self.s3.bucket.clone(), key.clone());
-                    let folder = (c.0.clone(), folder_of(key).to_string());
-                    if !found.contains_key(&c) {
-                        new_folders.insert(folder);
-                    }
-                    candidates[i] = vec![c];
-                }
-            }
-            found.extend(self.list_folders(new_folders).await?);
+            let (more, more_notes) = self
+                .look_up(mast, items, &missing, &mut candidates, &found)
+                .await?;
+            found.extend(more);
+            notes.extend(more_notes);
         }
 
         let mut slots = Vec::with_capacity(items.len());
@@ -343,26 +275,97 @@ impl Resolver<'_> {
         Ok((slots, notes))
     }
 
-    /// One shallow, paginated listing per folder, several folders at once.
-    async fn list_folders(
+    /// Whether a wanted product may come from the bucket at all.
+    fn may_be_in_bucket(&self, w: &Wanted) -> bool {
+        !self.mast_only && w.access.as_deref() != Some("EXCLUSIVE_ACCESS")
+    }
+
+    /// Where each wanted product may be (the derived key first, then what the naming rules
+    /// also allow), and the distinct folders to list: one listing pass answers them all.
+    fn candidates(&self, items: &[Item]) -> (Vec<Vec<Place>>, BTreeSet<Place>) {
+        let mut candidates: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
+        let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let Item::Product(w) = item else { continue };
+            if !self.may_be_in_bucket(w) {
+                continue;
+            }
+            let bucket = &self.s3.bucket;
+            let keys: Vec<(String, String)> = match &w.key {
+                Some(k) => vec![k.clone()],
+                None => w
+                    .product
+                    .derive()
+                    .map(|d| d.key)
+                    .into_iter()
+                    .chain(names::alternate_keys(
+                        &w.product.collection,
+                        &w.product.filename,
+                    ))
+                    .map(|k| (bucket.clone(), k))
+                    .collect(),
+            };
+            for (bucket, key) in &keys {
+                folders.insert((bucket.clone(), names::folder_of(key).to_string()));
+            }
+            candidates[i] = keys;
+        }
+        (candidates, folders)
+    }
+
+    /// MAST's path lookup for the `missing` items (batched), their keys made their only
+    /// candidates, and the listings of folders not yet listed. Returns what those listings
+    /// found, and notes when a lookup failed (those products then come from MAST over HTTPS).
+    async fn look_up(
         &self,
-        folders: BTreeSet<(String, String)>,
-    ) -> Result<HashMap<(String, String), ObjectInfo>, ResolveError> {
-        let listings: Vec<(String, Vec<ObjectInfo>)> = stream::iter(folders)
-            .map(|(bucket, folder)| async move {
-                let objs = self.s3.list(&bucket, &folder, true).await?;
-                Ok::<_, S3Error>((bucket, objs))
+        mast: &Mast,
+        items: &[Item],
+        missing: &[usize],
+        candidates: &mut [Vec<Place>],
+        found: &HashMap<Place, ObjectInfo>,
+    ) -> Result<(HashMap<Place, ObjectInfo>, Vec<String>), ResolveError> {
+        let mut notes = Vec::new();
+        let uris: Vec<String> = missing
+            .iter()
+            .filter_map(|&i| match &items[i] {
+                Item::Product(w) => Some(w.product.uri.clone()),
+                _ => None,
             })
-            .buffer_unordered(self.parallel.max(1))
-            .try_collect()
-            .await?;
-        let mut found = HashMap::new();
-        for (bucket, objs) in listings {
-            for o in objs {
-                found.insert((bucket.clone(), o.key.clone()), o);
+            .collect();
+        // A failed lookup only means we fall back to MAST downloads for these; say so.
+        let keys = match mast.path_lookup(&uris).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                notes.push(format!(
+                    "MAST path lookup failed ({}); {} products not found by name will come from MAST over HTTPS",
+                    crate::text::chain(&e),
+                    uris.len()
+                ));
+                HashMap::new()
+            }
+        };
+        if mast.stats().failed_path_lookups > 0 && !keys.is_empty() {
+            notes.push(
+                "some MAST path lookups failed; those products will come from MAST over HTTPS"
+                    .into(),
+            );
+        }
+        let mut new_folders = BTreeSet::new();
+        for &i in missing {
+            let Item::Product(w) = &items[i] else {
+                continue;
+            };
+            if let Some(Some(key)) = keys.get(&w.product.uri) {
+                let c = (self.s3.bucket.clone(), key.clone());
+                let folder = (c.0.clone(), names::folder_of(key).to_string());
+                if !found.contains_key(&c) {
+                    new_folders.insert(folder);
+                }
+                candidates[i] = vec![c];
             }
         }
-        Ok(found)
+        let more = self.s3.list_folders(new_folders, self.parallel).await?;
+        Ok((more, notes))
     }
 
     fn placement_dest(

@@ -2,7 +2,7 @@
 //! slow an answer may be before it counts as a failure.
 //!
 //! Owns jittered exponential backoff, the generic retry loop used for listings, HEADs and MAST
-//! calls (each retry is noted, see `progress::wait_note`), and the minimum-progress watchdog
+//! calls (each retry is noted, see `note::wait_note`), and the minimum-progress watchdog
 //! every response body is read through. Ranged body transfers use [`RetryPolicy::pause`]
 //! directly because they resume from the last byte received instead of starting over.
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::{Stream, StreamExt};
 
 /// Whether an error is transient (5xx, SlowDown, timeouts, resets, short bodies).
-pub trait Transient {
+pub(crate) trait Transient {
     fn is_transient(&self) -> bool;
     /// Retries worth making for this error when fewer than the policy's: a DNS name that does
     /// not resolve gets one more try (a resolver hiccup), not a minute and a half of them.
@@ -22,7 +22,7 @@ pub trait Transient {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     pub max_retries: u32,
     pub base: Duration,
     pub max_delay: Duration,
@@ -33,11 +33,11 @@ pub struct RetryPolicy {
 /// Bytes a response body must deliver per watchdog window (about 550 B/s over 30 s): any real
 /// link does far better, while a server dripping a byte a second is caught in one window
 /// instead of holding a request (and the run) for as long as it likes.
-pub const MIN_PROGRESS: u64 = 16 << 10;
+pub(crate) const MIN_PROGRESS: u64 = 16 << 10;
 
 /// The watchdog window by default. Thirty seconds lets a congested link recover; a body that
 /// delivers nearly nothing for that long is retried on a new connection.
-pub const DEFAULT_STALL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_STALL: Duration = Duration::from_secs(30);
 
 impl Default for RetryPolicy {
     /// Ten retries spanning about a minute and a half in total: long enough to ride out an
@@ -54,7 +54,7 @@ impl Default for RetryPolicy {
 
 /// What a failed connection says about the next attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outlook {
+pub(crate) enum Outlook {
     /// A reset, a timeout, a refused connection: worth the usual retries.
     Retry,
     /// The host name did not resolve: one more try (a resolver hiccup), then give up.
@@ -66,7 +66,7 @@ pub enum Outlook {
 
 /// Read a transport error's cause chain. The HTTP stacks (reqwest, hyper, the AWS SDK, rustls)
 /// wrap these causes in their own types, so the chain's words are what they have in common.
-pub fn outlook(err: &(dyn std::error::Error + 'static)) -> Outlook {
+pub(crate) fn outlook(err: &(dyn std::error::Error + 'static)) -> Outlook {
     let mut words = String::new();
     let mut next = Some(err);
     while let Some(e) = next {
@@ -105,7 +105,7 @@ pub fn outlook(err: &(dyn std::error::Error + 'static)) -> Outlook {
 
 /// Words for an error message that say what a transport error means, when it is one that will
 /// not heal by itself: `""` otherwise.
-pub fn transport_hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
+pub(crate) fn transport_hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
     let mut words = String::new();
     let mut next = Some(err);
     while let Some(e) = next {
@@ -131,21 +131,21 @@ pub fn transport_hint(err: &(dyn std::error::Error + 'static)) -> &'static str {
     "too slow: {got} bytes in {} s, less than the {min} expected (stalled connection or server)",
     window.as_secs_f64()
 )]
-pub struct TooSlow {
+pub(crate) struct TooSlow {
     pub got: u64,
     pub min: u64,
     pub window: Duration,
 }
 
 /// The minimum-progress watchdog of one response body.
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     window: Duration,
     start: Instant,
     got: u64,
 }
 
 impl Watchdog {
-    pub fn new(policy: &RetryPolicy) -> Watchdog {
+    pub(crate) fn new(policy: &RetryPolicy) -> Watchdog {
         Watchdog {
             window: policy.stall.max(Duration::from_millis(1)),
             start: Instant::now(),
@@ -154,7 +154,10 @@ impl Watchdog {
     }
 
     /// The next item of `body`, unless a window passes with fewer than [`MIN_PROGRESS`] bytes.
-    pub async fn next<S, B, E>(&mut self, body: &mut S) -> Result<Option<Result<B, E>>, TooSlow>
+    pub(crate) async fn next<S, B, E>(
+        &mut self,
+        body: &mut S,
+    ) -> Result<Option<Result<B, E>>, TooSlow>
     where
         S: Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
@@ -184,18 +187,18 @@ impl Watchdog {
 }
 
 /// A request that has not been answered for this long is worth a note (and one every
-/// `progress::NOTE_INTERVAL` after that).
+/// `note::NOTE_INTERVAL` after that).
 const NOTE_AFTER: Duration = Duration::from_secs(30);
 
 /// `fut` (a request waiting for its answer), with a note every half minute that it still waits,
 /// naming `what`: a server that holds a request for minutes is never silent.
-pub async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
+pub(crate) async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let start = Instant::now();
     loop {
         match tokio::time::timeout(NOTE_AFTER, &mut fut).await {
             Ok(v) => return v,
-            Err(_) => crate::progress::wait_note(&format!(
+            Err(_) => crate::note::wait_note(&format!(
                 "still waiting for an answer to {what} after {} s",
                 start.elapsed().as_secs()
             )),
@@ -204,7 +207,10 @@ pub async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
 }
 
 /// A whole (small) body, read through the watchdog.
-pub async fn read_body<S, B, E>(policy: &RetryPolicy, mut body: S) -> Result<Vec<u8>, BodyError<E>>
+pub(crate) async fn read_body<S, B, E>(
+    policy: &RetryPolicy,
+    mut body: S,
+) -> Result<Vec<u8>, BodyError<E>>
 where
     S: Stream<Item = Result<B, E>> + Unpin,
     B: AsRef<[u8]>,
@@ -218,7 +224,7 @@ where
 }
 
 #[derive(Debug)]
-pub enum BodyError<E> {
+pub(crate) enum BodyError<E> {
     TooSlow(TooSlow),
     Body(E),
 }
@@ -226,7 +232,7 @@ pub enum BodyError<E> {
 impl RetryPolicy {
     /// "Full jitter" backoff (AWS architecture blog): uniform in [0, min(max, base * 2^attempt)],
     /// so that many clients retrying at once spread out instead of hammering in step.
-    pub fn backoff(&self, attempt: u32) -> Duration {
+    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let cap = self
             .base
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
@@ -235,7 +241,7 @@ impl RetryPolicy {
     }
 
     /// Whether `err`, after `attempt` retries, is worth another.
-    pub fn should_retry<E: Transient>(&self, err: &E, attempt: u32) -> bool {
+    pub(crate) fn should_retry<E: Transient>(&self, err: &E, attempt: u32) -> bool {
         let limit = err
             .retry_limit()
             .map_or(self.max_retries, |l| l.min(self.max_retries));
@@ -244,7 +250,7 @@ impl RetryPolicy {
 
     /// Wait before retry `attempt + 1` of what failed with `err`, saying so (at most one such
     /// note every half minute, so that many retrying requests do not flood the terminal).
-    pub fn pause<E>(&self, attempt: u32, err: &E) -> tokio::time::Sleep
+    pub(crate) fn pause<E>(&self, attempt: u32, err: &E) -> tokio::time::Sleep
     where
         E: Transient + std::error::Error + 'static,
     {
@@ -252,17 +258,17 @@ impl RetryPolicy {
         let limit = err
             .retry_limit()
             .map_or(self.max_retries, |l| l.min(self.max_retries));
-        crate::progress::wait_note(&format!(
+        crate::note::wait_note(&format!(
             "retrying ({} of {limit}) in {:.1} s: {}",
             attempt + 1,
             wait.as_secs_f64(),
-            crate::transfer::chain(err)
+            crate::text::chain(err)
         ));
         tokio::time::sleep(wait)
     }
 
     /// Run `op` until it succeeds, fails permanently, or retries run out.
-    pub async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
+    pub(crate) async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
         E: Transient + std::error::Error + 'static,
         F: FnMut() -> Fut,

@@ -7,6 +7,7 @@
 //! answer can carry one, and the classification of S3 failures into transient / changed / not
 //! found / denied. It does not write files and does not judge checksums (`checksum` does).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
 use bytes::Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
 use http_body_util::{BodyDataStream, BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -45,7 +47,7 @@ type LeanClient =
     hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 #[derive(Debug, Clone)]
-pub struct S3Options {
+pub(crate) struct S3Options {
     pub bucket: String,
     pub region: String,
     pub endpoint_url: Option<String>,
@@ -53,7 +55,7 @@ pub struct S3Options {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// Worth retrying: 5xx, SlowDown, throttling, timeouts, resets, truncated bodies.
     Transient,
     /// The object is no longer the one planned (412 on If-Match, or another ETag/size answered).
@@ -84,7 +86,7 @@ impl std::fmt::Display for ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 #[error("{op} s3://{bucket}/{key}: {kind}{detail}")]
-pub struct S3Error {
+pub(crate) struct S3Error {
     pub op: &'static str,
     pub bucket: String,
     pub key: String,
@@ -107,7 +109,7 @@ impl Transient for S3Error {
 
 /// One object as a listing (or HEAD) shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
+pub(crate) struct ObjectInfo {
     pub key: String,
     pub size: u64,
     /// Without quotes; `None` when the server left it out (some S3-compatible servers do).
@@ -121,7 +123,7 @@ pub struct ObjectInfo {
 
 /// One upload part of a multipart object, as `HEAD ?partNumber=N` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartInfo {
+pub(crate) struct PartInfo {
     pub len: u64,
     /// `x-amz-mp-parts-count`; absent on single-part objects and on servers that ignore
     /// `partNumber` (which then describe the whole object).
@@ -129,7 +131,7 @@ pub struct PartInfo {
 }
 
 /// What a GET answered, before its body is read.
-pub struct GetResponse {
+pub(crate) struct GetResponse {
     pub content_length: Option<u64>,
     /// `(start, end_inclusive, total)` from Content-Range, when present.
     pub content_range: Option<(u64, u64, u64)>,
@@ -140,7 +142,7 @@ pub struct GetResponse {
 }
 
 /// A GET's body, from whichever path fetched it.
-pub type Body = futures::stream::BoxStream<'static, Result<bytes::Bytes, BoxError>>;
+pub(crate) type Body = futures::stream::BoxStream<'static, Result<bytes::Bytes, BoxError>>;
 
 fn sdk_body(body: ByteStream) -> Body {
     Box::pin(futures::stream::unfold(body, |mut b| async move {
@@ -151,14 +153,14 @@ fn sdk_body(body: ByteStream) -> Body {
 
 /// Requests sent, by kind (for the plan summary and the benchmark's planning cost).
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub lists: AtomicU64,
     pub heads: AtomicU64,
     pub gets: AtomicU64,
 }
 
 #[derive(Clone)]
-pub struct S3 {
+pub(crate) struct S3 {
     pub stats: Arc<Stats>,
     client: aws_sdk_s3::Client,
     /// Anonymous object GETs skip the SDK: measured on 2,000 GETs of 64 KiB at 64 in flight,
@@ -178,7 +180,7 @@ fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::System
 }
 
 /// Strip quotes and a weak marker: listings, HEADs and GETs disagree on quoting across servers.
-pub fn normalize_etag(etag: &str) -> String {
+pub(crate) fn normalize_etag(etag: &str) -> String {
     etag.trim()
         .trim_start_matches("W/")
         .trim_matches('"')
@@ -217,7 +219,7 @@ fn lean_client(requests: usize) -> Option<LeanClient> {
 
 impl S3 {
     /// `requests`: how many GETs may be in flight at once (sizes each connection's buffer).
-    pub async fn connect(opts: &S3Options, retry: RetryPolicy, requests: usize) -> S3 {
+    pub(crate) async fn connect(opts: &S3Options, retry: RetryPolicy, requests: usize) -> S3 {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(opts.region.clone()))
             // Our own retry loop owns backoff; two layers would multiply attempts.
@@ -260,7 +262,7 @@ impl S3 {
     }
 
     /// Public HTTPS URL of a key (what `plan` prints and the curl script fetches).
-    pub fn url(&self, bucket: &str, key: &str) -> String {
+    pub(crate) fn url(&self, bucket: &str, key: &str) -> String {
         let key = utf8_percent_encode(key, KEY_ESCAPE);
         match &self.endpoint_url {
             Some(ep) => format!("{}/{bucket}/{key}", ep.trim_end_matches('/')),
@@ -336,9 +338,33 @@ impl S3 {
         S3::make_error(op, bucket, key, ErrorKind::Transient, detail)
     }
 
+    /// One shallow, paginated listing per folder (`(bucket, folder)`), `parallel` folders at
+    /// once: every object found, by `(bucket, key)`.
+    pub(crate) async fn list_folders(
+        &self,
+        folders: BTreeSet<(String, String)>,
+        parallel: usize,
+    ) -> Result<HashMap<(String, String), ObjectInfo>, S3Error> {
+        let listings: Vec<(String, Vec<ObjectInfo>)> = stream::iter(folders)
+            .map(|(bucket, folder)| async move {
+                let objs = self.list(&bucket, &folder, true).await?;
+                Ok::<_, S3Error>((bucket, objs))
+            })
+            .buffer_unordered(parallel.max(1))
+            .try_collect()
+            .await?;
+        let mut found = HashMap::new();
+        for (bucket, objs) in listings {
+            for o in objs {
+                found.insert((bucket.clone(), o.key.clone()), o);
+            }
+        }
+        Ok(found)
+    }
+
     /// Every object under `prefix`; with `shallow`, only the direct children of that folder.
     /// One paginated ListObjectsV2, each page retried on its own.
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         bucket: &str,
         prefix: &str,
@@ -417,7 +443,11 @@ impl S3 {
     }
 
     /// Size, ETag and full-object checksum of one key; `Ok(None)` when it does not exist.
-    pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, S3Error> {
+    pub(crate) async fn head(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<ObjectInfo>, S3Error> {
         let Some(h) = self.head_raw(bucket, key, None).await? else {
             return Ok(None);
         };
@@ -441,7 +471,7 @@ impl S3 {
     }
 
     /// Length of upload part `part` (1-based) and the object's part count.
-    pub async fn head_part(
+    pub(crate) async fn head_part(
         &self,
         bucket: &str,
         key: &str,
@@ -459,7 +489,7 @@ impl S3 {
     /// Start a GET of `key`, optionally of `range` (inclusive end) and pinned to `if_match`.
     /// A whole-object GET asks for the full-object checksum (free in the answer's headers).
     /// Not retried here: the caller resumes from the bytes it already has.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         bucket: &str,
         key: &str,
@@ -572,7 +602,7 @@ impl S3 {
         })
     }
 
-    pub fn make_error(
+    pub(crate) fn make_error(
         op: &'static str,
         bucket: &str,
         key: &str,
@@ -591,7 +621,7 @@ impl S3 {
 }
 
 /// `bytes 0-99/1234` -> (0, 99, 1234).
-pub fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {
+pub(crate) fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {
     let rest = s.trim().strip_prefix("bytes")?.trim();
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;

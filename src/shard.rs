@@ -1,15 +1,12 @@
 //! Sharding: which files of a plan one of N processes takes.
 //!
-//! Owns the partition rule, the same in every process that reads the same plan: files in order
-//! of size (largest first, then their position in the plan), each given to the shard with the
-//! fewest bytes so far (ties to the lowest shard). Greedy largest-first keeps every shard within
-//! one file of the mean. Also owns the streaming form for plan files of millions of rows: two
-//! passes over the file, keeping 16 bytes a row between them (its size and the hashes of its
-//! URI and destination) instead of the rows, so a shard's memory is that plus its own share.
+//! The partition rule is `plan::partition` (largest first, each file to the shard with the
+//! fewest bytes so far), the same in every process that reads the same plan. This module owns
+//! its streaming form for plan files of millions of rows: two passes over the file, keeping 16
+//! bytes a row between them (its size and the hashes of its URI and destination) instead of the
+//! rows, so a shard's memory is that plus its own share.
 //! It does not decide what a row means (that is `input` and `plan`).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::fs::File;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{self, BufRead, BufReader};
@@ -18,25 +15,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::input::{self, Parsed};
-
-/// The shard of each file, given the files' sizes in plan order (unknown sizes as 0).
-pub fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
-    order.sort_unstable_by_key(|&i| (Reverse(sizes[i as usize]), i));
-    let mut load: BinaryHeap<Reverse<(u64, u32)>> = (0..shards).map(|k| Reverse((0, k))).collect();
-    let mut shard_of = vec![0u32; sizes.len()];
-    for i in order {
-        let Reverse((bytes, k)) = load.pop().expect("at least one shard");
-        shard_of[i as usize] = k;
-        // Empty files still cost a request: one byte each, so they spread too.
-        load.push(Reverse((bytes + sizes[i as usize].max(1), k)));
-    }
-    shard_of
-}
+use crate::plan::partition;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the plan {}", path.display())]
-pub struct StreamError {
+pub(crate) struct StreamError {
     path: PathBuf,
     #[source]
     source: io::Error,
@@ -44,7 +27,7 @@ pub struct StreamError {
 
 /// One shard's rows of a plan file, and the size of the whole plan.
 #[derive(Debug, Default)]
-pub struct Share {
+pub(crate) struct Share {
     pub parsed: Parsed,
     /// Files (distinct rows) in the whole plan.
     pub total: usize,
@@ -83,7 +66,7 @@ fn rows(path: &Path, mut each: impl FnMut(usize, &str)) -> Result<(), StreamErro
 }
 
 /// Whether the file is a plan (`plan --format jsonl` output): its first row reads as one.
-pub fn is_plan_file(path: &Path) -> bool {
+pub(crate) fn is_plan_file(path: &Path) -> bool {
     let mut first = None;
     let _ = rows(path, |_, text| {
         if first.is_none() {
@@ -137,7 +120,12 @@ fn root_of(leader: &[u32], mut i: u32) -> u32 {
 
 /// Shard `index` of `shards` of the plan file at `path`, read as a stream. A row that does not
 /// parse is given to a shard like any other, which reports it.
-pub fn stream(path: &Path, name: &str, shards: u32, index: u32) -> Result<Share, StreamError> {
+pub(crate) fn stream(
+    path: &Path,
+    name: &str,
+    shards: u32,
+    index: u32,
+) -> Result<Share, StreamError> {
     let (mut sizes, mut uris, mut dests) = (Vec::new(), Vec::new(), Vec::new());
     rows(path, |number, text| {
         match serde_json::from_str::<RowKey>(text) {
@@ -184,19 +172,6 @@ pub fn stream(path: &Path, name: &str, shards: u32, index: u32) -> Result<Share,
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partition_is_greedy_largest_first_and_deterministic() {
-        let sizes = [10, 50, 30, 30, 0, 20];
-        let a = partition(&sizes, 2);
-        assert_eq!(a, partition(&sizes, 2));
-        // 50 -> 0; 30 (pos 2) -> 1; 30 (pos 3) -> 1 (30 < 50); 20 -> 0 (50 < 60); 10 -> 1;
-        // 0 -> 0 (70 = 70: the lower shard).
-        assert_eq!(a, [1, 0, 1, 1, 0, 0]);
-        let load = |k| (0..6).filter(|&i| a[i] == k).map(|i| sizes[i]).sum::<u64>();
-        assert_eq!((load(0), load(1)), (70, 70));
-        assert!(partition(&[], 3).is_empty());
-    }
 
     #[test]
     fn repeats_follow_their_first_copy() {

@@ -4,14 +4,31 @@
 //! `message`: characters that could act on a terminal or reorder what it shows (control
 //! characters, ANSI escape sequences, bidirectional overrides, zero-width marks) are written as
 //! `\u{..}`, and an echoed item is cut to a length a person can read. It decides nothing about
-//! what is valid; the parsers do that.
+//! what is valid; the parsers do that. Also owns the one-line form of an error and its causes
+//! ([`chain`]), the form every per-file error and note takes.
 
 use std::borrow::Cow;
 
 /// Characters of an echoed item kept before it is cut: enough for any product name, URI or
 /// listing key (MAST's longest are under 150), short enough that a binary file given as a list
 /// cannot flood a terminal.
-pub const SHOWN_CHARS: usize = 200;
+pub(crate) const SHOWN_CHARS: usize = 200;
+
+/// An error and its causes on one line (`a: b: c`), each cause once: for the manifest, the
+/// error line and notes.
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+    let mut s = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let next = e.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = e.source();
+    }
+    s
+}
 
 /// Whether `c` must not reach a terminal as itself.
 fn hostile(c: char) -> bool {
@@ -43,7 +60,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 }
 
 /// An echoed item: cut to [`SHOWN_CHARS`] characters (saying how much was left out), escaped.
-pub fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     match s.char_indices().nth(SHOWN_CHARS) {
         None => escape(s).into_owned(),
         Some((cut, _)) => {

@@ -9,6 +9,61 @@
 //! upload part layout of a multipart ETag), the per-part digests taken as bytes arrive and their
 //! check once the file is complete (a mismatch fetches the file again), and the rename into
 //! place. The only module that spawns transfer tasks.
+//!
+//! # The part protocol
+//!
+//! Design note for whoever changes this file; the rest of it implements these rules.
+//!
+//! **Scheduling.** [`Engine::run`] takes files largest first. Requeued files (restarts) go
+//! before new ones. For the next [`LOOKAHEAD`] files that will be fetched in parts, the HEAD
+//! that learns their proof starts early, so the scheduler waits no round trip per file. Every
+//! request (a part GET, a whole-object GET, a MAST download) holds one permit of the shared
+//! `--jobs` semaphore until it is answered; a file holds no permit of its own.
+//!
+//! **States of a file.** `prepare` -> parts in flight -> `finish` -> recorded, or back to the
+//! queue:
+//! 1. `prepare` learns the size (a HEAD if the plan has none) and, for a file larger than one
+//!    part, what it must match first (`multi_part_expect`: the full-object checksum, or a
+//!    multipart ETag, whose upload parts then become the part bounds so each part's MD5 can
+//!    be taken on arrival). A file of one part learns it from its GET's answer instead. It
+//!    creates the temporary file under `DIR/.mastfetch/` (`dest::temp_paths`) or continues
+//!    one (below), and computes the parts not yet on disk.
+//! 2. Each missing part is one task (`run_part` -> `fetch_part`): a ranged GET with
+//!    `If-Match` on the pinned ETag; `check_response` checks the status, the ETag and the
+//!    Content-Range that answered; `stream_body` writes the bytes at their offset and feeds
+//!    the part's digests as they arrive, resuming a broken body from the last byte received
+//!    (retries are per request, not per file). A part that finds a sibling already failed or
+//!    the object changed spends no request.
+//! 3. The last part to end (a counter, `remaining`, that the scheduler also holds one unit of,
+//!    so a file already complete on disk still finishes) calls `part_done`, which decides:
+//!    no error -> `finish`; the object changed (`ErrorKind::Changed`: If-Match failed, or
+//!    another ETag answered) -> `restart`; any other error -> recorded as failed, the
+//!    temporary file and its log kept so the next run resumes.
+//! 4. `finish` waits for the serial digests (`hashing`, read back from the page cache), learns
+//!    a late upload layout if a single GET revealed a multipart ETag, then `finish_blocking`
+//!    compares size and digests with the expectation (`checksum::Expect`). A match is renamed
+//!    into place and recorded (manifest line, progress event); a mismatch deletes the bytes
+//!    (they never reach the final name nor a later resume) and restarts.
+//!
+//! **Restarts.** `restart` gives back the bytes counted for the file, deletes its temporary
+//! file and log, asks the archive (HEAD) for the object's current size and ETag, and requeues
+//! the file with them; at most [`MAX_RESTARTS`] times, then the last error is recorded. An
+//! object gone from the bucket is recorded as failed.
+//!
+//! **The resume log** (`state` beside the temporary file, multi-part files only): a JSON
+//! [`StateHeader`] (size, part size, ETag, upload part lengths), then `etag <value>` once the
+//! first answer pins an ETag the plan did not have, then one line per part written. A later
+//! run continues the file only if the header matches what it would write now, the ETag is the
+//! same and the temporary file has the full size (`resumable`). A logged part is only a
+//! promise that its bytes were written: its digests are taken again by reading it back, so the
+//! log never vouches for bytes nobody checked.
+//!
+//! **Proofs** (`checksum::Expect`, strongest first): the archive's full-object CRC (each
+//! part's CRC taken on arrival, combined at the end) or SHA-256 (hashed in order by the
+//! read-back pool); a plain-MD5 ETag (read-back pool); a multipart ETag over the object's own
+//! upload parts (each part's MD5 on arrival, or read back when a single GET revealed the ETag);
+//! else the size alone, with a note saying why. The size is always checked; `--no-verify`
+//! (`Expect::Nothing`) skips the rest. MAST downloads (`https`) are proven by their size.
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -24,22 +79,23 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checksum::{self, CrcAlg, Expect, PartDigest, PartHasher};
 use crate::hashing::{self, HashPool, Want};
-use crate::https::MastHttps;
+use crate::https::{MastHttps, Tally};
 use crate::manifest::{self, Entry, Status};
 use crate::plan::{self, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
 use crate::retry::RetryPolicy;
 use crate::s3::{ErrorKind, S3Error, S3};
+use crate::text;
 
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
 const MAX_RESTARTS: u32 = 3;
 /// Upload parts beyond this many are not looked up one HEAD each (S3 allows 10,000 parts).
 const MAX_PART_HEADS: u64 = 10_000;
 /// Why a file was not fetched without a token (manifest message).
-pub const EXCLUDED_MESSAGE: &str =
+pub(crate) const EXCLUDED_MESSAGE: &str =
     "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
 
-pub struct Engine {
+pub(crate) struct Engine {
     pub s3: S3,
     pub mast: Option<Arc<MastHttps>>,
     pub dir: PathBuf,
@@ -125,7 +181,7 @@ struct StateHeader {
 }
 
 /// A complete file, proven (or not) as the archive allowed.
-pub struct Done {
+pub(crate) struct Done {
     pub size: u64,
     pub expect: Expect,
     /// CRC-64/NVME of the local file, S3's base64 form.
@@ -169,28 +225,14 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
     }
 }
 
-/// Full error chain on one line, for the manifest and the error line.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut s = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let next = e.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = e.source();
-    }
-    s
-}
-
 impl Engine {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         s3: S3,
         mast: Option<Arc<MastHttps>>,
         dir: PathBuf,
-        jobs: usize,
+        requests: usize,
+        hash_threads: usize,
         part_size: u64,
         retry: RetryPolicy,
         progress: Arc<Progress>,
@@ -198,7 +240,6 @@ impl Engine {
         verify: bool,
         sha256: bool,
     ) -> Arc<Engine> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Arc::new(Engine {
             s3,
             mast,
@@ -209,18 +250,18 @@ impl Engine {
             manifest: Mutex::new(manifest),
             verify,
             sha256,
-            jobs: Arc::new(Semaphore::new(jobs)),
-            // Half the cores hash, the rest move bytes: on this 2-core machine one worker with
-            // all 8 big files in its MD5 lanes beat two workers with 4 each (4.3 against 6.6
-            // CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
-            hash: HashPool::new(cores.div_ceil(2)),
-            hashers: Arc::new(Semaphore::new(cores)),
+            jobs: Arc::new(Semaphore::new(requests)),
+            // `hash_threads` (the cores): half of them hash, the rest move bytes. On this 2-core
+            // machine one worker with all 8 big files in its MD5 lanes beat two workers with 4
+            // each (4.3 against 6.6 CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
+            hash: HashPool::new(hash_threads.div_ceil(2)),
+            hashers: Arc::new(Semaphore::new(hash_threads)),
             made_dirs: Mutex::new(HashSet::new()),
         })
     }
 
     /// Fetch every entry; largest first so that the run does not end waiting on one big file.
-    pub async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
+    pub(crate) async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
         entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
@@ -401,47 +442,10 @@ impl Engine {
             return Err((job, FinishError::NoMast("entry has no bucket key")));
         };
         let mut job = job;
-        let mut head = None;
-        if job.entry.size.is_none() {
-            match self.s3.head(&bucket, &key).await {
-                Ok(Some(info)) => {
-                    job.entry.size = Some(info.size);
-                    job.entry.etag = job.entry.etag.take().or(info.etag.clone());
-                    head = Some(info);
-                }
-                Ok(None) => {
-                    let e =
-                        S3::make_error("HEAD", &bucket, &key, ErrorKind::NotFound, String::new());
-                    return Err((job, e.into()));
-                }
-                Err(e) => return Err((job, e.into())),
-            }
-        }
-        let whole = job.entry.size.unwrap_or(0) <= self.part_size;
-        // A file fetched in parts learns its proof first: no single answer carries the
-        // full-object checksum, and a multipart ETag decides where the parts fall.
-        let mut expect = None;
-        if !whole && !self.verify {
-            expect = Some(Expect::Nothing);
-        } else if !whole {
-            let looked = match job.lookup.take() {
-                Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
-                _ => self.multi_part_expect(&bucket, &key, head).await,
-            };
-            match looked {
-                Ok((info, e)) => {
-                    // The archive's object now: a replacement since planning is what we fetch.
-                    job.entry.size = Some(info.size);
-                    job.entry.etag = info.etag.or(job.entry.etag.take());
-                    expect = Some(e);
-                }
-                // A server that cannot answer a HEAD at all (not "missing", not "denied"):
-                // the first GET's answer decides, as for a single GET, and nothing is failed
-                // for want of a HEAD the download itself does not need.
-                Err(e) if e.kind == ErrorKind::Other => {}
-                Err(e) => return Err((job, e.into())),
-            }
-        }
+        let (whole, expect) = match self.learn_object(&mut job, &bucket, &key).await {
+            Ok(v) => v,
+            Err(e) => return Err((job, e)),
+        };
         let size = job.entry.size.unwrap_or(0);
         let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
             Ok(d) => d,
@@ -452,70 +456,16 @@ impl Engine {
             Some(Expect::Md5Parts { parts, .. }) => Some(parts.clone()),
             _ => None,
         };
-        let bounds = match &upload_parts {
-            Some(parts) => std::iter::once(0)
-                .chain(parts.iter().scan(0u64, |at, len| {
-                    *at += len;
-                    Some(*at)
-                }))
-                .collect(),
-            None if whole => vec![0, size],
-            None => (0..size.div_ceil(self.part_size))
-                .map(|p| p * self.part_size)
-                .chain([size])
-                .collect::<Vec<u64>>(),
-        };
+        let bounds = part_bounds(size, whole, upload_parts.as_deref(), self.part_size);
         let single = whole && upload_parts.is_none();
-        let setup = || -> Result<(File, Option<File>, Option<String>), FinishError> {
-            for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
-                if !self.made_dirs.lock().unwrap().contains(parent) {
-                    fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
-                    self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
-                }
-            }
-            // Read too: parts are hashed back from it while later parts still download.
-            let create = || {
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&tmp)
-                    .map_err(io_err("cannot create", &tmp))
-            };
-            if single {
-                let file = create()?;
-                let _ = fs::remove_file(&state); // left by a run with a smaller part size
-                return Ok((file, None, job.entry.etag.clone()));
-            }
-            let header = StateHeader {
-                size,
-                part_size: self.part_size,
-                etag: job.entry.etag.clone(),
-                parts: upload_parts.clone(),
-            };
-            if let Some(etag) = resumable(&tmp, &state, &header) {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&tmp)
-                    .map_err(io_err("cannot open", &tmp))?;
-                let log = OpenOptions::new()
-                    .append(true)
-                    .open(&state)
-                    .map_err(io_err("cannot open", &state))?;
-                return Ok((file, Some(log), etag));
-            }
-            let file = create()?;
-            file.set_len(size).map_err(io_err("cannot size", &tmp))?;
-            let mut log = File::create(&state).map_err(io_err("cannot create", &state))?;
-            let mut line = serde_json::to_vec(&header).expect("header serializes");
-            line.push(b'\n');
-            log.write_all(&line)
-                .map_err(io_err("cannot write", &state))?;
-            Ok((file, Some(log), job.entry.etag.clone()))
-        };
-        let (file, log, etag) = match setup() {
+        let header = (!single).then(|| StateHeader {
+            size,
+            part_size: self.part_size,
+            etag: job.entry.etag.clone(),
+            parts: upload_parts,
+        });
+        let opened = self.open_temp(&dest, &tmp, &state, header, job.entry.etag.clone());
+        let (file, log, etag) = match opened {
             Ok(v) => v,
             Err(e) => return Err((job, e)),
         };
@@ -527,36 +477,15 @@ impl Engine {
         if let Some(e) = etag {
             let _ = pinned.set(e);
         }
-        let parts = bounds.len() - 1;
-        let mut done = vec![None; parts];
-        if let (Some(_), Some(expect)) = (&log, &expect) {
-            // Parts an earlier run finished: their digests come from the bytes on disk now.
-            let finished: Vec<u64> = read_done_parts(&state)
-                .into_iter()
-                .filter(|&p| (p as usize) < parts)
-                .collect();
-            let (file2, bounds2, expect2) = (reader.try_clone(), bounds.clone(), expect.clone());
-            let rehash = tokio::task::spawn_blocking(move || {
-                let file2 = file2?;
-                finished
-                    .into_iter()
-                    .map(|p| {
-                        let (at, len) = (bounds2[p as usize], bounds2[p as usize + 1]);
-                        Ok((p, PartHasher::of_range(&expect2, &file2, at, len - at)?))
-                    })
-                    .collect::<io::Result<Vec<_>>>()
-            })
-            .await
-            .expect("re-hash task does not panic");
-            match rehash {
-                Ok(digests) => {
-                    for (p, d) in digests {
-                        done[p as usize] = Some(d);
-                    }
+        let done = match (&log, &expect) {
+            (Some(_), Some(expect)) => {
+                match resumed_parts(&reader, &state, &bounds, expect).await {
+                    Ok(done) => done,
+                    Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
                 }
-                Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
             }
-        }
+            _ => vec![None; bounds.len() - 1],
+        };
         let expect_lock = OnceLock::new();
         if let Some(e) = expect {
             let _ = expect_lock.set(e);
@@ -583,6 +512,106 @@ impl Engine {
             etag_logged: AtomicBool::new(false),
             started: Instant::now(),
         })
+    }
+
+    /// Learn what the plan did not say: the size (one HEAD) and, for a file fetched in parts,
+    /// what it must match, before any part starts (no single answer carries the full-object
+    /// checksum, and a multipart ETag decides where the parts fall). Returns whether the file
+    /// is fetched whole, and what it must match when that is known now.
+    async fn learn_object(
+        &self,
+        job: &mut Job,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(bool, Option<Expect>), FinishError> {
+        let mut head = None;
+        if job.entry.size.is_none() {
+            let Some(info) = self.s3.head(bucket, key).await? else {
+                let e = S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new());
+                return Err(e.into());
+            };
+            job.entry.size = Some(info.size);
+            job.entry.etag = job.entry.etag.take().or(info.etag.clone());
+            head = Some(info);
+        }
+        if job.entry.size.unwrap_or(0) <= self.part_size {
+            return Ok((true, None));
+        }
+        if !self.verify {
+            return Ok((false, Some(Expect::Nothing)));
+        }
+        let looked = match job.lookup.take() {
+            Some(early) if head.is_none() => early.await.expect("HEAD task does not panic"),
+            _ => self.multi_part_expect(bucket, key, head).await,
+        };
+        match looked {
+            Ok((info, e)) => {
+                // The archive's object now: a replacement since planning is what we fetch.
+                job.entry.size = Some(info.size);
+                job.entry.etag = info.etag.or(job.entry.etag.take());
+                Ok((false, Some(e)))
+            }
+            // A server that cannot answer a HEAD at all (not "missing", not "denied"): the
+            // first GET's answer decides, as for a single GET, and nothing is failed for want
+            // of a HEAD the download itself does not need.
+            Err(e) if e.kind == ErrorKind::Other => Ok((false, None)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Create the folders and the temporary file, or continue an earlier run's. `header` is
+    /// the resume log's of a file fetched in parts (`None`: one request, no log). Returns the
+    /// file, its resume log and the ETag its bytes are pinned to (`etag` unless the log says).
+    fn open_temp(
+        &self,
+        dest: &Path,
+        tmp: &Path,
+        state: &Path,
+        header: Option<StateHeader>,
+        etag: Option<String>,
+    ) -> Result<(File, Option<File>, Option<String>), FinishError> {
+        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
+            if !self.made_dirs.lock().unwrap().contains(parent) {
+                fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
+                self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
+            }
+        }
+        // Read too: parts are hashed back from it while later parts still download.
+        let create = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(tmp)
+                .map_err(io_err("cannot create", tmp))
+        };
+        let Some(header) = header else {
+            let file = create()?;
+            let _ = fs::remove_file(state); // left by a run with a smaller part size
+            return Ok((file, None, etag));
+        };
+        if let Some(etag) = resumable(tmp, state, &header) {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(tmp)
+                .map_err(io_err("cannot open", tmp))?;
+            let log = OpenOptions::new()
+                .append(true)
+                .open(state)
+                .map_err(io_err("cannot open", state))?;
+            return Ok((file, Some(log), etag));
+        }
+        let file = create()?;
+        file.set_len(header.size)
+            .map_err(io_err("cannot size", tmp))?;
+        let mut log = File::create(state).map_err(io_err("cannot create", state))?;
+        let mut line = serde_json::to_vec(&header).expect("header serializes");
+        line.push(b'\n');
+        log.write_all(&line)
+            .map_err(io_err("cannot write", state))?;
+        Ok((file, Some(log), etag))
     }
 
     async fn run_part(
@@ -956,67 +985,15 @@ impl Engine {
         };
         let crc64 = CrcAlg::Crc64Nvme.combine(parts.iter().map(|(d, len)| (d.crc64, *len)));
         let serial = ctx.digest.finish(want);
-        let mismatch = |what: &'static str, got: String, want: &str| {
-            let _ = fs::remove_file(&ctx.tmp);
-            let _ = fs::remove_file(&ctx.state);
-            Err(FinishError::Mismatch {
-                what,
-                got,
-                want: want.to_string(),
-            })
+        let expect = match compare(expect, &parts, crc64, &serial, layout, &ctx.tmp) {
+            Err(e @ FinishError::Mismatch { .. }) => {
+                // Bytes that fail never reach the final name, nor a later resume.
+                let _ = fs::remove_file(&ctx.tmp);
+                let _ = fs::remove_file(&ctx.state);
+                return Err(e);
+            }
+            res => res?,
         };
-        let mut expect = expect;
-        match &expect {
-            Expect::Crc { alg, value } => {
-                let crc = match alg {
-                    CrcAlg::Crc64Nvme => crc64,
-                    _ => alg.combine(
-                        parts
-                            .iter()
-                            .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
-                    ),
-                };
-                let got = alg.encode(crc);
-                if got != *value {
-                    return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
-                }
-            }
-            Expect::Sha256 { value } => {
-                let got = checksum::b64(&serial.sha256.expect("SHA-256 taken"));
-                if got != *value {
-                    return mismatch("sha256 checksum", format!("sha256 {got}"), value);
-                }
-            }
-            Expect::Md5 { etag } => {
-                let md5 = checksum::hex(&serial.md5.expect("MD5 taken"));
-                if !md5.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("MD5 {md5}"), etag);
-                }
-            }
-            Expect::Md5Parts { etag, .. } => {
-                let md5s: Vec<[u8; 16]> = parts
-                    .iter()
-                    .map(|(d, _)| d.md5.expect("part MD5 taken"))
-                    .collect();
-                let got = checksum::multipart_etag(&md5s);
-                if !got.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("part MD5s {got}"), etag);
-                }
-            }
-            Expect::Md5PartsLater { etag } => {
-                let upload = layout.expect("layout learned");
-                let got = checksum::multipart_etag_of_file(&ctx.tmp, &upload)
-                    .map_err(io_err("cannot read back", &ctx.tmp))?;
-                if !got.eq_ignore_ascii_case(etag) {
-                    return mismatch("ETag", format!("part MD5s {got}"), etag);
-                }
-                expect = Expect::Md5Parts {
-                    etag: etag.clone(),
-                    parts: upload,
-                };
-            }
-            Expect::Size { .. } | Expect::Nothing => {}
-        }
         let dest = plan::dest_path(&self.dir, &ctx.job.entry.dest).expect("checked in prepare");
         fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
         let _ = fs::remove_file(&ctx.state);
@@ -1065,7 +1042,11 @@ impl Engine {
                 entry,
                 &self.dir,
                 &dest,
-                &self.progress,
+                &|t| match t {
+                    Tally::Resumed(n) => self.progress.done(n),
+                    Tally::Received(n) => self.progress.transferred(n),
+                    Tally::GaveBack(n) => self.progress.undone(n),
+                },
                 hashers,
                 self.sha256,
             )
@@ -1100,7 +1081,7 @@ impl Engine {
             })) if !self.mast.as_ref().is_some_and(|m| m.has_token()) => {
                 (Status::Excluded, None, Some(EXCLUDED_MESSAGE.to_string()))
             }
-            Err(e) => (Status::Failed, None, Some(chain(&e))),
+            Err(e) => (Status::Failed, None, Some(text::chain(&e))),
         };
         let mut line = Entry::from_plan(entry, status, message.clone());
         let bytes = done.as_ref().map_or(0, |d| d.size);
@@ -1117,7 +1098,7 @@ impl Engine {
             self.progress.note(&format!("{}: {note}", entry.dest));
         }
         if let Err(e) = self.manifest.lock().unwrap().record(line) {
-            self.progress.error(&chain(&e));
+            self.progress.error(&text::chain(&e));
         }
         self.progress.file(&FileEvent {
             status,
@@ -1174,6 +1155,131 @@ impl FileCtx {
     }
 }
 
+/// Compare a complete temporary file's digests with what it must match: the per-part digests
+/// (`parts`, with their lengths, and their combined CRC-64/NVME), the serial ones, or the file
+/// read back along a late upload `layout`. Returns the proof as recorded (a late layout filled
+/// in), or [`FinishError::Mismatch`] naming both values.
+fn compare(
+    expect: Expect,
+    parts: &[(PartDigest, u64)],
+    crc64: u64,
+    serial: &hashing::Digests,
+    layout: Option<Vec<u64>>,
+    tmp: &Path,
+) -> Result<Expect, FinishError> {
+    let mismatch = |what: &'static str, got: String, want: &str| {
+        Err(FinishError::Mismatch {
+            what,
+            got,
+            want: want.to_string(),
+        })
+    };
+    match &expect {
+        Expect::Crc { alg, value } => {
+            let crc = match alg {
+                CrcAlg::Crc64Nvme => crc64,
+                _ => alg.combine(
+                    parts
+                        .iter()
+                        .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
+                ),
+            };
+            let got = alg.encode(crc);
+            if got != *value {
+                return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
+            }
+        }
+        Expect::Sha256 { value } => {
+            let got = checksum::b64(&serial.sha256.expect("SHA-256 taken"));
+            if got != *value {
+                return mismatch("sha256 checksum", format!("sha256 {got}"), value);
+            }
+        }
+        Expect::Md5 { etag } => {
+            let md5 = checksum::hex(&serial.md5.expect("MD5 taken"));
+            if !md5.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("MD5 {md5}"), etag);
+            }
+        }
+        Expect::Md5Parts { etag, .. } => {
+            let md5s: Vec<[u8; 16]> = parts
+                .iter()
+                .map(|(d, _)| d.md5.expect("part MD5 taken"))
+                .collect();
+            let got = checksum::multipart_etag(&md5s);
+            if !got.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("part MD5s {got}"), etag);
+            }
+        }
+        Expect::Md5PartsLater { etag } => {
+            let upload = layout.expect("layout learned");
+            let got = checksum::multipart_etag_of_file(tmp, &upload)
+                .map_err(io_err("cannot read back", tmp))?;
+            if !got.eq_ignore_ascii_case(etag) {
+                return mismatch("ETag", format!("part MD5s {got}"), etag);
+            }
+            return Ok(Expect::Md5Parts {
+                etag: etag.clone(),
+                parts: upload,
+            });
+        }
+        Expect::Size { .. } | Expect::Nothing => {}
+    }
+    Ok(expect)
+}
+
+/// Where the parts of a `size`-byte object fall (part `p` is `bounds[p]..bounds[p + 1]`): the
+/// object's own upload parts when they are the proof, one part for a file fetched whole, else
+/// `part_size` pieces.
+fn part_bounds(size: u64, whole: bool, upload_parts: Option<&[u64]>, part_size: u64) -> Vec<u64> {
+    match upload_parts {
+        Some(parts) => std::iter::once(0)
+            .chain(parts.iter().scan(0u64, |at, len| {
+                *at += len;
+                Some(*at)
+            }))
+            .collect(),
+        None if whole => vec![0, size],
+        None => (0..size.div_ceil(part_size))
+            .map(|p| p * part_size)
+            .chain([size])
+            .collect(),
+    }
+}
+
+/// The digests of the parts an earlier run finished (from its resume log), taken again from
+/// the bytes on disk; `None` for every part still to fetch.
+async fn resumed_parts(
+    file: &File,
+    state: &Path,
+    bounds: &[u64],
+    expect: &Expect,
+) -> io::Result<Vec<Option<PartDigest>>> {
+    let parts = bounds.len() - 1;
+    let finished: Vec<u64> = read_done_parts(state)
+        .into_iter()
+        .filter(|&p| (p as usize) < parts)
+        .collect();
+    let (file2, bounds2, expect2) = (file.try_clone(), bounds.to_vec(), expect.clone());
+    let digests = tokio::task::spawn_blocking(move || {
+        let file2 = file2?;
+        finished
+            .into_iter()
+            .map(|p| {
+                let (at, len) = (bounds2[p as usize], bounds2[p as usize + 1]);
+                Ok((p, PartHasher::of_range(&expect2, &file2, at, len - at)?))
+            })
+            .collect::<io::Result<Vec<_>>>()
+    })
+    .await
+    .expect("re-hash task does not panic")?;
+    let mut done = vec![None; parts];
+    for (p, d) in digests {
+        done[p as usize] = Some(d);
+    }
+    Ok(done)
+}
+
 /// Parts already written by an earlier run, from the resume log.
 fn read_done_parts(state: &Path) -> std::collections::BTreeSet<u64> {
     let Ok(f) = File::open(state) else {
@@ -1207,4 +1313,82 @@ fn resumable(tmp: &Path, state: &Path, want: &StateHeader) -> Option<Option<Stri
         && same_object
         && fs::metadata(tmp).ok()?.len() == want.size;
     ok.then_some(want.etag.clone().or(etag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_names_both_values_and_keeps_the_proof() {
+        let serial = hashing::Digests {
+            sha256: None,
+            md5: Some([0xab; 16]),
+        };
+        let tmp = Path::new("unused");
+        let md5 = |etag: &str| Expect::Md5 { etag: etag.into() };
+        let same = "ab".repeat(16);
+        // ETags are compared without regard to case.
+        let ok = compare(md5(&same.to_uppercase()), &[], 0, &serial, None, tmp).unwrap();
+        assert_eq!(ok, md5(&same.to_uppercase()));
+        let other = "cd".repeat(16);
+        match compare(md5(&other), &[], 0, &serial, None, tmp) {
+            Err(FinishError::Mismatch { what, got, want }) => {
+                assert_eq!((what, want), ("ETag", other));
+                assert_eq!(got, format!("MD5 {same}"));
+            }
+            r => panic!("expected a mismatch, got {:?}", r.map(|_| ())),
+        }
+        let size = Expect::Size { note: None };
+        assert_eq!(
+            compare(size.clone(), &[], 0, &serial, None, tmp).unwrap(),
+            size
+        );
+    }
+
+    #[test]
+    fn parts_fall_on_upload_parts_part_size_or_one_whole() {
+        // The object's own upload parts, when its multipart ETag is the proof.
+        assert_eq!(
+            part_bounds(25, false, Some(&[10, 10, 5]), 8),
+            [0, 10, 20, 25]
+        );
+        // A file fetched whole: one part, whatever the part size.
+        assert_eq!(part_bounds(7, true, None, 8), [0, 7]);
+        assert_eq!(part_bounds(0, true, None, 8), [0, 0]);
+        // Otherwise `part_size` pieces, the last one short.
+        assert_eq!(part_bounds(20, false, None, 8), [0, 8, 16, 20]);
+        assert_eq!(part_bounds(16, false, None, 8), [0, 8, 16]);
+    }
+
+    #[test]
+    fn a_resume_log_is_continued_only_for_the_same_object_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, state) = (dir.path().join("t"), dir.path().join("s"));
+        let header = |etag: Option<&str>| StateHeader {
+            size: 16,
+            part_size: 8,
+            etag: etag.map(str::to_string),
+            parts: None,
+        };
+        std::fs::write(&tmp, [0u8; 16]).unwrap();
+        let mut log = serde_json::to_string(&header(None)).unwrap();
+        log.push_str("\netag \"abc\"\n1\n");
+        std::fs::write(&state, log).unwrap();
+        // The ETag learned in the log pins the bytes; parts written are listed.
+        assert_eq!(
+            resumable(&tmp, &state, &header(None)),
+            Some(Some("\"abc\"".to_string()))
+        );
+        assert_eq!(read_done_parts(&state).into_iter().collect::<Vec<_>>(), [1]);
+        // Another object (ETag), another part size or a short file: start over.
+        assert_eq!(resumable(&tmp, &state, &header(Some("\"xyz\""))), None);
+        let other = StateHeader {
+            part_size: 4,
+            ..header(None)
+        };
+        assert_eq!(resumable(&tmp, &state, &other), None);
+        std::fs::write(&tmp, [0u8; 15]).unwrap();
+        assert_eq!(resumable(&tmp, &state, &header(None)), None);
+    }
 }

@@ -6,7 +6,7 @@
 //! recorded checksum with the bucket (one listing per folder, a HEAD only where the listing
 //! cannot tell; nothing downloaded).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
@@ -19,12 +19,13 @@ use sha2::{Digest, Sha256};
 use crate::checksum::{self, CrcAlg};
 use crate::fits;
 use crate::manifest::{Entry, Index, ManifestError, Status};
+use crate::names;
 use crate::plan;
 use crate::s3::S3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     Missing,
     Corrupt,
@@ -33,8 +34,21 @@ pub enum Verdict {
     Unknown,
 }
 
+impl Verdict {
+    /// The name in reports (`ok`, `missing`, ...), as serialized.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Missing => "missing",
+            Verdict::Corrupt => "corrupt",
+            Verdict::Stale => "stale",
+            Verdict::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     pub path: String,
     pub status: Verdict,
     pub message: Option<String>,
@@ -117,7 +131,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
         let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
         return finding(
             Verdict::Missing,
-            Some(format!("manifest status {:?}: {why}", e.status).to_lowercase()),
+            Some(format!("manifest status {}: {why}", e.status.as_str())),
         );
     }
     let path = match plan::dest_path(dir, &e.path) {
@@ -207,12 +221,12 @@ fn peek<R: Read>(reader: &mut io::BufReader<R>, out: &mut [u8]) -> usize {
 
 /// A finding and, when asked for, the record that describes the file on disk (boxed: an absent
 /// record then costs 8 bytes a file, not a whole Entry).
-pub type FileVerdict = (Finding, Option<Box<Entry>>);
+pub(crate) type FileVerdict = (Finding, Option<Box<Entry>>);
 
 /// Check every file the manifests of DIR record, `jobs` at a time, reading each record only
 /// when its file is checked (memory: the index, and one finding a file). Each finding comes
 /// with the record that describes the file on disk when `keep_records` (for `--remote`).
-pub fn verify_local(
+pub(crate) fn verify_local(
     dir: &Path,
     index: &Index,
     jobs: usize,
@@ -258,19 +272,18 @@ pub fn verify_local(
 }
 
 /// Compare each S3-sourced entry with the bucket's current listing; returns stale findings.
-pub async fn verify_remote(s3: &S3, entries: &[Entry]) -> Result<Vec<Finding>, crate::s3::S3Error> {
+pub(crate) async fn verify_remote(
+    s3: &S3,
+    entries: &[Entry],
+) -> Result<Vec<Finding>, crate::s3::S3Error> {
     let mut folders: BTreeSet<(String, String)> = BTreeSet::new();
     for e in entries {
         if let (Some(b), Some(k), true) = (&e.bucket, &e.key, e.status.is_complete()) {
-            folders.insert((b.clone(), k.rfind('/').map_or("", |i| &k[..=i]).to_string()));
+            folders.insert((b.clone(), names::folder_of(k).to_string()));
         }
     }
-    let mut current = BTreeMap::new();
-    for (bucket, folder) in folders {
-        for o in s3.list(&bucket, &folder, true).await? {
-            current.insert((bucket.clone(), o.key.clone()), o);
-        }
-    }
+    // One folder at a time, as before: `verify --remote` keeps a light touch on the bucket.
+    let current = s3.list_folders(folders, 1).await?;
     let mut stale = Vec::new();
     for e in entries {
         let (Some(b), Some(k), true) = (&e.bucket, &e.key, e.status.is_complete()) else {
@@ -357,6 +370,39 @@ mod tests {
             std::fs::write(dir.join(name), text).unwrap();
         }
         Index::build(dir).unwrap()
+    }
+
+    #[test]
+    fn names_are_the_serialized_ones_and_messages_keep_their_case() {
+        for v in [
+            Verdict::Ok,
+            Verdict::Missing,
+            Verdict::Corrupt,
+            Verdict::Stale,
+            Verdict::Unknown,
+        ] {
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for s in [
+            Status::Ok,
+            Status::Skipped,
+            Status::Duplicate,
+            Status::Excluded,
+            Status::Failed,
+            Status::Adopted,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut failed = entry("jw/A.fits", b"x");
+        failed.status = Status::Failed;
+        failed.message = Some("GET s3://STScI-JWST/Key: 403".into());
+        let (finding, _) = check_file(dir.path(), &[failed]);
+        assert_eq!(finding.status, Verdict::Missing);
+        assert_eq!(
+            finding.message.as_deref(),
+            Some("manifest status failed: GET s3://STScI-JWST/Key: 403")
+        );
     }
 
     #[test]
