@@ -316,6 +316,14 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
             counts.excluded
         ));
     }
+    if let Some((files, bytes)) = engine.disk_full() {
+        progress.error(&format!(
+            "no space left on the device of {}: {files} files not fetched ({} in all); make up \
+             to that much room and run again (complete files stay, partial ones resume)",
+            text::escape(&dir.display().to_string()),
+            bytesize::ByteSize(bytes).display().iec()
+        ));
+    }
     engine.manifest.lock().unwrap().finish()?;
     let bad = counts.failed > 0 || counts.excluded > 0 || plan_code(&plan) > 0;
     Ok(u8::from(bad))
@@ -335,6 +343,7 @@ fn event<'a>(
         bytes,
         seconds: 0.0,
         message,
+        quiet: false,
     }
 }
 

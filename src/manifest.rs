@@ -416,6 +416,10 @@ impl Writer {
                 })
             }
         }
+        trim_torn_tail(&manifest_path).map_err(|source| ManifestError::Write {
+            path: manifest_path.clone(),
+            source,
+        })?;
         let entries = if manifest_path.exists() {
             read(&manifest_path)?
                 .into_iter()
@@ -444,16 +448,21 @@ impl Writer {
         self.entries.get(path)
     }
 
-    /// Record one file now: one `write` per line so that a crash leaves at most a torn last line.
+    /// Record one file now: one `write` per line so that a crash leaves at most a torn last line,
+    /// and a write that fails part-way (a full disk) is cut back off, so no line is ever torn.
     pub(crate) fn record(&mut self, entry: Entry) -> Result<(), ManifestError> {
         let mut line = serde_json::to_vec(&entry).expect("manifest entries serialize");
         line.push(b'\n');
-        self.manifest
-            .write_all(&line)
-            .map_err(|source| ManifestError::Write {
+        let before = self.manifest.metadata().map(|m| m.len());
+        if let Err(source) = self.manifest.write_all(&line) {
+            if let Ok(len) = before {
+                let _ = self.manifest.set_len(len);
+            }
+            return Err(ManifestError::Write {
                 path: self.manifest_path.clone(),
                 source,
-            })?;
+            });
+        }
         if let (true, Some(sha), Some(sums)) =
             (entry.status.is_complete(), &entry.sha256, &mut self.sums)
         {
@@ -478,12 +487,56 @@ impl Writer {
                 sums.push_str(&format!("{sha}  {}\n", e.path));
             }
         }
-        replace(&self.dir, &self.manifest_path, &manifest)?;
+        match replace(&self.dir, &self.manifest_path, &manifest) {
+            // No room for the compacted copy: the appended lines are whole and read the same
+            // (the last line for a path wins), so they stay as they are.
+            Err(ManifestError::Write { source, .. }) if is_disk_full(&source) => {
+                let name = manifest_name_of(&self.manifest_path);
+                let _ = fs::remove_file(crate::dest::replacement_path(&self.dir, &name));
+                return Ok(());
+            }
+            res => res?,
+        }
         if self.sums.is_none() {
             return Ok(());
         }
         replace(&self.dir, &self.sums_path, sums.as_bytes())
     }
+}
+
+/// A write that failed because the disk is full (ENOSPC, or a quota).
+pub fn is_disk_full(e: &io::Error) -> bool {
+    // ENOSPC and EDQUOT on Linux; `StorageFull` where the platform maps them.
+    e.kind() == io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+fn manifest_name_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Cut a manifest's last line if a crash left it without its newline (a torn write), so that
+/// lines appended after it stay whole.
+fn trim_torn_tail(path: &Path) -> io::Result<()> {
+    use std::io::Read as _;
+    let Ok(mut f) = OpenOptions::new().read(true).write(true).open(path) else {
+        return Ok(());
+    };
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    // A manifest line is well under this; look back far enough to find the last newline.
+    let back = len.min(1 << 20);
+    f.seek(SeekFrom::Start(len - back))?;
+    let mut tail = Vec::with_capacity(back as usize);
+    f.read_to_end(&mut tail)?;
+    if tail.last() == Some(&b'\n') {
+        return Ok(());
+    }
+    let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+    f.set_len(len - back + keep)
 }
 
 fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
@@ -503,6 +556,20 @@ fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_tail_is_cut_before_more_lines_are_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.jsonl");
+        std::fs::write(&p, "{\"a\":1}\n{\"b\":").unwrap();
+        trim_torn_tail(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        trim_torn_tail(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n");
+        std::fs::write(&p, "torn").unwrap();
+        trim_torn_tail(&p).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
+    }
 
     fn entry(path: &str, status: Status, sha: Option<&str>) -> Entry {
         Entry {

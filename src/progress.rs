@@ -51,6 +51,8 @@ pub(crate) struct FileEvent<'a> {
     pub bytes: u64,
     pub seconds: f64,
     pub message: Option<&'a str>,
+    /// Said in a summary line instead of one error line a file (files a full disk stopped).
+    pub quiet: bool,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -189,7 +191,7 @@ impl Progress {
         if matches!(ev.status, Status::Skipped | Status::Adopted) {
             self.done(ev.bytes);
         }
-        if ev.status == Status::Failed {
+        if ev.status == Status::Failed && !ev.quiet {
             self.error(&format!("{}: {}", ev.path, ev.message.unwrap_or("failed")));
         }
         if self.opts.json {

@@ -114,6 +114,30 @@ pub(crate) struct Engine {
     hashers: Arc<Semaphore>,
     /// Folders already created in this run: one `create_dir_all` per folder, not per file.
     made_dirs: Mutex<HashSet<PathBuf>>,
+    /// Set by the first write that finds the disk full: no new file starts after it (each
+    /// would only fail the same way), and the run ends saying what the rest needs.
+    disk_full: AtomicBool,
+    /// Files the full disk stopped, and their bytes.
+    unfetched: (AtomicU64, AtomicU64),
+    /// A manifest line that could not be written is said once, not once a file.
+    manifest_error_said: AtomicBool,
+}
+
+/// Why a file was not started after the disk filled up (manifest message).
+const NOT_STARTED_FULL: &str = "not started: no space left on the device";
+
+/// Whether a failure was the disk filling up (anywhere in its chain of causes).
+fn is_disk_full(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(manifest::is_disk_full)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 struct Job {
@@ -215,6 +239,8 @@ enum FinishError {
     NoMast(&'static str),
     #[error("{0}")]
     Mast(#[from] crate::https::HttpsError),
+    #[error("{NOT_STARTED_FULL}")]
+    NotStarted,
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FinishError + 'a {
@@ -226,6 +252,16 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
 }
 
 impl Engine {
+    /// Files a full disk stopped and their bytes, if the disk filled up.
+    pub(crate) fn disk_full(&self) -> Option<(u64, u64)> {
+        self.disk_full.load(Ordering::Relaxed).then(|| {
+            (
+                self.unfetched.0.load(Ordering::Relaxed),
+                self.unfetched.1.load(Ordering::Relaxed),
+            )
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         s3: S3,
@@ -257,6 +293,9 @@ impl Engine {
             hash: HashPool::new(hash_threads.div_ceil(2)),
             hashers: Arc::new(Semaphore::new(hash_threads)),
             made_dirs: Mutex::new(HashSet::new()),
+            disk_full: AtomicBool::new(false),
+            unfetched: (AtomicU64::new(0), AtomicU64::new(0)),
+            manifest_error_said: AtomicBool::new(false),
         })
     }
 
@@ -326,6 +365,11 @@ impl Engine {
 
     /// Set up one file and spawn its requests, each holding a permit of the shared budget.
     async fn start(self: &Arc<Self>, job: Job, tx: &mpsc::UnboundedSender<Msg>) {
+        if self.disk_full.load(Ordering::Relaxed) {
+            self.record(&job.entry, Err(FinishError::NotStarted), Instant::now());
+            let _ = tx.send(Msg::Finished);
+            return;
+        }
         if job.entry.source == Source::Mast {
             let permit = self.request_permit().await;
             let this = self.clone();
@@ -1066,6 +1110,10 @@ impl Engine {
 
     /// Write the outcome of one file to the manifest and the progress stream.
     fn record(&self, entry: &PlanEntry, res: Result<Done, FinishError>, started: Instant) {
+        let res_kind = res
+            .as_ref()
+            .err()
+            .map(|e| matches!(e, FinishError::NotStarted) || is_disk_full(e));
         let (status, done, message) = match res {
             Ok(done) => {
                 let note = match &done.expect {
@@ -1083,6 +1131,14 @@ impl Engine {
             }
             Err(e) => (Status::Failed, None, Some(text::chain(&e))),
         };
+        let full = matches!(&res_kind, Some(e) if *e);
+        if full {
+            self.disk_full.store(true, Ordering::Relaxed);
+            self.unfetched.0.fetch_add(1, Ordering::Relaxed);
+            self.unfetched
+                .1
+                .fetch_add(entry.size.unwrap_or(0), Ordering::Relaxed);
+        }
         let mut line = Entry::from_plan(entry, status, message.clone());
         let bytes = done.as_ref().map_or(0, |d| d.size);
         if let Some(d) = done {
@@ -1098,7 +1154,9 @@ impl Engine {
             self.progress.note(&format!("{}: {note}", entry.dest));
         }
         if let Err(e) = self.manifest.lock().unwrap().record(line) {
-            self.progress.error(&text::chain(&e));
+            if !self.manifest_error_said.swap(true, Ordering::Relaxed) {
+                self.progress.error(&text::chain(&e));
+            }
         }
         self.progress.file(&FileEvent {
             status,
@@ -1108,6 +1166,7 @@ impl Engine {
             bytes,
             seconds: started.elapsed().as_secs_f64(),
             message: message.as_deref(),
+            quiet: full,
         });
     }
 }

@@ -6,6 +6,7 @@ mod s3server;
 mod util;
 
 mod adopt;
+mod full;
 mod get;
 mod hostile;
 mod live;
