@@ -98,6 +98,11 @@ pub(crate) fn recognise(rel: &str) -> Option<(Product, Option<String>)> {
             if let Some(p) = names::uri_for_key(&key) {
                 return Some((p, Some(key)));
             }
+            // A product name at a key the naming rules would not derive (association files
+            // kept beside their exposures, say): the key is still worth a listing's word.
+            if let Some(p) = Product::from_filename(parts.last()?) {
+                return Some((p, Some(key)));
+            }
         }
     }
     Product::from_filename(parts.last()?).map(|p| (p, None))
@@ -446,6 +451,12 @@ mod tests {
         let (p, key) = recognise("hst/public/j8ck/j8ck01040/j8ck01041_drz.fits").unwrap();
         assert_eq!(p.uri, "mast:HST/product/j8ck01041_drz.fits");
         assert!(key.is_some());
+        // A key the rules would not derive is still taken from the path.
+        let odd =
+            "jwst/public/jw02731/jw02731002007/jw02731-o002_20220614t070000_image2_00001_asn.json";
+        let (p, key) = recognise(odd).unwrap();
+        assert!(p.uri.ends_with("_asn.json"));
+        assert_eq!(key.as_deref(), Some(odd));
         assert!(recognise("MANIFEST.HTML").is_none());
         assert!(recognise("notes/readme.txt").is_none());
     }
