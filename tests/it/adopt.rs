@@ -123,6 +123,17 @@ fn object_gets(s3: &TestS3) -> Vec<String> {
         .collect()
 }
 
+/// The keys whose objects were fetched (GET), each once, sorted.
+fn fetched_keys(s3: &TestS3) -> Vec<String> {
+    let mut keys: Vec<String> = object_gets(s3)
+        .iter()
+        .map(|p| p.trim_start_matches(&format!("/{BUCKET}/")).to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 fn verify(s3: &TestS3, dir: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["verify", dir.to_str().unwrap(), "--format", "jsonl"];
     args.extend(extra);
@@ -246,12 +257,7 @@ fn get_into_a_foreign_mirror_fetches_only_what_does_not_match() {
     ]);
     let out = run(&s3.endpoint, &args);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut fetched: Vec<String> = object_gets(&s3)
-        .iter()
-        .map(|p| p.trim_start_matches(&format!("/{BUCKET}/")).to_string())
-        .collect();
-    fetched.sort();
-    fetched.dedup();
+    let fetched = fetched_keys(&s3);
     assert_eq!(
         fetched,
         [CAL, UNCAL],
@@ -314,12 +320,7 @@ fn verify_repair_fetches_again_exactly_what_is_damaged() {
     s3.clear_log();
     let out = verify(&s3, dir.path(), &["--repair"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut fetched: Vec<String> = object_gets(&s3)
-        .iter()
-        .map(|p| p.trim_start_matches(&format!("/{BUCKET}/")).to_string())
-        .collect();
-    fetched.sort();
-    fetched.dedup();
+    let fetched = fetched_keys(&s3);
     let mut want = vec![CAL.to_string(), HST.to_string()];
     want.sort();
     assert_eq!(fetched, want, "only the damaged and the missing file");
