@@ -403,10 +403,20 @@ async fn mismatched(
     head: Option<ObjectInfo>,
     why: String,
 ) -> (Verdict, String) {
-    let written = match head {
-        Some(h) => h.last_modified,
-        None => s3
-            .head(bucket, e.key.as_deref().unwrap_or_default())
+    // A listing states when the object was written to the millisecond, a HEAD only to the
+    // second (a copy made in the same second as an upload could not be told from it).
+    let key = e.key.as_deref().unwrap_or_default();
+    let listed = s3
+        .list(bucket, key, false)
+        .await
+        .ok()
+        .and_then(|objs| objs.into_iter().find(|o| o.key == key))
+        .and_then(|o| o.last_modified);
+    let written = match (listed, head) {
+        (Some(t), _) => Some(t),
+        (None, Some(h)) => h.last_modified,
+        (None, None) => s3
+            .head(bucket, key)
             .await
             .ok()
             .flatten()

@@ -333,3 +333,28 @@ fn verify_repair_fetches_again_exactly_what_is_damaged() {
     let out = verify(&s3, dir.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// Within one second, as a quick script would do it: the copy, a damaged file, an upstream
+/// replacement, each a few milliseconds apart, still tell corrupt from stale.
+#[test]
+fn corrupt_and_stale_are_told_apart_within_a_second() {
+    let (s3, objects) = archive();
+    let dir = tempfile::tempdir().unwrap();
+    for o in &objects {
+        let p = dir.path().join(filename(o.key));
+        std::fs::write(&p, &o.data).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let cal = dir.path().join(filename(CAL));
+    let mut bytes = std::fs::read(&cal).unwrap();
+    bytes[7] ^= 2;
+    std::fs::write(&cal, bytes).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    s3.put(BUCKET, UNCAL, &data(45, 200_000));
+    let out = verify(&s3, dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = verdicts(&out);
+    let status = |name: &str| v.iter().find(|(p, _)| p == name).unwrap().1.clone();
+    assert_eq!(status(filename(CAL)), "corrupt", "{v:?}");
+    assert_eq!(status(filename(UNCAL)), "stale", "{v:?}");
+}
