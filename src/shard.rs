@@ -67,13 +67,16 @@ fn rows(path: &Path, mut each: impl FnMut(usize, &str)) -> Result<(), StreamErro
 
 /// Whether the file is a plan (`plan --format jsonl` output): its first row reads as one.
 pub(crate) fn is_plan_file(path: &Path) -> bool {
-    let mut first = None;
-    let _ = rows(path, |_, text| {
-        if first.is_none() {
-            first = Some(serde_json::from_str::<RowKey>(text).is_ok());
-        }
-    });
-    first.unwrap_or(false)
+    // Only the first row is read: the file may be gigabytes, and the shard reads it twice after.
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .map(|l| l.trim().to_string())
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| serde_json::from_str::<RowKey>(&l).is_ok())
 }
 
 fn hash(s: &str) -> u64 {
