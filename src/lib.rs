@@ -5,6 +5,7 @@
 //! a cycle):
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
+//!   `complete` (what DIR already holds: `get`'s skip pass),
 //!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
 //!   as a stream, sharded);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
@@ -18,6 +19,7 @@ pub mod adopt;
 pub mod app;
 pub mod checksum;
 pub mod cli;
+pub mod complete;
 pub mod dest;
 pub mod fits;
 pub mod hashing;
