@@ -6,8 +6,10 @@
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
-//!   as a stream, sharded);
-//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
+//!   as a stream, sharded), `mirror` (a run into the user's bucket) and `copy` (its
+//!   server-side copy engine);
+//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API), `bucket` (the user's
+//!   destination bucket, signed);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
 //!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
@@ -16,8 +18,10 @@
 
 pub mod adopt;
 pub mod app;
+pub mod bucket;
 pub mod checksum;
 pub mod cli;
+pub mod copy;
 pub mod dest;
 pub mod fits;
 pub mod hashing;
@@ -25,6 +29,7 @@ pub mod https;
 pub mod input;
 pub mod manifest;
 pub mod mast;
+pub mod mirror;
 pub mod names;
 pub mod note;
 pub mod plan;

@@ -69,6 +69,10 @@ pub(crate) struct Entry {
     /// CRC-64/NVME of the local file, base64 of its 8 big-endian bytes: what `verify` re-checks.
     #[serde(default)]
     pub crc64nvme: Option<String>,
+    /// The copy's own ETag, for a bucket destination (`get --dest s3://`): what a listing of
+    /// the destination is compared with on a rerun. Absent for local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_etag: Option<String>,
     pub access: Option<String>,
     pub status: Status,
     pub message: Option<String>,
@@ -89,6 +93,7 @@ impl Entry {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: p.access.clone(),
             status,
             // Messages quote inputs and servers; the manifest is read in terminals too.
@@ -585,6 +590,7 @@ mod tests {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: Some("PUBLIC".into()),
             status,
             message: None,

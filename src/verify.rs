@@ -354,6 +354,7 @@ mod tests {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: None,
             status: Status::Ok,
             message: None,

@@ -1,0 +1,283 @@
+//! A run into the user's bucket (`get --dest s3://BUCKET/PREFIX/`) and `verify` of such a
+//! mirror, around the copy engine.
+//!
+//! Owns the order of a bucket run after planning: read the manifests kept under PREFIX, one
+//! listing per destination folder, skip what an earlier run copied (same size, and the same
+//! copy ETag where the listing states one, of a source that has not changed), abort the
+//! multipart uploads an interrupted run left on the keys this run writes, copy the rest
+//! (`copy`), and write this run's manifest (one per shard, named as in a folder) into the
+//! bucket. And `verify s3://...`: one HEAD per recorded copy (size and CRC-64/NVME as S3
+//! states them; nothing downloaded), `--remote` as for folders.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use futures::{stream, StreamExt};
+
+use crate::bucket::{Bucket, Listed};
+use crate::copy::Copier;
+use crate::manifest::{self, Entry, Status};
+use crate::plan::{Plan, PlanEntry, Source};
+use crate::progress::{FileEvent, Progress};
+use crate::s3::S3;
+use crate::verify::{Finding, Verdict};
+
+/// How a bucket run is set up (from the validated flags).
+pub(crate) struct Settings {
+    pub requests: usize,
+    pub listings: usize,
+    pub retry: crate::retry::RetryPolicy,
+    pub verify: bool,
+    /// Copy every planned file again (`get --force`).
+    pub force: bool,
+    pub shard: Option<(u32, u32)>,
+    pub threshold: u64,
+    pub part_size: u64,
+    pub progress: crate::note::Options,
+}
+
+/// Copy `plan` into `dest`; `true` when something failed or was excluded.
+pub(crate) async fn get(
+    plan: &Plan,
+    src: &S3,
+    dest: Bucket,
+    mast: Option<Arc<crate::https::MastHttps>>,
+    set: &Settings,
+) -> Result<bool> {
+    let own = manifest::manifest_name(set.shard);
+    let (mine, others) = dest
+        .read_manifests(&own)
+        .await
+        .context("cannot read the manifests in the destination bucket")?;
+    let folders: BTreeSet<String> = plan
+        .files
+        .iter()
+        .map(|f| crate::names::folder_of(&dest.url.key(&f.dest)).to_string())
+        .collect();
+    let listed = dest
+        .list_folders(folders, set.listings)
+        .await
+        .context("cannot list the destination bucket")?;
+    let (todo, skipped) = if set.force {
+        (plan.files.clone(), Vec::new())
+    } else {
+        split(plan, &dest, &listed, &mine, &others, src).await
+    };
+    let has_token = mast.as_ref().is_some_and(|m| m.has_token());
+    let progress = Progress::start(
+        set.progress,
+        plan.files.len() as u64 + plan.duplicates.len() as u64,
+        plan.total_bytes(),
+    );
+    let copier = Copier::new(
+        src.clone(),
+        dest.clone(),
+        mast,
+        set.requests,
+        set.retry,
+        progress.clone(),
+        set.verify,
+        set.threshold,
+        set.part_size,
+    );
+    let keys: HashSet<String> = todo.iter().map(|f| dest.url.key(&f.dest)).collect();
+    match copier.abort_leftovers(&keys).await {
+        Ok(0) => {}
+        Ok(n) => progress.note(&format!(
+            "aborted {n} multipart uploads an interrupted run left in {}",
+            dest.url
+        )),
+        Err(e) => progress.error(&format!(
+            "cannot clean up interrupted uploads: {}",
+            crate::text::chain(&e)
+        )),
+    }
+    let mut records: BTreeMap<String, Entry> = mine;
+    let mut fetch = Vec::new();
+    for f in todo {
+        if f.source == Source::Mast && f.is_exclusive() && !has_token {
+            let msg = crate::transfer::EXCLUDED_MESSAGE.to_string();
+            let e = Entry::from_plan(&f, Status::Excluded, Some(msg));
+            progress.file(&event(&f, Status::Excluded, 0, e.message.as_deref()));
+            records.insert(f.dest.clone(), e);
+        } else {
+            fetch.push(f);
+        }
+    }
+    for (f, e) in skipped {
+        progress.done(e.size.unwrap_or(0));
+        progress.file(&event(&f, Status::Skipped, e.size.unwrap_or(0), None));
+        records.insert(f.dest.clone(), e);
+    }
+    for e in copier.run(fetch).await {
+        records.insert(e.path.clone(), e);
+    }
+    copier.abort_own().await;
+    for d in &plan.duplicates {
+        let msg = format!("same URI as {}", d.first_dest);
+        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+        let e = Entry::from_plan(&d.entry, Status::Duplicate, Some(msg));
+        records.insert(d.entry.dest.clone(), e);
+    }
+    for p in plan
+        .problems
+        .iter()
+        .filter_map(|p| Some((p.entry.as_ref()?, p)))
+    {
+        let e = Entry::from_plan(p.0, Status::Failed, Some(p.1.message.clone()));
+        records.insert(p.0.dest.clone(), e);
+    }
+    let lines: Vec<&Entry> = records.values().collect();
+    let written = dest.put_manifest(&own, &lines).await;
+    let counts = progress.finish();
+    summary(&dest, set.progress);
+    written.with_context(|| format!("cannot write {}{own}", dest.url))?;
+    Ok(counts.failed > 0 || counts.excluded > 0)
+}
+
+fn event<'a>(f: &'a PlanEntry, status: Status, bytes: u64, msg: Option<&'a str>) -> FileEvent<'a> {
+    FileEvent {
+        status,
+        path: &f.dest,
+        uri: &f.uri,
+        source: f.source.as_str(),
+        bytes,
+        seconds: 0.0,
+        message: msg,
+        quiet: false,
+    }
+}
+
+/// The requests this run sent to the destination: what a bucket run costs.
+fn summary(dest: &Bucket, opts: crate::note::Options) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &dest.stats;
+    let (copies, parts, uploads) = (
+        s.copies.load(Relaxed),
+        s.part_copies.load(Relaxed),
+        s.uploads.load(Relaxed),
+    );
+    let (lists, heads, other) = (
+        s.lists.load(Relaxed),
+        s.heads.load(Relaxed),
+        s.other.load(Relaxed),
+    );
+    if !opts.quiet {
+        eprintln!(
+            "mastfetch: destination requests: {copies} CopyObject, {parts} UploadPartCopy, \
+             {uploads} PUT/UploadPart, {lists} list, {heads} head, {other} other"
+        );
+    }
+    if opts.json {
+        crate::note::emit(&serde_json::json!({
+            "event": "destination_requests",
+            "copy_object": copies, "upload_part_copy": parts, "put": uploads,
+            "list": lists, "head": heads, "other": other,
+        }));
+    }
+}
+
+/// What to copy, and what an earlier run already copied (with the record that says so).
+async fn split(
+    plan: &Plan,
+    dest: &Bucket,
+    listed: &HashMap<String, Listed>,
+    mine: &BTreeMap<String, Entry>,
+    others: &BTreeMap<String, Entry>,
+    src: &S3,
+) -> (Vec<PlanEntry>, Vec<(PlanEntry, Entry)>) {
+    let (mut todo, mut skipped) = (Vec::new(), Vec::new());
+    for f in &plan.files {
+        let prev = mine
+            .get(&f.dest)
+            .or_else(|| others.get(&f.dest))
+            .filter(|p| p.status.is_complete() && p.uri == f.uri);
+        let there = listed.get(&dest.url.key(&f.dest));
+        let copied = match (prev, there) {
+            (Some(p), Some(l)) => {
+                Some(l.size) == p.size
+                    && (l.etag.is_none() || p.copy_etag.is_none() || l.etag == p.copy_etag)
+            }
+            _ => false,
+        };
+        match prev {
+            Some(p) if copied && unchanged(f, p, src).await => {
+                let mut e = p.clone();
+                e.status = Status::Skipped;
+                e.message = None;
+                skipped.push((f.clone(), e));
+            }
+            _ => todo.push(f.clone()),
+        }
+    }
+    (todo, skipped)
+}
+
+/// Whether the archive still holds what `prev` recorded: the plan's ETag and size, or, when
+/// the listing gave no ETag, one HEAD.
+async fn unchanged(f: &PlanEntry, prev: &Entry, src: &S3) -> bool {
+    let same_size = |s: Option<u64>| s.is_none_or(|s| Some(s) == prev.size);
+    match (f.source, &f.etag, &prev.etag, &f.bucket, &f.key) {
+        (Source::Mast, ..) => same_size(f.size),
+        (Source::S3, Some(now), Some(then), ..) => now == then && same_size(f.size),
+        (Source::S3, None, Some(then), Some(b), Some(k)) => match src.head(b, k).await {
+            Ok(Some(info)) => info.etag.as_ref() == Some(then) && same_size(Some(info.size)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `verify s3://BUCKET/PREFIX/`: each recorded copy against its record, one HEAD each.
+pub(crate) async fn verify(dest: &Bucket, parallel: usize) -> Result<(Vec<Finding>, Vec<Entry>)> {
+    let (_, all) = dest
+        .read_manifests("")
+        .await
+        .context("cannot read the manifests in the bucket")?;
+    if all.is_empty() {
+        anyhow::bail!("{} holds no mastfetch manifest", dest.url);
+    }
+    let entries: Vec<Entry> = all
+        .into_values()
+        .filter(|e| e.status.is_complete())
+        .collect();
+    let findings: Vec<Finding> = stream::iter(&entries)
+        .map(|e| check(dest, e))
+        .buffered(parallel.max(1))
+        .collect()
+        .await;
+    Ok((findings, entries))
+}
+
+async fn check(dest: &Bucket, e: &Entry) -> Finding {
+    let finding = |status, message: Option<String>| Finding {
+        path: e.path.clone(),
+        status,
+        message,
+    };
+    match dest.head(&dest.url.key(&e.path)).await {
+        Err(err) => finding(Verdict::Missing, Some(crate::text::chain(&err))),
+        Ok(None) => finding(Verdict::Missing, None),
+        Ok(Some(s)) if Some(s.size) != e.size => finding(
+            Verdict::Corrupt,
+            Some(format!(
+                "size {} differs from the record's {:?}",
+                s.size, e.size
+            )),
+        ),
+        Ok(Some(s)) => match (&s.crc64nvme, &e.crc64nvme) {
+            (Some(now), Some(then)) if now != then => finding(
+                Verdict::Corrupt,
+                Some(format!(
+                    "CRC-64/NVME {now} differs from the record's {then}"
+                )),
+            ),
+            (None, Some(_)) => finding(
+                Verdict::Corrupt,
+                Some("the bucket states no CRC-64/NVME for the copy".into()),
+            ),
+            _ => finding(Verdict::Ok, None),
+        },
+    }
+}
