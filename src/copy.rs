@@ -22,7 +22,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use tokio::sync::Semaphore;
 
 use crate::bucket::{Bucket, Stored};
-use crate::checksum::{self, CrcAlg};
+use crate::checksum;
 use crate::https::{HttpsError, MastHttps};
 use crate::manifest::{Entry, Status};
 use crate::plan::{PlanEntry, Source};
@@ -40,9 +40,8 @@ pub(crate) const COPY_THRESHOLD: u64 = 512 << 20;
 /// under the budget), while the 10,000-part limit is only reached at 1.25 TiB (larger
 /// objects get larger parts, [`part_size_for`]). S3's part bounds are 5 MiB to 5 GiB.
 pub(crate) const COPY_PART_SIZE: u64 = 128 << 20;
-/// Part size of a MAST stream into the bucket: each stream holds one part in memory.
-const STREAM_PART_SIZE: u64 = 16 << 20;
-/// MAST streams at once: memory is [`STREAM_PART_SIZE`] each, and MAST is one shared service.
+/// MAST streams at once: memory is one part each (`mast_stream`), and MAST is one shared
+/// service.
 const MAST_STREAMS: usize = 8;
 /// A source reprocessed mid-copy is looked up and copied again, but not forever.
 const MAX_RESTARTS: u32 = 3;
@@ -101,13 +100,13 @@ fn ranges(size: u64, part: u64) -> Vec<(i32, (u64, u64))> {
 }
 
 /// What a copy proved, for its manifest line.
-struct Proof {
-    size: u64,
-    etag: Option<String>,
-    checksum: Option<String>,
-    verified: &'static str,
-    crc64nvme: Option<String>,
-    copy_etag: Option<String>,
+pub(crate) struct Proof {
+    pub size: u64,
+    pub etag: Option<String>,
+    pub checksum: Option<String>,
+    pub verified: &'static str,
+    pub crc64nvme: Option<String>,
+    pub copy_etag: Option<String>,
 }
 
 pub(crate) struct Copier {
@@ -119,9 +118,11 @@ pub(crate) struct Copier {
     pub verify: bool,
     pub threshold: u64,
     pub part_size: u64,
-    jobs: Arc<Semaphore>,
+    /// The run's request budget (`--jobs`): one permit per request in flight.
+    pub(crate) jobs: Arc<Semaphore>,
     budget: usize,
-    streams: Arc<Semaphore>,
+    /// Turns for MAST streams (`mast_stream`).
+    pub(crate) streams: Arc<Semaphore>,
     /// Uploads this run started and has not finished, by id: aborted if a copy fails.
     open: Mutex<HashMap<String, String>>,
 }
@@ -274,7 +275,7 @@ impl Copier {
         self.finish_upload(key, &upload, parts, None).await
     }
 
-    async fn start_upload(&self, key: &str) -> Result<String, S3Error> {
+    pub(crate) async fn start_upload(&self, key: &str) -> Result<String, S3Error> {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
         let id = self.dest.create_upload(key).await?;
         self.open
@@ -285,7 +286,7 @@ impl Copier {
     }
 
     /// Complete the upload with its parts, or abort it when a part failed.
-    async fn finish_upload(
+    pub(crate) async fn finish_upload(
         &self,
         key: &str,
         upload: &str,
@@ -373,7 +374,7 @@ impl Copier {
     }
 
     /// What the destination holds at `key` (a copy just made: it is there).
-    async fn stored(&self, key: &str) -> Result<Stored, CopyError> {
+    pub(crate) async fn stored(&self, key: &str) -> Result<Stored, CopyError> {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
         match self.dest.head(key).await? {
             Some(s) => Ok(s),
@@ -389,144 +390,9 @@ impl Copier {
     }
 
     /// A copy that does not match its source must not stay where a rerun would trust it.
-    async fn discard(&self, key: &str) {
+    pub(crate) async fn discard(&self, key: &str) {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
         let _ = self.dest.delete(key).await;
-    }
-
-    async fn stream_from_mast(&self, f: &PlanEntry, key: &str) -> Result<Proof, CopyError> {
-        let Some(mast) = self.mast.clone() else {
-            return Err(CopyError::NoMast { uri: f.uri.clone() });
-        };
-        let _turn = self.streams.acquire().await.expect("semaphore open");
-        self.retry.run(|| self.stream_once(&mast, f, key)).await
-    }
-
-    /// One attempt: MAST's answer read part by part into a multipart upload, each part with
-    /// its CRC-64/NVME, the whole object's CRC given to CompleteMultipartUpload (S3 refuses a
-    /// mismatch) and compared with what the destination then states.
-    async fn stream_once(
-        &self,
-        mast: &MastHttps,
-        f: &PlanEntry,
-        key: &str,
-    ) -> Result<Proof, CopyError> {
-        let resp = {
-            let _permit = self.jobs.acquire().await.expect("semaphore open");
-            mast.open(&f.url).await?
-        };
-        let upload = self.start_upload(key).await?;
-        let mut sent = 0u64;
-        let res = self.send_parts(resp, f, key, &upload, &mut sent).await;
-        let (parts, crc) = match res {
-            Ok(v) => v,
-            Err(e) => {
-                self.progress.undone(sent);
-                let _ = self
-                    .finish_upload(key, &upload, Err(dummy(key)), None)
-                    .await;
-                return Err(e);
-            }
-        };
-        let local = checksum::crc64_b64(crc);
-        let done = self
-            .finish_upload(key, &upload, Ok(parts), Some(&local))
-            .await;
-        let (copy_etag, stated) = match done {
-            Ok(v) => v,
-            Err(e) => {
-                self.progress.undone(sent);
-                return Err(e);
-            }
-        };
-        let stated = match stated {
-            Some(c) => c,
-            None => self.stored(key).await?.crc64nvme.unwrap_or_default(),
-        };
-        if self.verify && stated != local {
-            self.discard(key).await;
-            self.progress.undone(sent);
-            return Err(CopyError::Mismatch {
-                what: format!("s3://{}/{key}", self.dest.name()),
-                field: "CRC-64/NVME",
-                got: stated,
-                want: local,
-            });
-        }
-        Ok(Proof {
-            size: sent,
-            etag: None,
-            checksum: None,
-            verified: if self.verify { "size" } else { "none" },
-            crc64nvme: Some(local),
-            copy_etag,
-        })
-    }
-
-    /// Read MAST's body into parts and upload each; the parts and the whole CRC-64/NVME.
-    async fn send_parts(
-        &self,
-        resp: reqwest::Response,
-        f: &PlanEntry,
-        key: &str,
-        upload: &str,
-        sent: &mut u64,
-    ) -> Result<(Vec<CompletedPart>, u64), CopyError> {
-        let part_size = part_size_for(f.size.unwrap_or(0), STREAM_PART_SIZE) as usize;
-        let alg = CrcAlg::Crc64Nvme;
-        let mut body = resp.bytes_stream();
-        let mut dog = crate::retry::Watchdog::new(&self.retry);
-        let mut buf = bytes::BytesMut::with_capacity(part_size);
-        let (mut parts, mut crcs) = (Vec::new(), Vec::new());
-        let body_err = |what, source| HttpsError::Request {
-            url: f.url.clone(),
-            what,
-            source,
-        };
-        loop {
-            let chunk = match dog.next(&mut body).await {
-                Err(source) => {
-                    let url = f.url.clone();
-                    return Err(HttpsError::TooSlow { url, source }.into());
-                }
-                Ok(Some(Err(e))) => return Err(body_err("body interrupted", Some(e)).into()),
-                Ok(Some(Ok(c))) => Some(c),
-                Ok(None) => None,
-            };
-            let end = chunk.is_none();
-            if let Some(c) = chunk {
-                *sent += c.len() as u64;
-                self.progress.transferred(c.len() as u64);
-                buf.extend_from_slice(&c);
-            }
-            // The last part may be short (or empty, for an empty product: S3 takes one part).
-            while buf.len() >= part_size || (end && (!buf.is_empty() || parts.is_empty())) {
-                let take = buf.len().min(part_size);
-                let part = buf.split_to(take).freeze();
-                let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, &part);
-                let n = parts.len() as i32 + 1;
-                let _permit = self.jobs.acquire().await.expect("semaphore open");
-                let b64 = alg.encode(crc);
-                crcs.push((crc, part.len() as u64));
-                parts.push(self.dest.upload_part(key, upload, n, part, &b64).await?);
-                if buf.is_empty() {
-                    break;
-                }
-            }
-            if end {
-                break;
-            }
-        }
-        if let Some(want) = f.size.filter(|&w| w != *sent) {
-            let url = f.url.clone();
-            return Err(HttpsError::Size {
-                url,
-                got: *sent,
-                want,
-            }
-            .into());
-        }
-        Ok((parts, alg.combine(crcs)))
     }
 
     /// Abort the multipart uploads left under the prefix on `keys` (the keys this run writes):
@@ -556,7 +422,7 @@ impl Copier {
 
 /// The error handed to `finish_upload` when the parts failed for another reason (already
 /// returned to the caller): it only makes the upload be aborted.
-fn dummy(key: &str) -> S3Error {
+pub(crate) fn dummy(key: &str) -> S3Error {
     S3::make_error("UploadPart", "", key, ErrorKind::Other, String::new())
 }
 

@@ -6,8 +6,8 @@
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
-//!   as a stream, sharded), `mirror` (a run into the user's bucket) and `copy` (its
-//!   server-side copy engine);
+//!   as a stream, sharded), `mirror` (a run into the user's bucket), `copy` (its
+//!   server-side copy engine) and `mast_stream` (MAST-only products streamed into it);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API), `bucket` (the user's
 //!   destination bucket, signed);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
@@ -29,6 +29,7 @@ pub mod https;
 pub mod input;
 pub mod manifest;
 pub mod mast;
+pub mod mast_stream;
 pub mod mirror;
 pub mod names;
 pub mod note;

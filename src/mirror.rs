@@ -131,7 +131,7 @@ pub(crate) async fn get(
     let lines: Vec<&Entry> = records.values().collect();
     let written = dest.put_manifest(&own, &lines).await;
     let counts = progress.finish();
-    summary(&dest, set.progress);
+    summary(&dest, src, set.progress);
     written.with_context(|| format!("cannot write {}{own}", dest.url))?;
     Ok(counts.failed > 0 || counts.excluded > 0)
 }
@@ -150,9 +150,10 @@ fn event<'a>(f: &'a PlanEntry, status: Status, bytes: u64, msg: Option<&'a str>)
 }
 
 /// The requests this run sent to the destination: what a bucket run costs.
-fn summary(dest: &Bucket, opts: crate::note::Options) {
+fn summary(dest: &Bucket, src: &S3, opts: crate::note::Options) {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &dest.stats;
+    let src_heads = src.stats.heads.load(Relaxed);
     let (copies, parts, uploads) = (
         s.copies.load(Relaxed),
         s.part_copies.load(Relaxed),
@@ -165,15 +166,16 @@ fn summary(dest: &Bucket, opts: crate::note::Options) {
     );
     if !opts.quiet {
         eprintln!(
-            "mastfetch: destination requests: {copies} CopyObject, {parts} UploadPartCopy, \
-             {uploads} PUT/UploadPart, {lists} list, {heads} head, {other} other"
+            "mastfetch: requests: {copies} CopyObject, {parts} UploadPartCopy, {uploads} \
+             PUT/UploadPart, {lists} list, {heads} head, {other} other to the destination; \
+             {src_heads} head to the archive"
         );
     }
     if opts.json {
         crate::note::emit(&serde_json::json!({
             "event": "destination_requests",
             "copy_object": copies, "upload_part_copy": parts, "put": uploads,
-            "list": lists, "head": heads, "other": other,
+            "list": lists, "head": heads, "other": other, "source_head": src_heads,
         }));
     }
 }

@@ -272,11 +272,11 @@ fn program_lands_in_own_bucket_server_side_and_rerun_copies_nothing() {
     let remote = w.verify(&["--remote"]);
     assert_eq!(code(&remote), 0, "{}", show(&remote));
 
-    // A copy altered in the bucket (same size, other bytes): verify says so.
+    // A copy overwritten in the bucket (same size, other bytes): verify says so, and the next
+    // run sees its new ETag in the listing and copies it again.
     let mut bad = w.copy_in_mine(RATE);
     bad[10] ^= 1;
-    let path = w.s3.path_of(MINE, &format!("jwst/{}", w.key(RATE)));
-    std::fs::write(path, bad).unwrap();
+    w.s3.overwrite(MINE, &format!("jwst/{}", w.key(RATE)), &bad);
     let found = w.verify(&[]);
     assert_eq!(code(&found), 1, "{}", show(&found));
     let lines = util::jsonl(&util::stdout(&found));
@@ -284,6 +284,13 @@ fn program_lands_in_own_bucket_server_side_and_rerun_copies_nothing() {
         .iter()
         .find(|l| l["path"].as_str().unwrap().ends_with(RATE));
     assert_eq!(rate.unwrap()["status"], "corrupt", "{lines:#?}");
+    w.s3.clear_log();
+    let mend = w.get(&[]);
+    assert_eq!(code(&mend), 0, "{}", show(&mend));
+    assert_eq!(w.copies().len(), 1, "{:#?}", w.copies());
+    assert!(w.copy_in_mine(RATE) == w.data(RATE));
+    let ok = w.verify(&[]);
+    assert_eq!(code(&ok), 0, "{}", show(&ok));
 }
 
 #[test]
@@ -320,6 +327,24 @@ fn reprocessed_source_is_copied_again() {
         "{}",
         show(&stale)
     );
+}
+
+#[test]
+fn source_reprocessed_mid_copy_is_looked_up_and_copied_again() {
+    let w = World::new();
+    let new = util::data(97, 300_001);
+    w.s3.replace_on_copy(&w.key(CAL), new.clone());
+    let out = w.get(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    // The first copy, pinned to the planned ETag, was refused (412); the second took the new.
+    let cal: Vec<_> = w.copies().into_iter().filter(|c| c.contains(CAL)).collect();
+    assert_eq!(cal.len(), 2, "{cal:#?}");
+    assert!(w.copy_in_mine(CAL) == new);
+    let m = w.manifest();
+    let e = m
+        .iter()
+        .find(|e| e["path"].as_str().unwrap().ends_with(CAL));
+    assert_eq!(e.unwrap()["etag"], TestS3::etag_of(&new), "{m:#?}");
 }
 
 #[test]

@@ -162,6 +162,8 @@ struct State {
     sent: HashMap<String, u64>,
     /// Multipart uploads in progress: (bucket, key, upload id), for ListMultipartUploads.
     uploads: Vec<(String, String, String)>,
+    /// Replace the object at this key with these bytes when a copy of it is first asked for.
+    replace_on_copy: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -593,6 +595,22 @@ impl Layer {
             .decode_utf8_lossy()
             .into_owned();
         let src_path = format!("/{}", source.trim_start_matches('/'));
+        let reprocess = {
+            let mut st = self.state.lock().unwrap();
+            match st.replace_on_copy.take() {
+                Some((k, data)) if src_path.ends_with(&k) => Some(data),
+                other => {
+                    st.replace_on_copy = other;
+                    None
+                }
+            }
+        };
+        if let Some(data) = reprocess {
+            // The archive reprocessed the object just before this copy request arrived.
+            std::fs::write(self.root.join(src_path.trim_start_matches('/')), data).unwrap();
+            self.state.lock().unwrap().meta.remove(&src_path);
+            let _ = std::fs::remove_file(internal_info(&self.root, &src_path));
+        }
         let data = std::fs::read(self.root.join(src_path.trim_start_matches('/'))).ok()?;
         let etag = self
             .state
@@ -674,12 +692,54 @@ impl Layer {
                 self.state.lock().unwrap().uploads.retain(|u| u.2 != id);
                 resp
             }
+            ("GET", None) if logged.is_list() => {
+                let (parts, text) = collect(resp).await;
+                let text = self.list_etags(bucket, &text);
+                rebuild(parts, text)
+            }
             ("PUT", None) if copying => {
                 let (parts, text) = collect(resp).await;
                 rebuild(parts, with_checksum(&text, "</CopyObjectResult>", crc()))
             }
             _ => resp,
         }
+    }
+
+    /// S3 states each object's ETag in a listing (s3s-fs does not): s3s-fs's own record of it
+    /// where it keeps one (copies, multipart uploads), else the MD5 of the bytes.
+    fn list_etags(&self, bucket: &str, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("</Key>") {
+            let (head, tail) = rest.split_at(i + "</Key>".len());
+            out.push_str(head);
+            rest = tail;
+            let Some(key) = head.rfind("<Key>").map(|k| &head[k + 5..head.len() - 6]) else {
+                continue;
+            };
+            if !head.ends_with("</Key>") || tail.trim_start().starts_with("<ETag>") {
+                continue;
+            }
+            let key = key
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">");
+            let path = format!("/{bucket}/{key}");
+            let recorded = std::fs::read(internal_info(&self.root, &path))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["e_tag"].as_str().map(str::to_string));
+            let etag = recorded.or_else(|| {
+                std::fs::read(self.root.join(bucket).join(&key))
+                    .ok()
+                    .map(|d| md5_hex(&d))
+            });
+            if let Some(e) = etag {
+                out.push_str(&format!("<ETag>&quot;{e}&quot;</ETag>"));
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     /// Count the object bytes a GET sends as they go out.
@@ -734,6 +794,18 @@ impl TestS3 {
     pub fn private_bucket(&self, name: &str) {
         std::fs::create_dir_all(self.root.join(name)).unwrap();
         self.state.lock().unwrap().private.insert(name.to_string());
+    }
+
+    /// Replace the archive object at `key` with `data` the moment a copy of it is asked for
+    /// (before the copy's `x-amz-copy-source-if-match` is judged): reprocessed mid-run.
+    pub fn replace_on_copy(&self, key: &str, data: Vec<u8>) {
+        self.state.lock().unwrap().replace_on_copy = Some((key.to_string(), data));
+    }
+
+    /// Overwrite an object as a client's PUT would: new bytes, and a new (MD5) ETag.
+    pub fn overwrite(&self, bucket: &str, key: &str, data: &[u8]) {
+        self.put(bucket, key, data);
+        let _ = std::fs::remove_file(internal_info(&self.root, &format!("/{bucket}/{key}")));
     }
 
     /// Refuse every write to `name`, signed or not (credentials without s3:PutObject there).
