@@ -348,6 +348,7 @@ async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u
              manifest records each copy's CRC-64/NVME as S3 states it"
         );
     }
+    let (threshold, part_size) = crate::cli::copy_sizes(args)?;
     let src = sources(cfg).await?;
     let bucket = Bucket::connect(&dest, cfg.retry).await;
     let plan = make_plan(cfg, &src).await?;
@@ -367,8 +368,8 @@ async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u
         verify: cfg.verify,
         force: args.force,
         shard: cfg.shard,
-        threshold: dest.threshold,
-        part_size: dest.part_size,
+        threshold,
+        part_size,
         progress: cfg.progress,
     };
     let bad = mirror::get(&plan, &src.s3, bucket, mast, &settings).await?;

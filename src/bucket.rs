@@ -94,10 +94,6 @@ pub(crate) struct DestOptions {
     pub url: DestUrl,
     pub region: String,
     pub endpoint_url: Option<String>,
-    /// Objects up to this size are copied with one CopyObject (`copy`).
-    pub threshold: u64,
-    /// UploadPartCopy part size.
-    pub part_size: u64,
 }
 
 /// An object of the destination as its folder's listing shows it.

@@ -200,6 +200,14 @@ pub struct GetArgs {
     pub dest: PathBuf,
     #[command(flatten)]
     pub bucket: BucketArgs,
+    /// Objects up to this size are copied with one CopyObject, larger ones in parallel
+    /// UploadPartCopy parts (S3 allows CopyObject up to 5 GB) [default: 512MiB].
+    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
+    pub copy_threshold: Option<u64>,
+    /// UploadPartCopy part size, 5MiB to 5GiB (grown for objects that would need more than
+    /// 10,000 parts) [default: 128MiB].
+    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
+    pub copy_part_size: Option<u64>,
     /// Plan only, print it like `plan`.
     #[arg(long)]
     pub dry_run: bool,
@@ -224,14 +232,6 @@ pub struct BucketArgs {
     /// Region of the destination bucket, when it is not --region.
     #[arg(long, help_heading = "Bucket destination")]
     pub dest_region: Option<String>,
-    /// Objects up to this size are copied with one CopyObject, larger ones in parallel
-    /// UploadPartCopy parts (S3 allows CopyObject up to 5 GB) [default: 512MiB].
-    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
-    pub copy_threshold: Option<u64>,
-    /// UploadPartCopy part size, 5MiB to 5GiB (grown for objects that would need more than
-    /// 10,000 parts) [default: 128MiB].
-    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
-    pub copy_part_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -504,18 +504,6 @@ pub(crate) fn dest_options(
         }
         return Ok(None);
     };
-    // S3's bounds on a part; the threshold may be anything up to CopyObject's 5 GB.
-    let part_size = b.copy_part_size.unwrap_or(crate::copy::COPY_PART_SIZE);
-    if !(5 << 20..=5 << 30).contains(&part_size) {
-        return Err(flag(
-            "copy-part-size",
-            "must be 5MiB to 5GiB (S3's part bounds)",
-        ));
-    }
-    let threshold = b.copy_threshold.unwrap_or(crate::copy::COPY_THRESHOLD);
-    if threshold > 5_000_000_000 {
-        return Err(flag("copy-threshold", "CopyObject copies at most 5 GB"));
-    }
     let endpoint = b.dest_endpoint_url.clone().or(src.endpoint_url.clone());
     let check = SourceArgs {
         endpoint_url: endpoint.clone(),
@@ -531,9 +519,24 @@ pub(crate) fn dest_options(
         url,
         region: b.dest_region.clone().unwrap_or_else(|| src.region.clone()),
         endpoint_url: endpoint.filter(|s| !s.is_empty()),
-        threshold,
-        part_size,
     }))
+}
+
+/// `get --copy-threshold` and `--copy-part-size`, defaulted and checked against S3's limits.
+pub(crate) fn copy_sizes(args: &GetArgs) -> Result<(u64, u64), ConfigError> {
+    // S3's bounds on a part; the threshold may be anything up to CopyObject's 5 GB.
+    let part_size = args.copy_part_size.unwrap_or(crate::copy::COPY_PART_SIZE);
+    if !(5 << 20..=5 << 30).contains(&part_size) {
+        return Err(flag(
+            "copy-part-size",
+            "must be 5MiB to 5GiB (S3's part bounds)",
+        ));
+    }
+    let threshold = args.copy_threshold.unwrap_or(crate::copy::COPY_THRESHOLD);
+    if threshold > 5_000_000_000 {
+        return Err(flag("copy-threshold", "CopyObject copies at most 5 GB"));
+    }
+    Ok((threshold, part_size))
 }
 
 /// The shard index from the flag or the batch scheduler's environment.
