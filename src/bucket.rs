@@ -181,6 +181,19 @@ impl Bucket {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let kind = crate::s3::classify(&err);
+        if !matches!(err, SdkError::ServiceError(_)) && no_credentials(&err) {
+            // Not worth a retry: the chain found nothing, and will find nothing next time.
+            let detail = ": no AWS credentials found for the destination (set AWS_PROFILE, or \
+                          AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance \
+                          or task role)";
+            return crate::s3::S3::make_error(
+                op,
+                &self.url.bucket,
+                key,
+                ErrorKind::Denied,
+                detail.into(),
+            );
+        }
         let (mut detail, source) = match &err {
             SdkError::ServiceError(se) => {
                 let status = se.raw().status().as_u16();
@@ -613,6 +626,18 @@ impl Bucket {
         .await
         .map(|_| ())
     }
+}
+
+/// Whether a request failed before it was sent because the credential chain found nothing.
+fn no_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.to_string().contains("no credentials found in chain") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// `bucket/key` for `x-amz-copy-source`, the key URL-encoded as S3 requires.

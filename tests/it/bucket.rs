@@ -434,3 +434,33 @@ fn shards_write_their_own_manifests_in_the_bucket() {
     let ok = w.verify(&[]);
     assert_eq!(code(&ok), 0, "{}", show(&ok));
 }
+
+#[test]
+fn no_credentials_for_the_destination_is_said_at_once() {
+    let w = World::new();
+    let mut c = w.command(&[
+        "get",
+        "--program",
+        "1234",
+        "--catalog",
+        "mast",
+        "--dest",
+        DEST,
+    ]);
+    c.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", w.s3.root.join("nohome"))
+        .env("AWS_CONFIG_FILE", w.s3.root.join("nohome/config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            w.s3.root.join("nohome/credentials"),
+        );
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 2, "{}", show(&out));
+    let err = util::stderr(&out);
+    assert!(
+        err.contains("s3://mine/jwst/") && err.contains("credentials"),
+        "{err}"
+    );
+    assert!(!err.contains("retrying"), "{err}");
+}
