@@ -3,7 +3,8 @@
 //!
 //! Owns the order of a bucket run after planning: read the manifests kept under PREFIX, one
 //! listing per destination folder, skip what an earlier run copied (same size, and the same
-//! copy ETag where the listing states one, of a source that has not changed), abort the
+//! copy ETag where the listing states one, of a source that has not changed), adopt what is
+//! there without a record once proven (one HEAD each side), abort the
 //! multipart uploads an interrupted run left on the keys this run writes, copy the rest
 //! (`copy`), and write this run's manifest (one per shard, named as in a folder) into the
 //! bucket. And `verify s3://...`: one HEAD per recorded copy (size and CRC-64/NVME as S3
@@ -59,11 +60,27 @@ pub(crate) async fn get(
         .list_folders(folders, set.listings)
         .await
         .context("cannot list the destination bucket")?;
-    let (todo, skipped) = if set.force {
-        (plan.files.clone(), Vec::new())
+    let (mut todo, skipped, found) = if set.force {
+        (plan.files.clone(), Vec::new(), Vec::new())
     } else {
         split(plan, &dest, &listed, &mine, &others, src).await
     };
+    let d = &dest;
+    let proofs: Vec<_> = stream::iter(found)
+        .map(|f| async move {
+            let record = adopt(&f, d, src).await;
+            (f, record)
+        })
+        .buffered(set.listings)
+        .collect()
+        .await;
+    let mut adopted = Vec::new();
+    for (f, record) in proofs {
+        match record {
+            Some(e) => adopted.push((f, e)),
+            None => todo.push(f),
+        }
+    }
     let has_token = mast.as_ref().is_some_and(|m| m.has_token());
     let progress = Progress::start(
         set.progress,
@@ -105,9 +122,9 @@ pub(crate) async fn get(
             fetch.push(f);
         }
     }
-    for (f, e) in skipped {
+    for (f, e) in skipped.into_iter().chain(adopted) {
         progress.done(e.size.unwrap_or(0));
-        progress.file(&event(&f, Status::Skipped, e.size.unwrap_or(0), None));
+        progress.file(&event(&f, e.status, e.size.unwrap_or(0), None));
         records.insert(f.dest.clone(), e);
     }
     for e in copier.run(fetch).await {
@@ -180,7 +197,11 @@ fn summary(dest: &Bucket, src: &S3, opts: crate::note::Options) {
     }
 }
 
-/// What to copy, and what an earlier run already copied (with the record that says so).
+/// What to copy; what an earlier run already copied (with the record that says so); and what
+/// is there with the planned size but no record (a run killed before it wrote its manifest,
+/// or a copy another tool made), to be proven before it is copied again.
+type Split = (Vec<PlanEntry>, Vec<(PlanEntry, Entry)>, Vec<PlanEntry>);
+
 async fn split(
     plan: &Plan,
     dest: &Bucket,
@@ -188,8 +209,8 @@ async fn split(
     mine: &BTreeMap<String, Entry>,
     others: &BTreeMap<String, Entry>,
     src: &S3,
-) -> (Vec<PlanEntry>, Vec<(PlanEntry, Entry)>) {
-    let (mut todo, mut skipped) = (Vec::new(), Vec::new());
+) -> Split {
+    let (mut todo, mut skipped, mut found) = (Vec::new(), Vec::new(), Vec::new());
     for f in &plan.files {
         let prev = mine
             .get(&f.dest)
@@ -210,10 +231,45 @@ async fn split(
                 e.message = None;
                 skipped.push((f.clone(), e));
             }
+            None if f.source == Source::S3
+                && there.is_some_and(|l| f.size.is_none_or(|s| s == l.size)) =>
+            {
+                found.push(f.clone())
+            }
             _ => todo.push(f.clone()),
         }
     }
-    (todo, skipped)
+    (todo, skipped, found)
+}
+
+/// The record of an object found at its destination without one, when it is proven to be the
+/// archive's (its CRC-64/NVME, or a plain-MD5 ETag, as S3 states them for both): one HEAD on
+/// each side, instead of a copy. `None`: not proven, copied again.
+async fn adopt(f: &PlanEntry, dest: &Bucket, src: &S3) -> Option<Entry> {
+    let (b, k) = (f.bucket.as_ref()?, f.key.as_ref()?);
+    let info = src.head(b, k).await.ok()??;
+    let there = dest.head(&dest.url.key(&f.dest)).await.ok()??;
+    if there.size != info.size {
+        return None;
+    }
+    let crc = info.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
+    let (checksum, verified) = match (crc, &info.etag, &there.etag) {
+        (Some(c), ..) if there.crc64nvme.as_ref() == Some(&c.value) => {
+            (format!("crc64nvme:{}", c.value), "checksum")
+        }
+        (None, Some(e), Some(t)) if crate::checksum::is_md5_etag(e) && e == t => {
+            (format!("etag:{e}"), "etag")
+        }
+        _ => return None,
+    };
+    let mut e = Entry::from_plan(f, Status::Adopted, None);
+    e.size = Some(info.size);
+    e.etag = info.etag;
+    e.checksum = Some(checksum);
+    e.verified = Some(verified.into());
+    e.crc64nvme = there.crc64nvme;
+    e.copy_etag = there.etag;
+    Some(e)
 }
 
 /// Whether the archive still holds what `prev` recorded: the plan's ETag and size, or, when

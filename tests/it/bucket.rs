@@ -388,6 +388,7 @@ fn interrupted_copy_leaves_no_multipart_upload() {
         "the kill left nothing to clean up"
     );
     w.s3.clear_faults();
+    w.s3.clear_log();
     let again = w.get(&[]);
     assert_eq!(code(&again), 0, "{}", show(&again));
     // The big object's upload (and the MAST stream's, if it had started) are aborted.
@@ -398,7 +399,19 @@ fn interrupted_copy_leaves_no_multipart_upload() {
         show(&again)
     );
     assert!(w.s3.uploads(MINE).is_empty(), "{:?}", w.s3.uploads(MINE));
-    assert!(w.copy_in_mine(UNCAL) == w.data(UNCAL));
+    for f in [CAL, RATE, UNCAL, MIRI] {
+        assert!(w.copy_in_mine(f) == w.data(f), "{f}");
+    }
+    // What the killed run finished is proven where it lies, not copied again.
+    let m = w.manifest();
+    for e in &m {
+        let path = e["path"].as_str().unwrap();
+        let copied = w.copies().iter().any(|c| c.contains(path));
+        match e["status"].as_str().unwrap() {
+            "adopted" => assert!(!copied, "{e}"),
+            s => assert_eq!(s, "ok", "{e}"),
+        }
+    }
 }
 
 #[test]
@@ -463,4 +476,37 @@ fn no_credentials_for_the_destination_is_said_at_once() {
         "{err}"
     );
     assert!(!err.contains("retrying"), "{err}");
+}
+
+#[test]
+fn copies_already_there_without_a_record_are_proven_not_copied() {
+    let w = World::new();
+    // Copies made before, by another tool or by a run killed before its manifest was written:
+    // the legacy object (plain MD5 ETag) and a recent one (CRC-64/NVME); a third of the right
+    // size but other bytes.
+    for f in [CAL, RATE] {
+        w.s3.overwrite(MINE, &format!("jwst/{}", w.key(f)), w.data(f));
+    }
+    let mut wrong = w.data(UNCAL).to_vec();
+    wrong[0] ^= 1;
+    w.s3.overwrite(MINE, &format!("jwst/{}", w.key(UNCAL)), &wrong);
+    let out = w.get(&[]);
+    assert_eq!(code(&out), 0, "{}", show(&out));
+    let copies = w.copies();
+    assert!(
+        copies.iter().all(|c| !c.contains(CAL) && !c.contains(RATE)),
+        "{copies:#?}"
+    );
+    assert!(copies.iter().any(|c| c.contains(UNCAL)), "{copies:#?}");
+    assert!(w.copy_in_mine(UNCAL) == w.data(UNCAL));
+    let m = w.manifest();
+    let status = |f: &str| {
+        let e = m.iter().find(|e| e["path"].as_str().unwrap().ends_with(f));
+        (e.unwrap()["status"].clone(), e.unwrap()["verified"].clone())
+    };
+    assert_eq!(status(CAL), ("adopted".into(), "etag".into()));
+    assert_eq!(status(RATE), ("adopted".into(), "checksum".into()));
+    assert_eq!(status(UNCAL).0, "ok");
+    let ok = w.verify(&[]);
+    assert_eq!(code(&ok), 0, "{}", show(&ok));
 }
