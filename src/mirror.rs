@@ -47,40 +47,7 @@ pub(crate) async fn get(
     set: &Settings,
 ) -> Result<bool> {
     let own = manifest::manifest_name(set.shard);
-    let (mine, others) = dest
-        .read_manifests(&own)
-        .await
-        .context("cannot read the manifests in the destination bucket")?;
-    let folders: BTreeSet<String> = plan
-        .files
-        .iter()
-        .map(|f| crate::names::folder_of(&dest.url.key(&f.dest)).to_string())
-        .collect();
-    let listed = dest
-        .list_folders(folders, set.listings)
-        .await
-        .context("cannot list the destination bucket")?;
-    let (mut todo, skipped, found) = if set.force {
-        (plan.files.clone(), Vec::new(), Vec::new())
-    } else {
-        split(plan, &dest, &listed, &mine, &others, src).await
-    };
-    let d = &dest;
-    let proofs: Vec<_> = stream::iter(found)
-        .map(|f| async move {
-            let record = adopt(&f, d, src).await;
-            (f, record)
-        })
-        .buffered(set.listings)
-        .collect()
-        .await;
-    let mut adopted = Vec::new();
-    for (f, record) in proofs {
-        match record {
-            Some(e) => adopted.push((f, e)),
-            None => todo.push(f),
-        }
-    }
+    let (mut records, todo, known) = take_stock(plan, src, &dest, &own, set).await?;
     let has_token = mast.as_ref().is_some_and(|m| m.has_token());
     let progress = Progress::start(
         set.progress,
@@ -110,7 +77,6 @@ pub(crate) async fn get(
             crate::text::chain(&e)
         )),
     }
-    let mut records: BTreeMap<String, Entry> = mine;
     let mut fetch = Vec::new();
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
@@ -122,7 +88,7 @@ pub(crate) async fn get(
             fetch.push(f);
         }
     }
-    for (f, e) in skipped.into_iter().chain(adopted) {
+    for (f, e) in known {
         progress.done(e.size.unwrap_or(0));
         progress.file(&event(&f, e.status, e.size.unwrap_or(0), None));
         records.insert(f.dest.clone(), e);
@@ -131,26 +97,77 @@ pub(crate) async fn get(
         records.insert(e.path.clone(), e);
     }
     copier.abort_own().await;
-    for d in &plan.duplicates {
-        let msg = format!("same URI as {}", d.first_dest);
-        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
-        let e = Entry::from_plan(&d.entry, Status::Duplicate, Some(msg));
-        records.insert(d.entry.dest.clone(), e);
-    }
-    for p in plan
-        .problems
-        .iter()
-        .filter_map(|p| Some((p.entry.as_ref()?, p)))
-    {
-        let e = Entry::from_plan(p.0, Status::Failed, Some(p.1.message.clone()));
-        records.insert(p.0.dest.clone(), e);
-    }
+    record_unfetched(plan, &progress, &mut records);
     let lines: Vec<&Entry> = records.values().collect();
     let written = dest.put_manifest(&own, &lines).await;
     let counts = progress.finish();
     summary(&dest, src, set.progress);
     written.with_context(|| format!("cannot write {}{own}", dest.url))?;
     Ok(counts.failed > 0 || counts.excluded > 0)
+}
+
+/// What the destination already holds: this run's earlier records (kept, as a folder's
+/// manifest keeps them), the files to copy, and the files settled without a copy (skipped as
+/// recorded, or adopted once proven).
+async fn take_stock(
+    plan: &Plan,
+    src: &S3,
+    dest: &Bucket,
+    own: &str,
+    set: &Settings,
+) -> Result<(
+    BTreeMap<String, Entry>,
+    Vec<PlanEntry>,
+    Vec<(PlanEntry, Entry)>,
+)> {
+    let (mine, others) = dest
+        .read_manifests(own)
+        .await
+        .context("cannot read the manifests in the destination bucket")?;
+    if set.force {
+        return Ok((mine, plan.files.clone(), Vec::new()));
+    }
+    let folders: BTreeSet<String> = plan
+        .files
+        .iter()
+        .map(|f| crate::names::folder_of(&dest.url.key(&f.dest)).to_string())
+        .collect();
+    let listed = dest
+        .list_folders(folders, set.listings)
+        .await
+        .context("cannot list the destination bucket")?;
+    let (mut todo, mut known, found) = split(plan, dest, &listed, &mine, &others, src).await;
+    let proofs: Vec<_> = stream::iter(found)
+        .map(|f| async move {
+            let record = adopt(&f, dest, src).await;
+            (f, record)
+        })
+        .buffered(set.listings)
+        .collect()
+        .await;
+    for (f, record) in proofs {
+        match record {
+            Some(e) => known.push((f, e)),
+            None => todo.push(f),
+        }
+    }
+    Ok((mine, todo, known))
+}
+
+/// Duplicates, and problems that name a file, recorded as a folder's manifest records them.
+fn record_unfetched(plan: &Plan, progress: &Progress, records: &mut BTreeMap<String, Entry>) {
+    for d in &plan.duplicates {
+        let msg = format!("same URI as {}", d.first_dest);
+        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+        let e = Entry::from_plan(&d.entry, Status::Duplicate, Some(msg));
+        records.insert(d.entry.dest.clone(), e);
+    }
+    for p in &plan.problems {
+        if let Some(entry) = &p.entry {
+            let e = Entry::from_plan(entry, Status::Failed, Some(p.message.clone()));
+            records.insert(entry.dest.clone(), e);
+        }
+    }
 }
 
 fn event<'a>(f: &'a PlanEntry, status: Status, bytes: u64, msg: Option<&'a str>) -> FileEvent<'a> {
