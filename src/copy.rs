@@ -402,6 +402,9 @@ impl Copier {
         keys: &std::collections::HashSet<String>,
     ) -> Result<usize, S3Error> {
         let mut aborted = 0;
+        if keys.is_empty() {
+            return Ok(0); // nothing will be written: nothing of ours can be in progress
+        }
         for (key, id) in self.dest.uploads().await? {
             if keys.contains(&key) {
                 self.dest.abort(&key, &id).await?;

@@ -196,6 +196,12 @@ fn program_lands_in_own_bucket_server_side_and_rerun_copies_nothing() {
         written.is_empty(),
         "object bytes through the client: {written:?}"
     );
+    let said = util::stderr(&out);
+    let requests = said
+        .lines()
+        .find(|l| l.contains("CopyObject"))
+        .unwrap_or("");
+    println!("bucket: first run: {requests}; archive bytes read by the client: {read}");
 
     // The 12 MiB object in three 5 MiB parts (UploadPartCopy), the others in one CopyObject.
     let copies = w.copies();
@@ -266,6 +272,12 @@ fn program_lands_in_own_bucket_server_side_and_rerun_copies_nothing() {
     );
     let m = w.manifest();
     assert!(m.iter().all(|e| e["status"] == "skipped"), "{m:#?}");
+    let said = util::stderr(&again);
+    let requests = said
+        .lines()
+        .find(|l| l.contains("CopyObject"))
+        .unwrap_or("");
+    println!("bucket: rerun: {requests}");
 
     let ok = w.verify(&[]);
     assert_eq!(code(&ok), 0, "{}", show(&ok));
