@@ -316,8 +316,15 @@ impl Copier {
         crc: Option<String>,
     ) -> Result<Proof, CopyError> {
         let src_crc = src.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
-        let stored = match (&crc, src_crc) {
-            (Some(c), Some(_)) => Stored {
+        // What the copy's answer states is enough when it carries what the proof compares (the
+        // CRC, or for a legacy object the same plain MD5, which fixes the size too); else a
+        // HEAD asks the destination.
+        let same_md5 = match (&src.etag, &copy_etag) {
+            (Some(e), Some(c)) => checksum::is_md5_etag(e) && e == c,
+            _ => false,
+        };
+        let stored = match &crc {
+            Some(c) if src_crc.is_some() || same_md5 => Stored {
                 size: src.size,
                 etag: copy_etag.clone(),
                 crc64nvme: Some(c.clone()),
