@@ -522,3 +522,23 @@ fn copies_already_there_without_a_record_are_proven_not_copied() {
     let ok = w.verify(&[]);
     assert_eq!(code(&ok), 0, "{}", show(&ok));
 }
+
+#[test]
+fn bucket_flags_are_checked_before_anything_is_sent() {
+    let run = |args: &[&str]| util::mastfetch().args(args).output().unwrap();
+    let folder = run(&["get", CAL, "--dest", "here", "--dest-region", "eu-west-1"]);
+    assert_eq!(code(&folder), 2, "{}", show(&folder));
+    assert!(util::stderr(&folder).contains("s3://BUCKET/PREFIX/"));
+    let sha = run(&["get", CAL, "--dest", DEST, "--sha256"]);
+    assert_eq!(code(&sha), 2, "{}", show(&sha));
+    assert!(util::stderr(&sha).contains("--sha256"), "{}", show(&sha));
+    let part = run(&["get", CAL, "--dest", DEST, "--copy-part-size", "1MiB"]);
+    assert_eq!(code(&part), 2, "{}", show(&part));
+    assert!(
+        util::stderr(&part).contains("5MiB to 5GiB"),
+        "{}",
+        show(&part)
+    );
+    let no_bucket = run(&["get", CAL, "--dest", "s3:///x"]);
+    assert_eq!(code(&no_bucket), 2, "{}", show(&no_bucket));
+}
