@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 use crate::adopt;
+use crate::bucket::{Bucket, DestOptions};
 use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig, VerifyFormat};
 use crate::complete::{self, Known, Skipped};
@@ -19,6 +20,7 @@ use crate::https::{self, MastHttps};
 use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
+use crate::mirror;
 use crate::note;
 use crate::plan::{self, Format, Plan, Source};
 use crate::progress::{FileEvent, Progress};
@@ -301,7 +303,15 @@ fn plan_code(plan: &Plan) -> u8 {
 }
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
-    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let mut cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let for_bucket = args
+        .dest
+        .as_ref()
+        .is_some_and(|d| d.to_string_lossy().starts_with("s3://"));
+    if for_bucket && args.run.layout.is_none() {
+        // The plan `get --dest s3://...` would make: the archive's keys.
+        cfg.layout = plan::Layout::Mirror;
+    }
     // stdout holds the plan: notes go to stderr only.
     note::set_wait_notes(note::Options {
         json: false,
@@ -333,13 +343,21 @@ async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> 
 }
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
-    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let mut cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let bucket = crate::cli::dest_options(&args.dest, &args.sources, &args.bucket)?;
+    if bucket.is_some() && args.run.layout.is_none() {
+        // A bucket of one's own mirrors the archive's keys by default, as `aws s3 sync` would.
+        cfg.layout = plan::Layout::Mirror;
+    }
     note::set_wait_notes(note::Options {
         json: cfg.progress.json && !args.dry_run,
         ..cfg.progress
     });
     if args.dry_run {
         return show_plan(&cfg, args.format, Some(&args.dest)).await;
+    }
+    if let Some(dest) = bucket {
+        return get_bucket(&cfg, &args, dest).await;
     }
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -441,6 +459,72 @@ async fn plan_and_split(
         complete::split(known, &plan, &src.s3).await
     };
     Ok((plan, split))
+}
+
+/// `get --dest s3://BUCKET/PREFIX/`: the same plan, copied server-side into the user's bucket
+/// (`mirror`), MAST-only products streamed there.
+async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u8> {
+    if args.sha256 {
+        bail!(
+            "--sha256 needs every byte, which a copy into a bucket never brings here; the \
+             manifest records each copy's CRC-64/NVME as S3 states it"
+        );
+    }
+    let (threshold, part_size) = crate::cli::copy_sizes(args)?;
+    let src = sources(cfg).await?;
+    let bucket = Bucket::connect(&dest, cfg.retry).await;
+    let plan = make_plan(cfg, &src).await?;
+    if !cfg.progress.quiet {
+        eprintln!("mastfetch: copying into {} (server-side)", dest.url);
+    }
+    summarize(&plan, &src, cfg.progress);
+    let needs_token = plan
+        .files
+        .iter()
+        .any(|f| f.source == Source::Mast && f.is_exclusive());
+    let mast = mast_downloads(cfg, needs_token).await?;
+    let settings = mirror::Settings {
+        requests: cfg.budgets.requests,
+        listings: cfg.budgets.listings,
+        retry: cfg.retry,
+        verify: cfg.verify,
+        force: args.force,
+        shard: cfg.shard,
+        threshold,
+        part_size,
+        progress: cfg.progress,
+    };
+    let bad = mirror::get(&plan, &src.s3, bucket, mast, &settings).await?;
+    Ok(u8::from(bad || plan_code(&plan) > 0))
+}
+
+/// `verify s3://BUCKET/PREFIX/`: each recorded copy as the bucket states it (one HEAD each),
+/// and with `--remote` against the archive.
+async fn verify_bucket(cfg: &VerifyConfig, dest: DestOptions) -> Result<u8> {
+    if cfg.repair || cfg.write_manifest {
+        bail!(
+            "--repair and --write-manifest are for folders; for a bucket, `get --dest {}` \
+             copies again what is missing or altered",
+            dest.url
+        );
+    }
+    let bucket = Bucket::connect(&dest, cfg.retry).await;
+    let (mut findings, entries) = mirror::verify(&bucket, cfg.budgets.requests).await?;
+    if cfg.remote {
+        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
+        let stale = verify::verify_remote(&s3, &entries)
+            .await
+            .context("checking the archive failed")?;
+        for s in stale {
+            if let Some(f) = findings.iter_mut().find(|f| f.path == s.path) {
+                if f.status == Verdict::Ok {
+                    *f = s;
+                }
+            }
+        }
+    }
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    report_findings(&findings, cfg.format, cfg.quiet)
 }
 
 fn event<'a>(
@@ -584,6 +668,9 @@ fn exclude_without_token(
 }
 
 async fn verify_cmd(cfg: VerifyConfig) -> Result<u8> {
+    if let Some(dest) = crate::cli::dest_options(&cfg.dir, cfg.sources(), &cfg.bucket)? {
+        return verify_bucket(&cfg, dest).await;
+    }
     let dir = &cfg.dir;
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());

@@ -7,8 +7,10 @@
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `complete` (what DIR already holds: `get`'s skip pass),
 //!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
-//!   as a stream, sharded);
-//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
+//!   as a stream, sharded), `mirror` (a run into the user's bucket), `copy` (its
+//!   server-side copy engine) and `mast_stream` (MAST-only products streamed into it);
+//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API), `bucket` (the user's
+//!   destination bucket, signed);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
 //!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
@@ -17,9 +19,11 @@
 
 pub mod adopt;
 pub mod app;
+pub mod bucket;
 pub mod checksum;
 pub mod cli;
 pub mod complete;
+pub mod copy;
 pub mod dest;
 pub mod fits;
 pub mod hashing;
@@ -27,6 +31,8 @@ pub mod https;
 pub mod input;
 pub mod manifest;
 pub mod mast;
+pub mod mast_stream;
+pub mod mirror;
 pub mod names;
 pub mod note;
 pub mod plan;

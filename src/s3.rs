@@ -646,7 +646,7 @@ pub(crate) fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {
     ))
 }
 
-fn classify<E: ProvideErrorMetadata>(
+pub(crate) fn classify<E: ProvideErrorMetadata>(
     err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
 ) -> ErrorKind {
     match err {
