@@ -14,7 +14,8 @@
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
 //!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
-//!   (the serial digests, read back), `fits`, `retry`, `note` (notes and JSON lines any module
+//!   (the serial digests, read back), `fits`, `retry`, `throttle` (the run's shared request rate
+//!   under SlowDown), `note` (notes and JSON lines any module
 //!   may give), `text` (showing outside text and error chains safely).
 
 pub mod adopt;
@@ -43,5 +44,6 @@ pub mod retry;
 pub mod s3;
 pub mod shard;
 pub mod text;
+pub mod throttle;
 pub mod transfer;
 pub mod verify;

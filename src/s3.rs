@@ -29,6 +29,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::checksum::Published;
 use crate::retry::{RetryPolicy, Transient};
+use crate::throttle::Throttle;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,6 +96,9 @@ pub(crate) struct S3Error {
     pub detail: String,
     #[source]
     pub source: Option<BoxError>,
+    /// The server asked us to slow down (503 SlowDown, 429, a throttling code): the run's
+    /// shared rate (`throttle`) answers it, not this request alone.
+    pub throttled: bool,
 }
 
 impl Transient for S3Error {
@@ -173,6 +177,8 @@ pub(crate) struct S3 {
     region: String,
     endpoint_url: Option<String>,
     retry: RetryPolicy,
+    /// The run's shared rate under SlowDown: every GET, HEAD and listing page goes through it.
+    pub throttle: Arc<Throttle>,
 }
 
 fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
@@ -258,6 +264,7 @@ impl S3 {
             region: opts.region.clone(),
             endpoint_url: opts.endpoint_url.clone(),
             retry,
+            throttle: Arc::default(),
         }
     }
 
@@ -280,6 +287,13 @@ impl S3 {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        let throttled = match &err {
+            SdkError::ServiceError(se) => crate::throttle::is_throttle(
+                se.raw().status().as_u16(),
+                se.err().code().unwrap_or(""),
+            ),
+            _ => false,
+        };
         let mut kind = classify(&err);
         if kind == ErrorKind::Transient && !matches!(err, SdkError::ServiceError(_)) {
             kind = self.transport_kind(&err);
@@ -304,6 +318,7 @@ impl S3 {
         };
         let mut e = S3::make_error(op, bucket, key, kind, detail);
         e.source = source;
+        e.throttled = throttled;
         e
     }
 
@@ -399,13 +414,16 @@ impl S3 {
                     if shallow {
                         req = req.delimiter("/");
                     }
-                    self.stats.lists.fetch_add(1, Ordering::Relaxed);
                     let what = format!("LIST s3://{bucket}/{prefix}");
-                    let answer = crate::retry::noting(&what, req.send());
-                    match tokio::time::timeout(METADATA_TIMEOUT, answer).await {
-                        Err(_) => Err(self.timeout("LIST", bucket, prefix)),
-                        Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
-                    }
+                    let send = || async {
+                        self.stats.lists.fetch_add(1, Ordering::Relaxed);
+                        let answer = crate::retry::noting(&what, req.clone().send());
+                        match tokio::time::timeout(METADATA_TIMEOUT, answer).await {
+                            Err(_) => Err(self.timeout("LIST", bucket, prefix)),
+                            Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
+                        }
+                    };
+                    self.throttle.run(send, |e: &S3Error| e.throttled).await
                 })
                 .await?;
             for obj in page.contents() {
@@ -435,18 +453,21 @@ impl S3 {
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, S3Error> {
         let res = self
             .retry
-            .run(|| async {
-                self.stats.heads.fetch_add(1, Ordering::Relaxed);
-                let mut req = self.client.head_object().bucket(bucket).key(key);
-                match part {
-                    Some(n) => req = req.part_number(n.min(i32::MAX as u64) as i32),
-                    // The value costs nothing extra on a whole-object HEAD.
-                    None => req = req.checksum_mode(ChecksumMode::Enabled),
-                }
-                match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
-                    Err(_) => Err(self.timeout("HEAD", bucket, key)),
-                    Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
-                }
+            .run(|| {
+                let send = || async {
+                    self.stats.heads.fetch_add(1, Ordering::Relaxed);
+                    let mut req = self.client.head_object().bucket(bucket).key(key);
+                    match part {
+                        Some(n) => req = req.part_number(n.min(i32::MAX as u64) as i32),
+                        // The value costs nothing extra on a whole-object HEAD.
+                        None => req = req.checksum_mode(ChecksumMode::Enabled),
+                    }
+                    match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+                        Err(_) => Err(self.timeout("HEAD", bucket, key)),
+                        Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
+                    }
+                };
+                self.throttle.run(send, |e: &S3Error| e.throttled)
             })
             .await;
         match res {
@@ -502,8 +523,20 @@ impl S3 {
 
     /// Start a GET of `key`, optionally of `range` (inclusive end) and pinned to `if_match`.
     /// A whole-object GET asks for the full-object checksum (free in the answer's headers).
-    /// Not retried here: the caller resumes from the bytes it already has.
+    /// Not retried here (but for throttles, which the run's shared rate answers): the caller
+    /// resumes from the bytes it already has.
     pub(crate) async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        let send = || self.get_once(bucket, key, range, if_match);
+        self.throttle.run(send, |e: &S3Error| e.throttled).await
+    }
+
+    async fn get_once(
         &self,
         bucket: &str,
         key: &str,
@@ -596,7 +629,9 @@ impl S3 {
                 .and_then(|(_, rest)| rest.split_once("</Code>"))
                 .map_or("", |(code, _)| code);
             let kind = classify_status(status, code);
-            return Err(fail(kind, format!(": HTTP {status} {code}"), None));
+            let mut err = fail(kind, format!(": HTTP {status} {code}"), None);
+            err.throttled = crate::throttle::is_throttle(status, code);
+            return Err(err);
         }
         let header = |name| head.headers.get(name).and_then(|v| v.to_str().ok());
         use futures::TryStreamExt;
@@ -630,6 +665,7 @@ impl S3 {
             kind,
             detail,
             source: None,
+            throttled: false,
         }
     }
 }
