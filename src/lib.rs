@@ -15,7 +15,7 @@
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
 //!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
 //!   (the serial digests, read back), `fits`, `retry`, `throttle` (the run's shared request rate
-//!   under SlowDown), `note` (notes and JSON lines any module
+//!   under SlowDown), `hedge` (when a slow GET is sent once more), `note` (notes and JSON lines any module
 //!   may give), `text` (showing outside text and error chains safely).
 
 pub mod adopt;
@@ -28,6 +28,7 @@ pub mod copy;
 pub mod dest;
 pub mod fits;
 pub mod hashing;
+pub mod hedge;
 pub mod https;
 pub mod input;
 pub mod manifest;

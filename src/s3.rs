@@ -28,6 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::checksum::Published;
+use crate::hedge::Hedge;
 use crate::retry::{RetryPolicy, Transient};
 use crate::throttle::Throttle;
 
@@ -179,6 +180,8 @@ pub(crate) struct S3 {
     retry: RetryPolicy,
     /// The run's shared rate under SlowDown: every GET, HEAD and listing page goes through it.
     pub throttle: Arc<Throttle>,
+    /// Recent first-byte times of GETs, and the budget of hedged GETs.
+    pub hedge: Arc<Hedge>,
 }
 
 fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
@@ -265,6 +268,7 @@ impl S3 {
             endpoint_url: opts.endpoint_url.clone(),
             retry,
             throttle: Arc::default(),
+            hedge: Arc::default(),
         }
     }
 
@@ -532,8 +536,45 @@ impl S3 {
         range: Option<(u64, u64)>,
         if_match: Option<&str>,
     ) -> Result<GetResponse, S3Error> {
-        let send = || self.get_once(bucket, key, range, if_match);
+        let send = || self.get_hedged(bucket, key, range, if_match);
         self.throttle.run(send, |e: &S3Error| e.throttled).await
+    }
+
+    /// One GET, sent once more if its answer is far later than its peers' (`hedge`); the first
+    /// answer wins and the other request is dropped (its connection closed, its body unread).
+    /// Not while the run is throttled: a second request would add to what S3 asked us to cut.
+    async fn get_hedged(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        let started = tokio::time::Instant::now();
+        self.hedge.sent();
+        let first = self.get_once(bucket, key, range, if_match);
+        let mut first = std::pin::pin!(first);
+        let Some(after) = self.hedge.threshold() else {
+            let res = first.await;
+            self.hedge.answered(started.elapsed());
+            return res;
+        };
+        if let Ok(res) = tokio::time::timeout(after, &mut first).await {
+            self.hedge.answered(started.elapsed());
+            return res;
+        }
+        if self.throttle.limited() || !self.hedge.take() {
+            let res = first.await;
+            self.hedge.answered(started.elapsed());
+            return res;
+        }
+        let second = std::pin::pin!(self.get_once(bucket, key, range, if_match));
+        let res = futures::future::select(first, second)
+            .await
+            .factor_first()
+            .0;
+        self.hedge.answered(started.elapsed());
+        res
     }
 
     async fn get_once(

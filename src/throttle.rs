@@ -14,12 +14,13 @@
 //! (aws-smithy-runtime's `ClientRateLimiter`): a throttle cuts the rate to [`BETA`] of what
 //! was being achieved, then it grows back along a cubic curve (CUBIC, as in TCP) that returns to
 //! the rate of the last cut after `cbrt(max * (1 - BETA) / SCALE)` seconds, lingers near it,
-//! and only then probes above. Two departures from the SDK:
-//! - the rate cut from is the rate of *answered* (not throttled) requests, which under a limit
-//!   is the limit itself; the SDK's rate of all requests counts the instant 503s too, and would
-//!   need several cuts to come down to it;
-//! - only a request sent after the last cut can cut again: the dozens in flight when the first
-//!   503 came back were sent at the old rate and say nothing about the new one.
+//! and only then probes above. The rate cut from is the rate requests were sent at (the SDK's
+//! measured rate), capped by the limit in force. One departure from the SDK:
+//! only a request sent after the last cut can cut again: the dozens in flight when the first
+//! 503 came back were sent at the old rate and say nothing about the new one. (A first version
+//! cut from the rate of answers that got through: while the rate settles that is below the
+//! server's limit, and the cubic curve climbs slowly above the rate it was cut from; it served
+//! 55% of a 300/s limit in the bench.)
 //!
 //! Time is seconds since the throttle was made ([`Rate`] takes it as an argument, so the model
 //! is tested without clocks or sleeps).
@@ -66,6 +67,52 @@ pub(crate) fn is_throttle(status: u16, code: &str) -> bool {
         )
 }
 
+/// Answers per second over the last second (or since the first answer, if sooner).
+#[derive(Debug, Clone)]
+struct Meter {
+    /// Answers counted per slot (a ring), the latest slot counted, and the first answer.
+    counts: [u32; SLOTS],
+    latest: i64,
+    first: Option<f64>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            counts: [0; SLOTS],
+            latest: i64::MIN / 2,
+            first: None,
+        }
+    }
+
+    /// Move the counts on to the slot of `now`, emptying the slots passed.
+    fn advance(&mut self, now: f64) -> i64 {
+        let slot = (now / SLOT).floor() as i64;
+        let from = self.latest.max(slot - SLOTS as i64) + 1;
+        for s in from..=slot {
+            self.counts[s.rem_euclid(SLOTS as i64) as usize] = 0;
+        }
+        self.latest = self.latest.max(slot);
+        slot
+    }
+
+    fn count(&mut self, now: f64) {
+        let slot = self.advance(now);
+        self.counts[slot.rem_euclid(SLOTS as i64) as usize] += 1;
+        self.first.get_or_insert(now);
+    }
+
+    fn rate(&mut self, now: f64) -> f64 {
+        let slot = self.advance(now);
+        let Some(first) = self.first else {
+            return 0.0;
+        };
+        let start = ((slot + 1 - SLOTS as i64) as f64 * SLOT).max(first);
+        let n: u32 = self.counts.iter().sum();
+        f64::from(n) / (now - start).max(SLOT)
+    }
+}
+
 /// The rate model: pure, driven by the times it is given.
 #[derive(Debug, Clone)]
 pub(crate) struct Rate {
@@ -76,10 +123,8 @@ pub(crate) struct Rate {
     /// The rate the last cut was from, and when it happened.
     last_max: f64,
     last_cut: f64,
-    /// Answers counted per slot (a ring), the latest slot counted, and the first answer.
-    counts: [u32; SLOTS],
-    latest: i64,
-    first_answer: Option<f64>,
+    /// Requests sent (throttled ones too).
+    sent: Meter,
 }
 
 impl Rate {
@@ -89,9 +134,7 @@ impl Rate {
             next_slot: 0.0,
             last_max: 0.0,
             last_cut: f64::NEG_INFINITY,
-            counts: [0; SLOTS],
-            latest: i64::MIN / 2,
-            first_answer: None,
+            sent: Meter::new(),
         }
     }
 
@@ -103,40 +146,26 @@ impl Rate {
     /// A request wants to start at `now`: when it may (`>= now`).
     pub(crate) fn admit(&mut self, now: f64) -> f64 {
         let Some(fill) = self.fill else {
+            self.sent.count(now);
             return now;
         };
         let at = self.next_slot.max(now);
         self.next_slot = at + 1.0 / fill;
+        self.sent.count(at);
         at
     }
 
-    /// Move the answer counts on to the slot of `now`, emptying the slots passed.
-    fn advance(&mut self, now: f64) -> i64 {
-        let slot = (now / SLOT).floor() as i64;
-        let from = self.latest.max(slot - SLOTS as i64) + 1;
-        for s in from..=slot {
-            self.counts[s.rem_euclid(SLOTS as i64) as usize] = 0;
-        }
-        self.latest = self.latest.max(slot);
-        slot
-    }
-
-    /// Answered requests/s over the last second (or since the first answer, if sooner).
+    /// The rate a cut starts from: the rate requests were sent at over the last second (the
+    /// SDK's measured rate), and never above the limit that was throttled. A rate of answers
+    /// that got through would be lower than the server's limit while the rate settles, and the
+    /// cubic curve climbs slowly above the rate it was cut from: cutting from the rate sent
+    /// approaches the limit from above, a cut or two more, and then stays near it.
     fn achieved(&mut self, now: f64) -> f64 {
-        let slot = self.advance(now);
-        let Some(first) = self.first_answer else {
-            return 0.0;
-        };
-        let start = ((slot + 1 - SLOTS as i64) as f64 * SLOT).max(first);
-        let n: u32 = self.counts.iter().sum();
-        f64::from(n) / (now - start).max(SLOT)
+        self.sent.rate(now)
     }
 
     /// A request got an answer that was not a throttle.
     pub(crate) fn answered(&mut self, now: f64) {
-        let slot = self.advance(now);
-        self.counts[slot.rem_euclid(SLOTS as i64) as usize] += 1;
-        self.first_answer.get_or_insert(now);
         if self.fill.is_some() {
             let cubic = SCALE * (now - self.last_cut - self.window()).powi(3) + self.last_max;
             // Never far above what is used: a slow phase (a big file's parts) must not let the
@@ -200,6 +229,11 @@ impl Throttle {
         self.origin.elapsed().as_secs_f64()
     }
 
+    /// Whether S3 has throttled this run (requests are paced from then on).
+    pub(crate) fn limited(&self) -> bool {
+        self.rate.lock().unwrap().limit().is_some()
+    }
+
     /// Run one request (`op`, sent anew each time) at the run's rate: a throttled answer cuts
     /// the rate and the request is sent again at the new one, for as long as other requests
     /// get through; after [`MAX_STALLED`] throttles in a row with no answer anywhere in the
@@ -257,12 +291,13 @@ impl Throttle {
 mod tests {
     use super::*;
 
-    /// Answers at `rps` from `from` to `to` (seconds), as a server limiting to it would give.
+    /// Requests sent and answered at `rps` from `from` to `to` (seconds).
     fn answer(r: &mut Rate, rps: f64, from: f64, to: f64) {
         let mut t = from;
         while t < to {
-            r.answered(t);
-            t += 1.0 / rps;
+            let at = r.admit(t);
+            r.answered(at);
+            t = at + 1.0 / rps;
         }
     }
 
@@ -347,6 +382,26 @@ mod tests {
             t = at + 0.01;
         }
         assert_eq!(r.limit(), Some(MIN_RATE));
+    }
+
+    #[test]
+    fn a_throttle_before_any_answer_cuts_from_the_rate_of_all_answers() {
+        // 64 requests at once; the 503s come back in a millisecond, the rest after 30 ms.
+        let mut r = Rate::new();
+        for _ in 0..64 {
+            r.admit(0.0);
+        }
+        for i in 0..34 {
+            r.throttled(0.0, 0.001 + f64::from(i) * 1e-5);
+        }
+        let limit = r.limit().unwrap();
+        assert!(
+            limit > 200.0,
+            "cut to {limit}/s before a single answer got through"
+        );
+        // Answers arriving in the first moments do not drag it down either.
+        answer(&mut r, 300.0, 0.03, 0.3);
+        assert!(r.limit().unwrap() > 200.0, "{:?}", r.limit());
     }
 
     #[test]

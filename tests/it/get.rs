@@ -831,6 +831,58 @@ fn a_request_rate_limit_slows_the_run_and_fails_no_file() {
     );
 }
 
+/// A GET answered far later than its peers (here: held 3 s, its peers answer in milliseconds)
+/// is sent once more after the hedge threshold; the first answer wins and the file verifies.
+#[test]
+fn a_slow_answer_is_hedged_and_the_file_verifies() {
+    let s3 = TestS3::start(&[BUCKET]);
+    // Fetched largest first: the slow one is last, after enough answers to know the peers'.
+    let mut files = vec![("hedged/slow.fits".to_string(), data(8, 5_000))];
+    for i in 0..40 {
+        files.push((format!("hedged/peer_{i:02}.fits"), data(200 + i, 10_000)));
+    }
+    for (k, d) in &files {
+        s3.put(BUCKET, k, d);
+    }
+    s3.inject(
+        "GET",
+        "hedged/slow.fits",
+        1,
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            &format!("s3://{BUCKET}/hedged/"),
+            "--layout",
+            "mirror",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--jobs",
+            "4",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (k, d) in &files {
+        assert!(std::fs::read(dest.join(k)).unwrap() == *d, "{k}");
+    }
+    let gets = |k: &str| {
+        s3.log()
+            .iter()
+            .filter(|r| r.is_get_object() && r.path.ends_with(k))
+            .count()
+    };
+    assert_eq!(gets("hedged/slow.fits"), 2, "the slow GET was hedged once");
+    assert_eq!(
+        gets("hedged/peer_00.fits"),
+        1,
+        "answers in time are not hedged"
+    );
+}
+
 #[test]
 fn signed_requests_go_through_the_sdk_with_the_same_checks() {
     let (s3, files) = seeded();
