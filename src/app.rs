@@ -388,7 +388,7 @@ fn record_known(
     }
     for (entry, mut line) in adopted {
         if sha256 {
-            let path = plan::dest_path(dir, &entry.dest)?;
+            let path = crate::dest::dest_path(dir, &entry.dest)?;
             let (_, sha) = checksum::digest_file(&path, true)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             line.sha256 = sha;
@@ -431,7 +431,7 @@ fn skipped_line(dir: &Path, entry: &plan::PlanEntry, prev: &Entry, sha256: bool)
     // A file recorded before a field existed (or without --sha256) gets it from disk.
     let need_sha = sha256 && line.sha256.is_none();
     if line.crc64nvme.is_none() || need_sha {
-        let path = plan::dest_path(dir, &entry.dest)?;
+        let path = crate::dest::dest_path(dir, &entry.dest)?;
         let (crc, sha) = checksum::digest_file(&path, need_sha)
             .with_context(|| format!("cannot read {}", path.display()))?;
         line.crc64nvme = Some(crc);
@@ -506,7 +506,10 @@ async fn split_complete(
         let Some(prev) = prev else {
             // A file at the destination that no manifest records came from elsewhere (another
             // tool's mirror): proven against the archive below instead of downloaded again.
-            match plan::dest_path(dir, &f.dest).ok().map(std::fs::metadata) {
+            match crate::dest::dest_path(dir, &f.dest)
+                .ok()
+                .map(std::fs::metadata)
+            {
                 Some(Ok(m)) if m.is_file() && f.source == Source::S3 => foreign.push((
                     f.clone(),
                     adopt::LocalFile {
@@ -519,7 +522,7 @@ async fn split_complete(
             }
             continue;
         };
-        let on_disk = plan::dest_path(dir, &f.dest)
+        let on_disk = crate::dest::dest_path(dir, &f.dest)
             .ok()
             .and_then(|p| std::fs::metadata(p).ok())
             .map(|m| m.len());

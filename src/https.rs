@@ -3,14 +3,14 @@
 //!
 //! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
-//! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`), and
-//! tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
+//! single-stream download with Range resume where the server honours it, retries and hashing.
+//! Where the bytes go and when they take their place is `dest`'s policy, as for the S3 engine;
+//! its resume log holds the URL fetched. It tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
+use crate::dest::{disk, DiskError, Folders, Place};
 use crate::plan::PlanEntry;
 use crate::retry::{RetryPolicy, Transient};
 
@@ -62,13 +63,8 @@ pub(crate) enum HttpsError {
         #[source]
         source: Option<reqwest::Error>,
     },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("GET {url}: answer")]
     TooSlow {
         url: String,
@@ -260,8 +256,8 @@ impl MastHttps {
     pub(crate) async fn download(
         &self,
         entry: &PlanEntry,
-        dir: &Path,
-        dest: &Path,
+        place: &Place,
+        folders: &Folders,
         tally: &(dyn Fn(Tally) + Sync),
         hashers: Arc<Semaphore>,
         sha256: bool,
@@ -271,32 +267,25 @@ impl MastHttps {
             what: "not a URL",
             source: None,
         })?;
-        let (tmp, state) = crate::dest::temp_paths(dir, &entry.dest);
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| HttpsError::Io { what, path, source }
-        };
-        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
-            fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
-        }
+        let (tmp, state) = (&place.tmp, &place.state);
+        folders.make(place)?;
         // A partial file continues only if an earlier run fetched this very URL into it.
-        let resume_ok = fs::read_to_string(&state).is_ok_and(|s| s.trim() == entry.url);
-        if !resume_ok {
-            File::create(&tmp).map_err(io("cannot create", &tmp))?;
-            fs::write(&state, format!("{}\n", entry.url)).map_err(io("cannot write", &state))?;
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(io("cannot open", &tmp))?;
-        let mut have = file.metadata().map_err(io("cannot stat", &tmp))?.len();
+        let resume_ok = fs::read_to_string(state).is_ok_and(|s| s.trim() == entry.url);
+        let file = if resume_ok {
+            place.open_tmp()?
+        } else {
+            let file = place.create_tmp()?;
+            fs::write(state, format!("{}\n", entry.url)).map_err(disk("cannot write", state))?;
+            file
+        };
+        let mut have = file.metadata().map_err(disk("cannot stat", tmp))?.len();
         if have > 0 {
             tally(Tally::Resumed(have));
         }
         let mut attempt = 0;
         loop {
             match self
-                .fetch_once(&url, &file, &tmp, &mut have, entry.size, tally)
+                .fetch_once(&url, &file, tmp, &mut have, entry.size, tally)
                 .await
             {
                 Ok(()) => break,
@@ -309,8 +298,7 @@ impl MastHttps {
         }
         if let Some(want) = entry.size {
             if have != want {
-                let _ = fs::remove_file(&tmp);
-                let _ = fs::remove_file(&state);
+                place.discard();
                 return Err(HttpsError::Size {
                     url: entry.url.clone(),
                     got: have,
@@ -319,17 +307,17 @@ impl MastHttps {
             }
         }
         let permit = hashers.acquire_owned().await.expect("semaphore open");
-        let (tmp2, dest2) = (tmp.clone(), dest.to_path_buf());
+        let place2 = place.clone();
         let (crc, sha) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
-            let digests = digest_file(&tmp2, sha256).map_err(io("cannot read", &tmp2))?;
-            fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
+            let digests =
+                digest_file(&place2.tmp, sha256).map_err(disk("cannot read", &place2.tmp))?;
+            place2.put_in_place()?;
             Ok::<_, HttpsError>(digests)
         })
         .await
         .expect("hash task does not panic")?;
-        let _ = fs::remove_file(&state);
         Ok((have, crc, sha))
     }
 
@@ -365,11 +353,7 @@ impl MastHttps {
                 if *have > 0 {
                     // Range not honoured: start over rather than mix.
                     tally(Tally::GaveBack(*have));
-                    file.set_len(0).map_err(|source| HttpsError::Io {
-                        what: "cannot truncate",
-                        path: tmp.to_path_buf(),
-                        source,
-                    })?;
+                    file.set_len(0).map_err(disk("cannot truncate", tmp))?;
                     *have = 0;
                 }
             }
@@ -458,11 +442,7 @@ impl MastHttps {
                 Ok(Some(Ok(c))) => c,
             };
             file.write_all_at(&chunk, *have)
-                .map_err(|source| HttpsError::Io {
-                    what: "cannot write",
-                    path: tmp.to_path_buf(),
-                    source,
-                })?;
+                .map_err(disk("cannot write", tmp))?;
             *have += chunk.len() as u64;
             got += chunk.len() as u64;
             tally(Tally::Received(chunk.len() as u64));

@@ -10,7 +10,7 @@
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
-//!   (mastfetch's own names under DIR), `checksum` (what a file is proven against), `hashing`
+//!   (DIR: safe destinations, temporary names, the placement policy), `checksum` (what a file is proven against), `hashing`
 //!   (the serial digests, read back), `fits`, `retry`, `note` (notes and JSON lines any module
 //!   may give), `text` (showing outside text and error chains safely).
 

@@ -26,7 +26,7 @@
 //!    part, what it must match first (`multi_part_expect`: the full-object checksum, or a
 //!    multipart ETag, whose upload parts then become the part bounds so each part's MD5 can
 //!    be taken on arrival). A file of one part learns it from its GET's answer instead. It
-//!    creates the temporary file under `DIR/.mastfetch/` (`dest::temp_paths`) or continues
+//!    creates the temporary file under `DIR/.mastfetch/` (`dest::Place`) or continues
 //!    one (below), and computes the parts not yet on disk.
 //! 2. Each missing part is one task (`run_part` -> `fetch_part`): a ranged GET with
 //!    `If-Match` on the pinned ETag; `check_response` checks the status, the ETag and the
@@ -65,7 +65,7 @@
 //! else the size alone, with a note saying why. The size is always checked; `--no-verify`
 //! (`Expect::Nothing`) skips the rest. MAST downloads (`https`) are proven by their size.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
@@ -78,10 +78,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::checksum::{self, CrcAlg, Expect, PartDigest, PartHasher};
+use crate::dest::{DiskError, Folders, Place};
 use crate::hashing::{self, HashPool, Want};
 use crate::https::{MastHttps, Tally};
 use crate::manifest::{self, Entry, Status};
-use crate::plan::{self, PlanEntry, Source};
+use crate::plan::{PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
 use crate::retry::RetryPolicy;
 use crate::s3::{ErrorKind, S3Error, S3};
@@ -112,8 +113,8 @@ pub(crate) struct Engine {
     hash: HashPool,
     /// Turns for hashing MAST downloads (one file each, at its end).
     hashers: Arc<Semaphore>,
-    /// Folders already created in this run: one `create_dir_all` per folder, not per file.
-    made_dirs: Mutex<HashSet<PathBuf>>,
+    /// Folders already created in this run.
+    folders: Folders,
     /// Set by the first write that finds the disk full: no new file starts after it (each
     /// would only fail the same way), and the run ends saying what the rest needs.
     disk_full: AtomicBool,
@@ -163,8 +164,8 @@ struct FileCtx {
     job: Job,
     bucket: String,
     key: String,
-    tmp: PathBuf,
-    state: PathBuf,
+    /// Its final name, temporary file and resume log.
+    place: Place,
     file: File,
     size: u64,
     /// Part `p` is the bytes `bounds[p]..bounds[p + 1]`: `--part-size` pieces, or the object's
@@ -217,13 +218,6 @@ pub(crate) struct Done {
 enum FinishError {
     #[error("{0}")]
     S3(#[from] S3Error),
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("downloaded {got} bytes, expected {want}")]
     Size { got: u64, want: u64 },
     /// The bytes are not what the archive says the object is (both values named).
@@ -234,7 +228,9 @@ enum FinishError {
         want: String,
     },
     #[error(transparent)]
-    Unsafe(#[from] plan::UnsafePath),
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Unsafe(#[from] crate::dest::UnsafePath),
     #[error("not in the bucket, and no MAST download is possible here ({0})")]
     NoMast(&'static str),
     #[error("{0}")]
@@ -244,11 +240,7 @@ enum FinishError {
 }
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FinishError + 'a {
-    move |source| FinishError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| FinishError::Disk(crate::dest::disk(what, path)(source))
 }
 
 impl Engine {
@@ -292,7 +284,7 @@ impl Engine {
             // each (4.3 against 6.6 CPU-s for the big bench set; wall 4.2 against 4.2-4.6 s).
             hash: HashPool::new(hash_threads.div_ceil(2)),
             hashers: Arc::new(Semaphore::new(hash_threads)),
-            made_dirs: Mutex::new(HashSet::new()),
+            folders: Folders::default(),
             disk_full: AtomicBool::new(false),
             unfetched: (AtomicU64::new(0), AtomicU64::new(0)),
             manifest_error_said: AtomicBool::new(false),
@@ -491,11 +483,10 @@ impl Engine {
             Err(e) => return Err((job, e)),
         };
         let size = job.entry.size.unwrap_or(0);
-        let dest = match plan::dest_path(&self.dir, &job.entry.dest) {
-            Ok(d) => d,
+        let place = match Place::of(&self.dir, &job.entry.dest) {
+            Ok(p) => p,
             Err(e) => return Err((job, e.into())),
         };
-        let (tmp, state) = crate::dest::temp_paths(&self.dir, &job.entry.dest);
         let upload_parts = match &expect {
             Some(Expect::Md5Parts { parts, .. }) => Some(parts.clone()),
             _ => None,
@@ -508,14 +499,14 @@ impl Engine {
             etag: job.entry.etag.clone(),
             parts: upload_parts,
         });
-        let opened = self.open_temp(&dest, &tmp, &state, header, job.entry.etag.clone());
+        let opened = self.open_temp(&place, header, job.entry.etag.clone());
         let (file, log, etag) = match opened {
             Ok(v) => v,
             Err(e) => return Err((job, e)),
         };
         let reader = match file.try_clone() {
             Ok(f) => f,
-            Err(e) => return Err((job, io_err("cannot open", &tmp)(e))),
+            Err(e) => return Err((job, io_err("cannot open", &place.tmp)(e))),
         };
         let pinned = OnceLock::new();
         if let Some(e) = etag {
@@ -523,9 +514,9 @@ impl Engine {
         }
         let done = match (&log, &expect) {
             (Some(_), Some(expect)) => {
-                match resumed_parts(&reader, &state, &bounds, expect).await {
+                match resumed_parts(&reader, &place.state, &bounds, expect).await {
                     Ok(done) => done,
-                    Err(e) => return Err((job, io_err("cannot read back", &tmp)(e))),
+                    Err(e) => return Err((job, io_err("cannot read back", &place.tmp)(e))),
                 }
             }
             _ => vec![None; bounds.len() - 1],
@@ -538,8 +529,7 @@ impl Engine {
             job,
             bucket,
             key,
-            tmp,
-            state,
+            place,
             file,
             size,
             bounds,
@@ -608,46 +598,26 @@ impl Engine {
     /// file, its resume log and the ETag its bytes are pinned to (`etag` unless the log says).
     fn open_temp(
         &self,
-        dest: &Path,
-        tmp: &Path,
-        state: &Path,
+        place: &Place,
         header: Option<StateHeader>,
         etag: Option<String>,
     ) -> Result<(File, Option<File>, Option<String>), FinishError> {
-        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
-            if !self.made_dirs.lock().unwrap().contains(parent) {
-                fs::create_dir_all(parent).map_err(io_err("cannot create folder", parent))?;
-                self.made_dirs.lock().unwrap().insert(parent.to_path_buf());
-            }
-        }
-        // Read too: parts are hashed back from it while later parts still download.
-        let create = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(tmp)
-                .map_err(io_err("cannot create", tmp))
-        };
+        let (tmp, state) = (&place.tmp, &place.state);
+        self.folders.make(place)?;
         let Some(header) = header else {
-            let file = create()?;
+            let file = place.create_tmp()?;
             let _ = fs::remove_file(state); // left by a run with a smaller part size
             return Ok((file, None, etag));
         };
         if let Some(etag) = resumable(tmp, state, &header) {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(tmp)
-                .map_err(io_err("cannot open", tmp))?;
+            let file = place.open_tmp()?;
             let log = OpenOptions::new()
                 .append(true)
                 .open(state)
                 .map_err(io_err("cannot open", state))?;
             return Ok((file, Some(log), etag));
         }
-        let file = create()?;
+        let file = place.create_tmp()?;
         file.set_len(header.size)
             .map_err(io_err("cannot size", tmp))?;
         let mut log = File::create(state).map_err(io_err("cannot create", state))?;
@@ -877,7 +847,7 @@ impl Engine {
             if let Err(e) = ctx.file.write_all_at(&chunk, offset + got) {
                 let mut err = ctx.make_error(
                     ErrorKind::Other,
-                    format!(": cannot write {}", ctx.tmp.display()),
+                    format!(": cannot write {}", ctx.place.tmp.display()),
                 );
                 err.source = Some(Box::new(e));
                 return Err((got, err));
@@ -903,8 +873,7 @@ impl Engine {
             Some(e) => {
                 ctx.digest.cancel();
                 if e.kind == ErrorKind::Changed {
-                    let _ = fs::remove_file(&ctx.tmp);
-                    let _ = fs::remove_file(&ctx.state);
+                    ctx.place.discard();
                 }
                 // Other failures keep the temporary file and its log: a rerun resumes.
                 self.record(&ctx.job.entry, Err(e.into()), ctx.started);
@@ -939,7 +908,7 @@ impl Engine {
             ctx.digest
                 .wait(ctx.size)
                 .await
-                .map_err(io_err("cannot read back", &ctx.tmp))?;
+                .map_err(io_err("cannot read back", &ctx.place.tmp))?;
         }
         let mut expect = ctx
             .expect
@@ -971,8 +940,7 @@ impl Engine {
     async fn restart(&self, ctx: &FileCtx, tx: &mpsc::UnboundedSender<Msg>, why: &str) {
         ctx.digest.cancel();
         self.progress.undone(ctx.counted.load(Ordering::Relaxed));
-        let _ = fs::remove_file(&ctx.tmp);
-        let _ = fs::remove_file(&ctx.state);
+        ctx.place.discard();
         let mut entry = ctx.job.entry.clone();
         match self.s3.head(&ctx.bucket, &ctx.key).await {
             Ok(Some(info)) => {
@@ -1011,8 +979,8 @@ impl Engine {
         layout: Option<Vec<u64>>,
         want: Want,
     ) -> Result<Done, FinishError> {
-        let got = fs::metadata(&ctx.tmp)
-            .map_err(io_err("cannot stat", &ctx.tmp))?
+        let got = fs::metadata(&ctx.place.tmp)
+            .map_err(io_err("cannot stat", &ctx.place.tmp))?
             .len();
         if got != ctx.size {
             return Err(FinishError::Size {
@@ -1029,18 +997,14 @@ impl Engine {
         };
         let crc64 = CrcAlg::Crc64Nvme.combine(parts.iter().map(|(d, len)| (d.crc64, *len)));
         let serial = ctx.digest.finish(want);
-        let expect = match compare(expect, &parts, crc64, &serial, layout, &ctx.tmp) {
+        let expect = match compare(expect, &parts, crc64, &serial, layout, &ctx.place.tmp) {
             Err(e @ FinishError::Mismatch { .. }) => {
-                // Bytes that fail never reach the final name, nor a later resume.
-                let _ = fs::remove_file(&ctx.tmp);
-                let _ = fs::remove_file(&ctx.state);
+                ctx.place.discard();
                 return Err(e);
             }
             res => res?,
         };
-        let dest = plan::dest_path(&self.dir, &ctx.job.entry.dest).expect("checked in prepare");
-        fs::rename(&ctx.tmp, &dest).map_err(io_err("cannot rename into place", &dest))?;
-        let _ = fs::remove_file(&ctx.state);
+        ctx.place.put_in_place()?;
         Ok(Done {
             size: ctx.size,
             expect,
@@ -1079,13 +1043,13 @@ impl Engine {
         let Some(mast) = &self.mast else {
             return Err(FinishError::NoMast("--s3-only"));
         };
-        let dest = plan::dest_path(&self.dir, &entry.dest)?;
+        let place = Place::of(&self.dir, &entry.dest)?;
         let hashers = self.hashers.clone();
         let (size, crc64nvme, sha256) = mast
             .download(
                 entry,
-                &self.dir,
-                &dest,
+                &place,
+                &self.folders,
                 &|t| match t {
                     Tally::Resumed(n) => self.progress.done(n),
                     Tally::Received(n) => self.progress.transferred(n),

@@ -20,7 +20,6 @@ use crate::checksum::{self, CrcAlg};
 use crate::fits;
 use crate::manifest::{Entry, Index, ManifestError, Status};
 use crate::names;
-use crate::plan;
 use crate::s3::S3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -134,7 +133,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
             Some(format!("manifest status {}: {why}", e.status.as_str())),
         );
     }
-    let path = match plan::dest_path(dir, &e.path) {
+    let path = match crate::dest::dest_path(dir, &e.path) {
         Ok(p) => p,
         Err(err) => return finding(Verdict::Corrupt, Some(format!("manifest has an {err}"))),
     };
