@@ -194,7 +194,7 @@ async fn published(s3: &S3, bucket: &str, e: &PlanEntry, size: u64) -> Result<Pu
             bucket,
             key,
             crate::s3::ErrorKind::NotFound,
-            ": gone from the bucket since it was listed".into(),
+            crate::s3::Detail::Found("gone from the bucket since it was listed".into()),
         ));
     };
     let etag = head.etag.clone().or(e.etag.clone());

@@ -9,10 +9,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
@@ -20,10 +18,10 @@ use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
 use crate::dest::{disk, DiskError, Folders, Place};
+use crate::net::{self, BodyFault, ReadFault};
 use crate::plan::PlanEntry;
-use crate::retry::{RetryPolicy, Transient};
+use crate::retry::{Backoff, RetryPolicy, Transient};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
      make a new one at https://auth.mast.stsci.edu/token and pass it with --token-file or \
      MAST_API_TOKEN";
@@ -142,8 +140,8 @@ impl MastHttps {
         retry: RetryPolicy,
     ) -> reqwest::Result<MastHttps> {
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(net::CONNECT_TIMEOUT)
+            .user_agent(net::USER_AGENT)
             .build()?;
         Ok(MastHttps {
             client,
@@ -180,6 +178,26 @@ impl MastHttps {
         Ok(req)
     }
 
+    /// Send a request, noting every half minute that it still waits.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, HttpsError> {
+        self.send_from(url, 0).await
+    }
+
+    /// Send a request for the bytes from `from` on (all of them from 0).
+    async fn send_from(&self, url: &Url, from: u64) -> Result<reqwest::Response, HttpsError> {
+        let mut req = self.request(url)?;
+        if from > 0 {
+            req = req.header(RANGE, format!("bytes={from}-"));
+        }
+        crate::retry::noting(&format!("GET {url}"), req.send())
+            .await
+            .map_err(|e| HttpsError::Request {
+                url: url.to_string(),
+                what: "no answer",
+                source: Some(e),
+            })
+    }
+
     /// `Download/file?uri=` URL of a product.
     pub(crate) fn download_url(base: &Url, uri: &str) -> String {
         let mut url = base
@@ -195,15 +213,7 @@ impl MastHttps {
         let resp = self
             .retry
             .run(|| async {
-                let resp = self
-                    .request(&url)?
-                    .send()
-                    .await
-                    .map_err(|e| HttpsError::Request {
-                        url: url.to_string(),
-                        what: "no answer",
-                        source: Some(e),
-                    })?;
+                let resp = self.send(&url).await?;
                 let status = resp.status();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                     return Err(HttpsError::BadToken {
@@ -217,19 +227,9 @@ impl MastHttps {
                         hint: "",
                     });
                 }
-                let body = crate::retry::read_body(&self.retry, resp.bytes_stream())
+                let body = net::read_body(&self.retry, resp.bytes_stream())
                     .await
-                    .map_err(|e| match e {
-                        crate::retry::BodyError::TooSlow(source) => HttpsError::TooSlow {
-                            url: url.to_string(),
-                            source,
-                        },
-                        crate::retry::BodyError::Body(e) => HttpsError::Request {
-                            url: url.to_string(),
-                            what: "answer interrupted",
-                            source: Some(e),
-                        },
-                    })?;
+                    .map_err(|e| read_error(&url, "answer interrupted", e))?;
                 serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| {
                     HttpsError::Request {
                         url: url.to_string(),
@@ -282,17 +282,14 @@ impl MastHttps {
         if have > 0 {
             tally(Tally::Resumed(have));
         }
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
             match self
                 .fetch_once(&url, &file, tmp, &mut have, entry.size, tally)
                 .await
             {
                 Ok(()) => break,
-                Err(e) if self.retry.should_retry(&e, attempt) => {
-                    self.retry.pause(attempt, &e).await;
-                    attempt += 1;
-                }
+                Err(e) if backoff.wait(&e).await => {}
                 Err(e) => return Err(e),
             }
         }
@@ -334,19 +331,7 @@ impl MastHttps {
         if size.is_some_and(|s| s == *have && s > 0) {
             return Ok(());
         }
-        let mut req = self.request(url)?;
-        if *have > 0 {
-            req = req.header(RANGE, format!("bytes={have}-"));
-        }
-        let what = format!("GET {url}");
-        let resp =
-            crate::retry::noting(&what, req.send())
-                .await
-                .map_err(|e| HttpsError::Request {
-                    url: url.to_string(),
-                    what: "no answer",
-                    source: Some(e),
-                })?;
+        let resp = self.send_from(url, *have).await?;
         let status = resp.status();
         match status {
             StatusCode::OK => {
@@ -362,7 +347,7 @@ impl MastHttps {
                     .headers()
                     .get(CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(crate::s3::parse_content_range)
+                    .and_then(net::parse_content_range)
                     .map(|(s, _, _)| s);
                 if start != Some(*have) {
                     tally(Tally::GaveBack(*have));
@@ -420,32 +405,17 @@ impl MastHttps {
     ) -> Result<(), HttpsError> {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
-        let mut got = 0u64;
-        let mut dog = crate::retry::Watchdog::new(&self.retry);
-        loop {
-            let next = dog.next(&mut stream).await;
-            let chunk = match next {
-                Err(source) => {
-                    return Err(HttpsError::TooSlow {
-                        url: url.to_string(),
-                        source,
-                    })
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(HttpsError::Request {
-                        url: url.to_string(),
-                        what: "body interrupted",
-                        source: Some(e),
-                    })
-                }
-                Ok(Some(Ok(c))) => c,
-            };
-            file.write_all_at(&chunk, *have)
-                .map_err(disk("cannot write", tmp))?;
-            *have += chunk.len() as u64;
-            got += chunk.len() as u64;
-            tally(Tally::Received(chunk.len() as u64));
+        let (got, end) = net::body_to_file(&self.retry, &mut stream, file, *have, None, |c| {
+            tally(Tally::Received(c.len() as u64))
+        })
+        .await;
+        *have += got;
+        match end {
+            Ok(()) => {}
+            Err(BodyFault::Read(e)) => return Err(read_error(url, "body interrupted", e)),
+            Err(BodyFault::Disk(e)) => return Err(disk("cannot write", tmp)(e).into()),
+            // No limit is given: the length is checked below, once the body has ended.
+            Err(BodyFault::TooLong { .. }) => {}
         }
         if let Some(want) = expected {
             if got != want {
@@ -457,6 +427,21 @@ impl MastHttps {
             }
         }
         Ok(())
+    }
+}
+
+/// The error of an answer whose body stopped: `what` says which answer it was.
+fn read_error(url: &Url, what: &'static str, fault: ReadFault<reqwest::Error>) -> HttpsError {
+    match fault {
+        ReadFault::TooSlow(source) => HttpsError::TooSlow {
+            url: url.to_string(),
+            source,
+        },
+        ReadFault::Broken(e) => HttpsError::Request {
+            url: url.to_string(),
+            what,
+            source: Some(e),
+        },
     }
 }
 

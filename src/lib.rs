@@ -11,7 +11,8 @@
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
 //!   (DIR: safe destinations, temporary names, the placement policy), `checksum` (what a file is proven against), `hashing`
-//!   (the serial digests, read back), `fits`, `retry`, `note` (notes and JSON lines any module
+//!   (the serial digests, read back), `fits`, `net` (what the HTTP clients share: user agent, timeouts, Content-Range, the
+//!   body-to-file loop), `retry`, `note` (notes and JSON lines any module
 //!   may give), `text` (showing outside text and error chains safely).
 
 pub mod adopt;
@@ -26,6 +27,7 @@ pub mod input;
 pub mod manifest;
 pub mod mast;
 pub mod names;
+pub mod net;
 pub mod note;
 pub mod plan;
 pub mod progress;

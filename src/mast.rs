@@ -34,14 +34,10 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::Url;
 use serde_json::{json, Value};
 
+use crate::net::{self, ReadFault};
 use crate::query::{ProductRow, Query};
 use crate::retry::{RetryPolicy, Transient};
 
-/// Longest wait for one HTTP answer. A `Mast.Caom.Products` page of ten observations takes a few
-/// seconds, a big level-3 observation tens of seconds; two minutes lets those finish while a
-/// request that hangs is still given up (and retried) well before a user would give up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one request may keep answering `EXECUTING` by default (`--mast-timeout`): the
 /// limit astroquery uses for whole queries; ours are small pieces of a query, so a piece still
 /// executing after ten minutes means MAST is in trouble, and asking again would only add load.
@@ -208,9 +204,9 @@ impl Mast {
     /// `base` ends with `/` (see `cli::mast_base`); `parallel` bounds requests in flight.
     pub(crate) fn new(base: Url, retry: RetryPolicy, parallel: usize) -> reqwest::Result<Mast> {
         let client = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+            .timeout(net::CATALOG_TIMEOUT)
+            .connect_timeout(net::CONNECT_TIMEOUT)
+            .user_agent(net::USER_AGENT)
             .build()?;
         Ok(Mast {
             base,
@@ -235,15 +231,15 @@ impl Mast {
         url: &str,
         resp: reqwest::Response,
     ) -> Result<Vec<u8>, MastError> {
-        crate::retry::read_body(&self.retry, resp.bytes_stream())
+        crate::net::read_body(&self.retry, resp.bytes_stream())
             .await
             .map_err(|e| match e {
-                crate::retry::BodyError::TooSlow(source) => MastError::TooSlow {
+                ReadFault::TooSlow(source) => MastError::TooSlow {
                     service,
                     url: url.to_string(),
                     source,
                 },
-                crate::retry::BodyError::Body(source) => MastError::Request {
+                ReadFault::Broken(source) => MastError::Request {
                     service,
                     url: url.to_string(),
                     source: source.without_url(),

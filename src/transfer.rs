@@ -68,7 +68,6 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -82,10 +81,11 @@ use crate::dest::{DiskError, Folders, Place};
 use crate::hashing::{self, HashPool, Want};
 use crate::https::{MastHttps, Tally};
 use crate::manifest::{self, Entry, Status};
+use crate::net::{self, BodyFault, ReadFault};
 use crate::plan::{PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
-use crate::retry::RetryPolicy;
-use crate::s3::{ErrorKind, S3Error, S3};
+use crate::retry::{Backoff, RetryPolicy};
+use crate::s3::{Detail, ErrorKind, S3Error, S3};
 use crate::text;
 
 /// An object replaced while we fetch it is fetched again from scratch, but not forever.
@@ -178,7 +178,7 @@ struct FileCtx {
     /// a single GET.
     expect: OnceLock<Expect>,
     remaining: AtomicU64,
-    error: Mutex<Option<S3Error>>,
+    error: Mutex<Option<PartError>>,
     /// The resume log; only multi-part files have one (a single request restarts whole).
     log: Option<Mutex<File>>,
     /// Digests of the parts on disk (taken as they arrived, or read back on resume); the
@@ -212,6 +212,31 @@ pub(crate) struct Done {
     /// CRC-64/NVME of the local file, S3's base64 form.
     pub crc64nvme: String,
     pub sha256: Option<String>,
+}
+
+/// Why a part failed: the archive's answer (or the connection to it), or the local disk.
+#[derive(Debug, thiserror::Error)]
+enum PartError {
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+}
+
+impl PartError {
+    /// The object is no longer the one planned: the file starts again.
+    fn changed(&self) -> bool {
+        matches!(self, PartError::S3(e) if e.kind == ErrorKind::Changed)
+    }
+}
+
+impl From<PartError> for FinishError {
+    fn from(e: PartError) -> FinishError {
+        match e {
+            PartError::S3(e) => FinishError::S3(e),
+            PartError::Disk(e) => FinishError::Disk(e),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -455,7 +480,7 @@ impl Engine {
         let info = match head {
             Some(h) => h,
             None => self.s3.head(bucket, key).await?.ok_or_else(|| {
-                S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new())
+                S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, Detail::None)
             })?,
         };
         let expect = Expect::from_published(info.checksum.as_ref(), info.etag.as_deref());
@@ -561,7 +586,7 @@ impl Engine {
         let mut head = None;
         if job.entry.size.is_none() {
             let Some(info) = self.s3.head(bucket, key).await? else {
-                let e = S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, String::new());
+                let e = S3::make_error("HEAD", bucket, key, ErrorKind::NotFound, Detail::None);
                 return Err(e.into());
             };
             job.entry.size = Some(info.size);
@@ -657,15 +682,12 @@ impl Engine {
             }
             None => {}
             Some(Err(e)) => {
-                if e.kind == ErrorKind::Changed {
+                if e.changed() {
                     ctx.changed.store(true, Ordering::Relaxed);
                 }
                 let mut slot = ctx.error.lock().unwrap();
                 // Keep the most telling error: a change beats a failure it caused.
-                if slot
-                    .as_ref()
-                    .is_none_or(|old| old.kind != ErrorKind::Changed)
-                {
+                if slot.as_ref().is_none_or(|old| !old.changed()) {
                     *slot = Some(e);
                 }
             }
@@ -683,7 +705,7 @@ impl Engine {
 
     /// One ranged GET (or the whole object), retried from the last byte received; returns the
     /// digests of its bytes, taken as they arrived.
-    async fn fetch_part(&self, ctx: &FileCtx, part: u64) -> Result<PartDigest, S3Error> {
+    async fn fetch_part(&self, ctx: &FileCtx, part: u64) -> Result<PartDigest, PartError> {
         let (start, len) = ctx.part_range(part);
         if len == 0 {
             let expect = ctx.expect.get_or_init(|| self.expect_from_plan(ctx));
@@ -691,7 +713,7 @@ impl Engine {
         }
         let end = start + len - 1;
         let mut pos = 0u64;
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(&self.retry);
         // Made at the first answer: a single GET learns there what to hash.
         let mut hasher: Option<PartHasher> = None;
         loop {
@@ -719,36 +741,26 @@ impl Engine {
                         });
                         PartHasher::new(expect)
                     });
-                    match self.stream_body(ctx, resp.body, from, len - pos, h).await {
-                        Ok(n) => {
-                            pos += n;
-                            if pos == len {
-                                return Ok(h.finish());
-                            }
-                            ctx.make_error(
-                                ErrorKind::Transient,
-                                format!(": body ended after {n} bytes"),
-                            )
-                        }
-                        Err((n, e)) => {
-                            pos += n;
-                            if pos == len {
-                                // Every byte arrived and the error came after them (a client
-                                // layer's own checksum check at the end of a body): the file's
-                                // check decides, and a retry would ask for an empty range.
-                                return Ok(h.finish());
-                            }
-                            e
-                        }
+                    let (n, end) = self.stream_body(ctx, resp.body, from, len - pos, h).await;
+                    pos += n;
+                    match end {
+                        // Every byte arrived; an error after them (a client layer's own
+                        // checksum check at the end of a body) leaves the file's check to
+                        // decide, and a retry would ask for an empty range.
+                        _ if pos == len => return Ok(h.finish()),
+                        Ok(()) => ctx.make_error(
+                            ErrorKind::Transient,
+                            format!("body ended after {n} bytes"),
+                        ),
+                        Err(PartError::S3(e)) => e,
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) => e,
             };
-            if !self.retry.should_retry(&err, attempt) {
-                return Err(err);
+            if !backoff.wait(&err).await {
+                return Err(err.into());
             }
-            self.retry.pause(attempt, &err).await;
-            attempt += 1;
         }
     }
 
@@ -764,7 +776,7 @@ impl Engine {
             if pinned != got {
                 return Err(ctx.make_error(
                     ErrorKind::Changed,
-                    format!(": ETag {pinned} was planned, {got} answered"),
+                    format!("ETag {pinned} was planned, {got} answered"),
                 ));
             }
             ctx.note_etag(got);
@@ -774,13 +786,13 @@ impl Engine {
                 if total != ctx.size {
                     return Err(ctx.make_error(
                         ErrorKind::Changed,
-                        format!(": size {} was planned, {total} answered", ctx.size),
+                        format!("size {} was planned, {total} answered", ctx.size),
                     ));
                 }
                 if (s, e) != (start, end) {
                     return Err(ctx.make_error(
                         ErrorKind::Other,
-                        format!(": asked for bytes {start}-{end}, got {s}-{e}"),
+                        format!("asked for bytes {start}-{end}, got {s}-{e}"),
                     ));
                 }
             }
@@ -789,7 +801,7 @@ impl Engine {
                 if !(start == 0 && end + 1 == ctx.size && resp.content_length == Some(ctx.size)) {
                     return Err(ctx.make_error(
                         ErrorKind::Other,
-                        format!(": asked for bytes {start}-{end}, the server ignored the range"),
+                        format!("asked for bytes {start}-{end}, the server ignored the range"),
                     ));
                 }
             }
@@ -798,7 +810,7 @@ impl Engine {
                     if n != ctx.size {
                         return Err(ctx.make_error(
                             ErrorKind::Changed,
-                            format!(": size {} was planned, {n} answered", ctx.size),
+                            format!("size {} was planned, {n} answered", ctx.size),
                         ));
                     }
                 }
@@ -808,8 +820,8 @@ impl Engine {
     }
 
     /// Write a body at its offset as chunks arrive, hashing each chunk on the way (the bytes
-    /// are in cache now; reading them back later would cost a second pass). Returns bytes
-    /// written, or those and an error.
+    /// are in cache now; reading them back later would cost a second pass). Returns the bytes
+    /// written, and why the body stopped short if it did.
     async fn stream_body(
         &self,
         ctx: &FileCtx,
@@ -817,46 +829,46 @@ impl Engine {
         offset: u64,
         want: u64,
         hasher: &mut PartHasher,
-    ) -> Result<u64, (u64, S3Error)> {
-        let mut got = 0u64;
-        // A stalled or dripping connection is retried on a new one, resuming from `got`.
-        let mut dog = crate::retry::Watchdog::new(&self.retry);
-        loop {
-            let chunk = match dog.next(&mut body).await {
-                Err(slow) => {
-                    let mut e = ctx.make_error(ErrorKind::Transient, ": body".into());
-                    e.source = Some(Box::new(slow));
-                    return Err((got, e));
-                }
-                Ok(None) => return Ok(got),
-                Ok(Some(Err(e))) => {
-                    let mut err = ctx.make_error(ErrorKind::Transient, ": body interrupted".into());
-                    err.source = Some(e);
-                    return Err((got, err));
-                }
-                Ok(Some(Ok(bytes))) => bytes,
-            };
-            let n = chunk.len() as u64;
-            if got + n > want {
-                let e = ctx.make_error(
-                    ErrorKind::Other,
-                    format!(": server sent more than the {want} bytes asked"),
-                );
-                return Err((got, e));
+    ) -> (u64, Result<(), PartError>) {
+        let (got, end) = net::body_to_file(
+            &self.retry,
+            &mut body,
+            &ctx.file,
+            offset,
+            Some(want),
+            |chunk| {
+                hasher.update(chunk);
+                let n = chunk.len() as u64;
+                ctx.counted.fetch_add(n, Ordering::Relaxed);
+                self.progress.transferred(n);
+            },
+        )
+        .await;
+        let fault = match end {
+            Ok(()) => return (got, Ok(())),
+            Err(fault) => fault,
+        };
+        // A stalled, dripping or broken connection is retried on a new one, resuming from `got`.
+        let err = match fault {
+            BodyFault::Read(ReadFault::TooSlow(slow)) => {
+                let mut e = ctx.make_error(ErrorKind::Transient, "body".into());
+                e.source = Some(Box::new(slow));
+                e.into()
             }
-            if let Err(e) = ctx.file.write_all_at(&chunk, offset + got) {
-                let mut err = ctx.make_error(
-                    ErrorKind::Other,
-                    format!(": cannot write {}", ctx.place.tmp.display()),
-                );
-                err.source = Some(Box::new(e));
-                return Err((got, err));
+            BodyFault::Read(ReadFault::Broken(cause)) => {
+                let mut e = ctx.make_error(ErrorKind::Transient, "body interrupted".into());
+                e.source = Some(cause);
+                e.into()
             }
-            hasher.update(&chunk);
-            got += n;
-            ctx.counted.fetch_add(n, Ordering::Relaxed);
-            self.progress.transferred(n);
-        }
+            BodyFault::TooLong { limit } => ctx
+                .make_error(
+                    ErrorKind::Other,
+                    format!("server sent more than the {limit} bytes asked"),
+                )
+                .into(),
+            BodyFault::Disk(e) => crate::dest::disk("cannot write", &ctx.place.tmp)(e).into(),
+        };
+        (got, Err(err))
     }
 
     /// Called once per part and once by the scheduler; the last caller finishes the file.
@@ -866,13 +878,13 @@ impl Engine {
         }
         let err = ctx.error.lock().unwrap().take();
         match err {
-            Some(e) if e.kind == ErrorKind::Changed && ctx.job.restarts < MAX_RESTARTS => {
+            Some(e) if e.changed() && ctx.job.restarts < MAX_RESTARTS => {
                 self.restart(&ctx, &tx, "changed in the archive while downloading")
                     .await;
             }
             Some(e) => {
                 ctx.digest.cancel();
-                if e.kind == ErrorKind::Changed {
+                if e.changed() {
                     ctx.place.discard();
                 }
                 // Other failures keep the temporary file and its log: a rerun resumes.
@@ -958,7 +970,7 @@ impl Engine {
             Ok(None) => {
                 let gone = ctx.make_error(
                     ErrorKind::NotFound,
-                    ": removed from the bucket during download".into(),
+                    "removed from the bucket during download".into(),
                 );
                 self.record(&entry, Err(gone.into()), ctx.started);
                 let _ = tx.send(Msg::Finished);
@@ -1162,8 +1174,9 @@ impl FileCtx {
         self.part_range(part).1
     }
 
-    fn make_error(&self, kind: ErrorKind, detail: String) -> S3Error {
-        S3::make_error("GET", &self.bucket, &self.key, kind, detail)
+    /// What we found wrong with a GET's answer.
+    fn make_error(&self, kind: ErrorKind, found: String) -> S3Error {
+        S3::make_error("GET", &self.bucket, &self.key, kind, Detail::Found(found))
     }
 
     /// Remember in the resume log an ETag learned from a response (listing had none).
