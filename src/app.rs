@@ -2,7 +2,9 @@
 //!
 //! Owns the order of a run (lock, plan, shard, skip what is complete, token check, transfer,
 //! manifest), the plan summary, and the exit code: 0 all done, 1 some files failed, were
-//! excluded or did not verify, 2 usage or fatal errors (returned as `Err`).
+//! excluded or did not verify, 2 usage or fatal errors (returned as `Err`). A `get` run's code
+//! is its engine summary's (`transfer::Summary::exit_code`); [`get`] is the entry point that
+//! lets a caller watch a run through its own `progress::Reporter`.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -22,12 +24,12 @@ use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
 use crate::note;
 use crate::plan::{self, Format, Plan, Source};
-use crate::progress::{FileEvent, Progress};
+use crate::progress::{Progress, Reporter};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
 use crate::text;
-use crate::transfer::{self, Engine};
+use crate::transfer::{self, Engine, Summary};
 use crate::verify::{self, Verdict};
 
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -254,14 +256,25 @@ async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> 
 }
 
 async fn get_cmd(args: GetArgs) -> Result<u8> {
-    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    note::set_wait_notes(note::Options {
-        json: cfg.progress.json && !args.dry_run,
-        ..cfg.progress
-    });
     if args.dry_run {
+        let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+        note::set_wait_notes(note::Options {
+            json: false,
+            ..cfg.progress
+        });
         return show_plan(&cfg, args.format, Some(&args.dest)).await;
     }
+    Ok(get(&args, None).await?.exit_code())
+}
+
+/// `get` (not `--dry-run`): plan, record what is already complete, fetch the rest. `report` is
+/// told what happens as it happens (`None`: the terminal, log-lines or JSON display the flags
+/// ask for, with its end summary). Returns what the run settled; its
+/// [`Summary::exit_code`] is the command's.
+pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Summary> {
+    anyhow::ensure!(!args.dry_run, "a dry run fetches nothing: see `plan`");
+    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    note::set_wait_notes(cfg.progress);
     let dir = args.dest.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Lock before planning: a second writer learns at once, not after a long query.
@@ -282,12 +295,14 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
     let mast_https = mast_downloads(&cfg, needs_token).await?;
     let has_token = mast_https.as_ref().is_some_and(|m| m.has_token());
 
-    let total_bytes = plan.total_bytes();
-    let progress = Progress::start(
-        cfg.progress,
-        plan.files.len() as u64 + plan.duplicates.len() as u64,
-        total_bytes,
-    );
+    let (progress, report) = match report {
+        Some(report) => (None, report),
+        None => {
+            let files = plan.files.len() as u64 + plan.duplicates.len() as u64;
+            let p = Progress::start(cfg.progress, files, plan.total_bytes());
+            (Some(p.clone()), p as Arc<dyn Reporter>)
+        }
+    };
     let engine = Engine::new(
         src.s3.clone(),
         mast_https,
@@ -296,54 +311,43 @@ async fn get_cmd(args: GetArgs) -> Result<u8> {
         cfg.budgets.hash_threads,
         cfg.part_size,
         cfg.retry,
-        progress.clone(),
+        report.clone(),
         writer,
         cfg.verify,
         args.sha256,
     );
-    record_known(&engine, &progress, &plan, skipped, adopted, args.sha256)?;
-    let (fetch, excluded) = exclude_without_token(&engine, &progress, todo, has_token)?;
+    record_known(&engine, &plan, skipped, adopted, args.sha256)?;
+    let (fetch, excluded) = exclude_without_token(&engine, todo, has_token)?;
     if excluded > 0 {
-        progress.note(&format!(
+        report.note(&format!(
             "{excluded} exclusive-access files excluded: no MAST token (set MAST_API_TOKEN or --token-file)"
         ));
     }
-    engine.run(fetch).await;
-    let counts = progress.finish();
-    if counts.excluded > 0 && excluded == 0 {
-        progress.note(&format!(
+    let mut summary = engine.run(fetch).await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    say_after(&*report, &summary, excluded, &dir);
+    engine.manifest.lock().unwrap().finish()?;
+    summary.plan_problems = plan_code(&plan) > 0;
+    Ok(summary)
+}
+
+/// What a `get` run says after its summary: why files were excluded, what a full disk stopped.
+fn say_after(report: &dyn Reporter, summary: &Summary, excluded_without_token: usize, dir: &Path) {
+    if summary.excluded > 0 && excluded_without_token == 0 {
+        report.note(&format!(
             "{} files excluded: MAST answered 401 (exclusive access; set MAST_API_TOKEN or --token-file)",
-            counts.excluded
+            summary.excluded
         ));
     }
-    if let Some((files, bytes)) = engine.disk_full() {
-        progress.error(&format!(
+    if let Some((files, bytes)) = summary.disk_full {
+        report.error(&format!(
             "no space left on the device of {}: {files} files not fetched ({} in all); make up \
              to that much room and run again (complete files stay, partial ones resume)",
             text::escape(&dir.display().to_string()),
             bytesize::ByteSize(bytes).display().iec()
         ));
-    }
-    engine.manifest.lock().unwrap().finish()?;
-    let bad = counts.failed > 0 || counts.excluded > 0 || plan_code(&plan) > 0;
-    Ok(u8::from(bad))
-}
-
-fn event<'a>(
-    e: &'a plan::PlanEntry,
-    status: Status,
-    bytes: u64,
-    message: Option<&'a str>,
-) -> FileEvent<'a> {
-    FileEvent {
-        status,
-        path: &e.dest,
-        uri: &e.uri,
-        source: e.source.as_str(),
-        bytes,
-        seconds: 0.0,
-        message,
-        quiet: false,
     }
 }
 
@@ -369,22 +373,15 @@ async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<Ma
 /// from an earlier run, adopted from DIR, duplicates, and plan problems that name a file.
 fn record_known(
     engine: &Engine,
-    progress: &Progress,
     plan: &Plan,
     skipped: Vec<(plan::PlanEntry, Entry)>,
     adopted: Vec<(plan::PlanEntry, Entry)>,
     sha256: bool,
 ) -> Result<()> {
     let dir = &engine.dir;
-    let mut w = engine.manifest.lock().unwrap();
     for (entry, prev) in &skipped {
-        w.record(skipped_line(dir, entry, prev, sha256)?)?;
-        progress.file(&event(
-            entry,
-            Status::Skipped,
-            entry.size.unwrap_or(0),
-            None,
-        ));
+        let line = skipped_line(dir, entry, prev, sha256)?;
+        engine.settle(entry, line, Some((entry.size.unwrap_or(0), None)))?;
     }
     for (entry, mut line) in adopted {
         if sha256 {
@@ -394,25 +391,18 @@ fn record_known(
             line.sha256 = sha;
         }
         let size = line.size.unwrap_or(0);
-        w.record(line)?;
-        progress.file(&event(&entry, Status::Adopted, size, None));
+        engine.settle(&entry, line, Some((size, None)))?;
     }
     for d in &plan.duplicates {
         let msg = format!("same URI as {}", d.first_dest);
-        w.record(Entry::from_plan(
-            &d.entry,
-            Status::Duplicate,
-            Some(msg.clone()),
-        ))?;
-        progress.file(&event(&d.entry, Status::Duplicate, 0, Some(&msg)));
+        let line = Entry::from_plan(&d.entry, Status::Duplicate, Some(msg.clone()));
+        engine.settle(&d.entry, line, Some((0, Some(&msg))))?;
     }
+    // Problems count in the exit code through the plan; their lines are not shown again.
     for p in &plan.problems {
         if let Some(entry) = &p.entry {
-            w.record(Entry::from_plan(
-                entry,
-                Status::Failed,
-                Some(p.message.clone()),
-            ))?;
+            let line = Entry::from_plan(entry, Status::Failed, Some(p.message.clone()));
+            engine.settle(entry, line, None)?;
         }
     }
     Ok(())
@@ -444,7 +434,6 @@ fn skipped_line(dir: &Path, entry: &plan::PlanEntry, prev: &Entry, sha256: bool)
 /// Returns the files to fetch and how many were excluded.
 fn exclude_without_token(
     engine: &Engine,
-    progress: &Progress,
     todo: Vec<plan::PlanEntry>,
     has_token: bool,
 ) -> Result<(Vec<plan::PlanEntry>, usize)> {
@@ -454,12 +443,8 @@ fn exclude_without_token(
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
             excluded += 1;
             let msg = transfer::EXCLUDED_MESSAGE;
-            engine.manifest.lock().unwrap().record(Entry::from_plan(
-                &f,
-                Status::Excluded,
-                Some(msg.into()),
-            ))?;
-            progress.file(&event(&f, Status::Excluded, 0, None));
+            let line = Entry::from_plan(&f, Status::Excluded, Some(msg.into()));
+            engine.settle(&f, line, Some((0, None)))?;
         } else {
             fetch.push(f);
         }

@@ -5,7 +5,7 @@
 //! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
 //! single-stream download with Range resume where the server honours it, retries and hashing.
 //! Where the bytes go and when they take their place is `dest`'s policy, as for the S3 engine;
-//! its resume log holds the URL fetched. It tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
+//! its resume log holds the URL fetched. It tells its caller about bytes through a [`Tally`] callback (`net`): it knows no progress display.
 
 use std::fs::{self, File};
 use std::io::{self, Read as _, Write as _};
@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
 use crate::dest::{disk, DiskError, Folders, Place};
-use crate::net::{self, BodyFault, ReadFault};
+use crate::net::{self, BodyFault, ReadFault, Tally};
 use crate::plan::PlanEntry;
 use crate::retry::{Backoff, RetryPolicy, Transient};
 
@@ -102,18 +102,6 @@ impl Transient for HttpsError {
             _ => None,
         }
     }
-}
-
-/// What a download tells its caller about bytes as they happen, so the caller can show
-/// progress without this module knowing how.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Tally {
-    /// Bytes already in the temporary file from an earlier run, kept.
-    Resumed(u64),
-    /// Bytes received and written in this run.
-    Received(u64),
-    /// Bytes counted before that no longer are (the server restarted the file).
-    GaveBack(u64),
 }
 
 pub(crate) struct MastHttps {

@@ -5,7 +5,7 @@
 //! a cycle):
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
-//!   `verify`, `transfer` (the engine), `progress` (what a run shows), `shard` (plan files read
+//!   `verify`, `transfer` (the engine), `progress` (what a run shows; the `Reporter` the engine tells), `shard` (plan files read
 //!   as a stream, sharded);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,

@@ -1,7 +1,7 @@
 //! What every HTTP client of mastfetch shares: how it names itself, how long it waits, how it
 //! reads a `Content-Range`, and the loop that writes a response body into a file.
 //!
-//! Owns the user agent, the timeouts (each with its reason), `Content-Range` parsing and
+//! Owns the user agent, what a download tells about bytes ([`Tally`]), the timeouts (each with its reason), `Content-Range` parsing and
 //! [`body_to_file`], the stall-timed body loop both downloaders use (the S3 engine's ranged
 //! GETs, `transfer`, and MAST downloads, `https`). The loop tells a stalled server, a broken
 //! connection, an over-long body and a failed local write apart ([`BodyFault`]), so that each
@@ -36,6 +36,18 @@ pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// user would give up on it. MAST downloads have no such limit: their bodies are timed by the
 /// stall watchdog, as S3's are.
 pub(crate) const CATALOG_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a download tells about bytes as they happen, so that its caller can show progress
+/// without the downloader knowing how.
+#[derive(Debug, Clone, Copy)]
+pub enum Tally {
+    /// Bytes already in the temporary file from an earlier run, kept.
+    Resumed(u64),
+    /// Bytes received and written in this run.
+    Received(u64),
+    /// Bytes counted before that no longer are (the server restarted the file).
+    GaveBack(u64),
+}
 
 /// `bytes 0-99/1234` -> (0, 99, 1234).
 pub(crate) fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {

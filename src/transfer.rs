@@ -8,7 +8,10 @@
 //! (the archive's full-object checksum from a GET's answer or one HEAD, else its ETag, with the
 //! upload part layout of a multipart ETag), the per-part digests taken as bytes arrive and their
 //! check once the file is complete (a mismatch fetches the file again), and the rename into
-//! place. The only module that spawns transfer tasks.
+//! place (`dest`'s policy). It writes every manifest line of a run (files settled without a
+//! transfer come through [`Engine::settle`]), tells what happens to a `progress::Reporter`
+//! (it knows no display), and returns a [`Summary`] of what it settled. The only module that
+//! spawns transfer tasks.
 //!
 //! # The part protocol
 //!
@@ -42,7 +45,8 @@
 //! 4. `finish` waits for the serial digests (`hashing`, read back from the page cache), learns
 //!    a late upload layout if a single GET revealed a multipart ETag, then `finish_blocking`
 //!    compares size and digests with the expectation (`checksum::Expect`). A match is renamed
-//!    into place and recorded (manifest line, progress event); a mismatch deletes the bytes
+//!    into place and recorded by `finish_file` (manifest line, report, the scheduler told:
+//!    every transfer ends there once); a mismatch deletes the bytes
 //!    (they never reach the final name nor a later resume) and restarts.
 //!
 //! **Restarts.** `restart` gives back the bytes counted for the file, deletes its temporary
@@ -79,11 +83,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use crate::checksum::{self, CrcAlg, Expect, PartDigest, PartHasher};
 use crate::dest::{DiskError, Folders, Place};
 use crate::hashing::{self, HashPool, Want};
-use crate::https::{MastHttps, Tally};
+use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
-use crate::net::{self, BodyFault, ReadFault};
+use crate::net::{self, BodyFault, ReadFault, Tally};
 use crate::plan::{PlanEntry, Source};
-use crate::progress::{FileEvent, Progress};
+use crate::progress::{FileEvent, Reporter};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::s3::{Detail, ErrorKind, S3Error, S3};
 use crate::text;
@@ -102,7 +106,7 @@ pub(crate) struct Engine {
     pub dir: PathBuf,
     pub part_size: u64,
     pub retry: RetryPolicy,
-    pub progress: Arc<Progress>,
+    pub report: Arc<dyn Reporter>,
     pub manifest: Mutex<manifest::Writer>,
     /// Check bytes against what the archive published (`--no-verify` turns it off).
     pub verify: bool,
@@ -122,6 +126,48 @@ pub(crate) struct Engine {
     unfetched: (AtomicU64, AtomicU64),
     /// A manifest line that could not be written is said once, not once a file.
     manifest_error_said: AtomicBool,
+    /// What the run settled so far.
+    summary: Mutex<Summary>,
+}
+
+/// What a `get` run settled: files per outcome and bytes, from which [`Summary::exit_code`]
+/// derives the exit code.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub ok: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub excluded: u64,
+    pub duplicate: u64,
+    pub adopted: u64,
+    /// Bytes of the files fetched in this run (`ok`).
+    pub bytes: u64,
+    /// Files a full disk stopped, and their bytes (`None`: the disk did not fill up).
+    pub disk_full: Option<(u64, u64)>,
+    /// The plan named things it could not place or was cut short (see `plan::Plan`).
+    pub plan_problems: bool,
+}
+
+impl Summary {
+    /// 0 when every planned file is in place; 1 when any failed, was excluded, or the plan
+    /// had problems. (Usage and fatal errors are 2, from `main`.)
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.failed > 0 || self.excluded > 0 || self.plan_problems)
+    }
+
+    fn count(&mut self, status: Status, bytes: u64) {
+        match status {
+            Status::Ok => {
+                self.ok += 1;
+                self.bytes += bytes;
+            }
+            Status::Skipped => self.skipped += 1,
+            Status::Failed => self.failed += 1,
+            Status::Excluded => self.excluded += 1,
+            Status::Duplicate => self.duplicate += 1,
+            Status::Adopted => self.adopted += 1,
+        }
+    }
 }
 
 /// Why a file was not started after the disk filled up (manifest message).
@@ -270,7 +316,7 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> F
 
 impl Engine {
     /// Files a full disk stopped and their bytes, if the disk filled up.
-    pub(crate) fn disk_full(&self) -> Option<(u64, u64)> {
+    fn disk_full(&self) -> Option<(u64, u64)> {
         self.disk_full.load(Ordering::Relaxed).then(|| {
             (
                 self.unfetched.0.load(Ordering::Relaxed),
@@ -288,7 +334,7 @@ impl Engine {
         hash_threads: usize,
         part_size: u64,
         retry: RetryPolicy,
-        progress: Arc<Progress>,
+        report: Arc<dyn Reporter>,
         manifest: manifest::Writer,
         verify: bool,
         sha256: bool,
@@ -299,7 +345,7 @@ impl Engine {
             dir,
             part_size,
             retry,
-            progress,
+            report,
             manifest: Mutex::new(manifest),
             verify,
             sha256,
@@ -313,11 +359,47 @@ impl Engine {
             disk_full: AtomicBool::new(false),
             unfetched: (AtomicU64::new(0), AtomicU64::new(0)),
             manifest_error_said: AtomicBool::new(false),
+            summary: Mutex::default(),
         })
     }
 
+    /// Record a file the run settles without a transfer (complete before, adopted, a duplicate,
+    /// excluded, a plan problem): its manifest line, counted in the summary, and reported as
+    /// `shown` (its bytes and message) unless that is `None`.
+    pub(crate) fn settle(
+        &self,
+        entry: &PlanEntry,
+        line: Entry,
+        shown: Option<(u64, Option<&str>)>,
+    ) -> Result<(), manifest::ManifestError> {
+        let status = line.status;
+        self.manifest.lock().unwrap().record(line)?;
+        self.summary.lock().unwrap().count(status, 0);
+        if let Some((bytes, message)) = shown {
+            self.report.file_done(&FileEvent {
+                status,
+                path: &entry.dest,
+                uri: &entry.uri,
+                source: entry.source.as_str(),
+                bytes,
+                seconds: 0.0,
+                message,
+                quiet: false,
+            });
+        }
+        Ok(())
+    }
+
     /// Fetch every entry; largest first so that the run does not end waiting on one big file.
-    pub(crate) async fn run(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
+    /// Returns what the run settled (files settled before through [`Engine::settle`] included).
+    pub(crate) async fn run(self: &Arc<Self>, entries: Vec<PlanEntry>) -> Summary {
+        self.schedule(entries).await;
+        let mut summary = *self.summary.lock().unwrap();
+        summary.disk_full = self.disk_full();
+        summary
+    }
+
+    async fn schedule(self: &Arc<Self>, mut entries: Vec<PlanEntry>) {
         entries.sort_by_key(|e| std::cmp::Reverse(e.size.unwrap_or(0)));
         let mut pending: VecDeque<Job> = entries
             .into_iter()
@@ -382,9 +464,9 @@ impl Engine {
 
     /// Set up one file and spawn its requests, each holding a permit of the shared budget.
     async fn start(self: &Arc<Self>, job: Job, tx: &mpsc::UnboundedSender<Msg>) {
+        self.report.started(&job.entry.dest, job.entry.size);
         if self.disk_full.load(Ordering::Relaxed) {
-            self.record(&job.entry, Err(FinishError::NotStarted), Instant::now());
-            let _ = tx.send(Msg::Finished);
+            self.finish_file(&job.entry, Err(FinishError::NotStarted), Instant::now(), tx);
             return;
         }
         if job.entry.source == Source::Mast {
@@ -395,8 +477,7 @@ impl Engine {
                 let started = Instant::now();
                 let res = this.fetch_mast(&job.entry).await;
                 drop(permit);
-                this.record(&job.entry, res, started);
-                let _ = tx.send(Msg::Finished);
+                this.finish_file(&job.entry, res, started, &tx);
             });
             return;
         }
@@ -412,7 +493,7 @@ impl Engine {
                 let resumed = ctx.size - pending.iter().map(|&p| ctx.part_len(p)).sum::<u64>();
                 if resumed > 0 {
                     ctx.counted.fetch_add(resumed, Ordering::Relaxed);
-                    self.progress.done(resumed);
+                    self.report.bytes(Tally::Resumed(resumed));
                 }
                 ctx.remaining
                     .store(pending.len() as u64 + 1, Ordering::SeqCst);
@@ -429,8 +510,7 @@ impl Engine {
                 self.part_done(ctx, tx.clone()).await;
             }
             Err((job, err)) => {
-                self.record(&job.entry, Err(err), Instant::now());
-                let _ = tx.send(Msg::Finished);
+                self.finish_file(&job.entry, Err(err), Instant::now(), tx);
             }
         }
     }
@@ -840,7 +920,7 @@ impl Engine {
                 hasher.update(chunk);
                 let n = chunk.len() as u64;
                 ctx.counted.fetch_add(n, Ordering::Relaxed);
-                self.progress.transferred(n);
+                self.report.bytes(Tally::Received(n));
             },
         )
         .await;
@@ -888,8 +968,7 @@ impl Engine {
                     ctx.place.discard();
                 }
                 // Other failures keep the temporary file and its log: a rerun resumes.
-                self.record(&ctx.job.entry, Err(e.into()), ctx.started);
-                let _ = tx.send(Msg::Finished);
+                self.finish_file(&ctx.job.entry, Err(e.into()), ctx.started, &tx);
             }
             None => {
                 let res = self.finish(&ctx).await;
@@ -907,8 +986,7 @@ impl Engine {
                 if entry.etag.is_none() {
                     entry.etag = ctx.etag.get().cloned();
                 }
-                self.record(&entry, res, ctx.started);
-                let _ = tx.send(Msg::Finished);
+                self.finish_file(&entry, res, ctx.started, &tx);
             }
         }
     }
@@ -951,12 +1029,13 @@ impl Engine {
     /// Throw away what a file has and queue it again, with the archive's current size and ETag.
     async fn restart(&self, ctx: &FileCtx, tx: &mpsc::UnboundedSender<Msg>, why: &str) {
         ctx.digest.cancel();
-        self.progress.undone(ctx.counted.load(Ordering::Relaxed));
+        self.report
+            .bytes(Tally::GaveBack(ctx.counted.load(Ordering::Relaxed)));
         ctx.place.discard();
         let mut entry = ctx.job.entry.clone();
         match self.s3.head(&ctx.bucket, &ctx.key).await {
             Ok(Some(info)) => {
-                self.progress
+                self.report
                     .note(&format!("{}: {why}; starting it again", entry.dest));
                 entry.size = Some(info.size);
                 entry.etag = info.etag;
@@ -972,12 +1051,10 @@ impl Engine {
                     ErrorKind::NotFound,
                     "removed from the bucket during download".into(),
                 );
-                self.record(&entry, Err(gone.into()), ctx.started);
-                let _ = tx.send(Msg::Finished);
+                self.finish_file(&entry, Err(gone.into()), ctx.started, tx);
             }
             Err(e) => {
-                self.record(&entry, Err(e.into()), ctx.started);
-                let _ = tx.send(Msg::Finished);
+                self.finish_file(&entry, Err(e.into()), ctx.started, tx);
             }
         }
     }
@@ -1062,11 +1139,7 @@ impl Engine {
                 entry,
                 &place,
                 &self.folders,
-                &|t| match t {
-                    Tally::Resumed(n) => self.progress.done(n),
-                    Tally::Received(n) => self.progress.transferred(n),
-                    Tally::GaveBack(n) => self.progress.undone(n),
-                },
+                &|t| self.report.bytes(t),
                 hashers,
                 self.sha256,
             )
@@ -1084,7 +1157,20 @@ impl Engine {
         })
     }
 
-    /// Write the outcome of one file to the manifest and the progress stream.
+    /// The end of one file the engine fetched (or could not): its manifest line, its report,
+    /// and the scheduler told that it is settled. Every transfer ends here, once.
+    fn finish_file(
+        &self,
+        entry: &PlanEntry,
+        res: Result<Done, FinishError>,
+        started: Instant,
+        tx: &mpsc::UnboundedSender<Msg>,
+    ) {
+        self.record(entry, res, started);
+        let _ = tx.send(Msg::Finished);
+    }
+
+    /// Write the outcome of one file to the manifest and the report.
     fn record(&self, entry: &PlanEntry, res: Result<Done, FinishError>, started: Instant) {
         let res_kind = res
             .as_ref()
@@ -1127,14 +1213,15 @@ impl Engine {
             }
         }
         if let (Status::Ok, Some(note)) = (status, &message) {
-            self.progress.note(&format!("{}: {note}", entry.dest));
+            self.report.note(&format!("{}: {note}", entry.dest));
         }
         if let Err(e) = self.manifest.lock().unwrap().record(line) {
             if !self.manifest_error_said.swap(true, Ordering::Relaxed) {
-                self.progress.error(&text::chain(&e));
+                self.report.error(&text::chain(&e));
             }
         }
-        self.progress.file(&FileEvent {
+        self.summary.lock().unwrap().count(status, bytes);
+        self.report.file_done(&FileEvent {
             status,
             path: &entry.dest,
             uri: &entry.uri,
