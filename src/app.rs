@@ -328,7 +328,7 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
         p.finish();
     }
     say_after(&*report, &summary, excluded, &dir);
-    engine.manifest.lock().unwrap().finish()?;
+    engine.finish_manifest()?;
     summary.plan_problems = plan_code(&plan) > 0;
     Ok(summary)
 }

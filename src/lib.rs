@@ -5,15 +5,16 @@
 //! a cycle):
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
-//!   `verify`, `transfer` (the engine), `progress` (what a run shows; the `Reporter` the engine tells), `shard` (plan files read
-//!   as a stream, sharded);
+//!   `verify`, `transfer` (the engine), `progress` (what a run shows; the `Reporter` the
+//!   engine tells), `shard` (plan files read as a stream, sharded);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
-//!   partition, formats), `names` (product naming rules), `query` (filters), `dest`
-//!   (DIR: safe destinations, temporary names, the placement policy), `checksum` (what a file is proven against), `hashing`
-//!   (the serial digests, read back), `fits`, `net` (what the HTTP clients share: user agent, timeouts, Content-Range, the
-//!   body-to-file loop), `retry`, `note` (notes and JSON lines any module
-//!   may give), `text` (showing outside text and error chains safely).
+//!   partition, formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
+//!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
+//!   against), `hashing` (the serial digests, read back), `fits`, `net` (what the HTTP clients
+//!   share: user agent, timeouts, Content-Range, the body-to-file loop), `retry`, `note` (notes
+//!   and JSON lines any module may give), `text` (showing outside text and error chains
+//!   safely).
 
 pub mod adopt;
 pub mod app;

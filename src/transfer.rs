@@ -101,17 +101,17 @@ pub(crate) const EXCLUDED_MESSAGE: &str =
     "exclusive access: needs a MAST token (--token-file or MAST_API_TOKEN)";
 
 pub(crate) struct Engine {
-    pub s3: S3,
-    pub mast: Option<Arc<MastHttps>>,
+    s3: S3,
+    mast: Option<Arc<MastHttps>>,
     pub dir: PathBuf,
-    pub part_size: u64,
-    pub retry: RetryPolicy,
-    pub report: Arc<dyn Reporter>,
-    pub manifest: Mutex<manifest::Writer>,
+    part_size: u64,
+    retry: RetryPolicy,
+    report: Arc<dyn Reporter>,
+    manifest: Mutex<manifest::Writer>,
     /// Check bytes against what the archive published (`--no-verify` turns it off).
-    pub verify: bool,
+    verify: bool,
     /// Also compute each file's SHA-256 (`--sha256`).
-    pub sha256: bool,
+    sha256: bool,
     jobs: Arc<Semaphore>,
     /// The serial digests of S3 downloads (plain-MD5 ETags, SHA-256), read back in order.
     hash: HashPool,
@@ -388,6 +388,11 @@ impl Engine {
             });
         }
         Ok(())
+    }
+
+    /// Write the manifest's last state (compacted, with its sums file) once the run is over.
+    pub(crate) fn finish_manifest(&self) -> Result<(), manifest::ManifestError> {
+        self.manifest.lock().unwrap().finish()
     }
 
     /// Fetch every entry; largest first so that the run does not end waiting on one big file.
