@@ -23,13 +23,14 @@ use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
 use crate::note;
+use crate::outcome::Summary;
 use crate::plan::{self, Format, Plan, Source};
 use crate::progress::{Progress, Reporter};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
 use crate::text;
-use crate::transfer::{self, Engine, Summary};
+use crate::transfer::Engine;
 use crate::verify::{self, Verdict};
 
 pub async fn run(cli: Cli) -> Result<u8> {
@@ -378,7 +379,7 @@ fn record_known(
     adopted: Vec<(plan::PlanEntry, Entry)>,
     sha256: bool,
 ) -> Result<()> {
-    let dir = &engine.dir;
+    let dir = engine.dir();
     for (entry, prev) in &skipped {
         let line = skipped_line(dir, entry, prev, sha256)?;
         engine.settle(entry, line, Some((entry.size.unwrap_or(0), None)))?;
@@ -442,7 +443,7 @@ fn exclude_without_token(
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
             excluded += 1;
-            let msg = transfer::EXCLUDED_MESSAGE;
+            let msg = crate::outcome::EXCLUDED_MESSAGE;
             let line = Entry::from_plan(&f, Status::Excluded, Some(msg.into()));
             engine.settle(&f, line, Some((0, None)))?;
         } else {

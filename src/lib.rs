@@ -5,8 +5,10 @@
 //! a cycle):
 //! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
-//!   `verify`, `transfer` (the engine), `progress` (what a run shows; the `Reporter` the
-//!   engine tells), `shard` (plan files read as a stream, sharded);
+//!   `verify`, `transfer` (the engine: scheduling, restarts, MAST downloads) and the part
+//!   protocol it drives (`parts`, `part_get`, `proof`, `resume`, `outcome`: the manifest
+//!   lines, the report, the summary), `progress` (what a run shows; the `Reporter` the engine
+//!   tells), `shard` (plan files read as a stream, sharded);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
@@ -30,10 +32,15 @@ pub mod mast;
 pub mod names;
 pub mod net;
 pub mod note;
+pub mod outcome;
+pub mod part_get;
+pub mod parts;
 pub mod plan;
 pub mod progress;
+pub mod proof;
 pub mod query;
 pub mod resolve;
+pub mod resume;
 pub mod retry;
 pub mod s3;
 pub mod shard;

@@ -9,8 +9,8 @@ use clap::Parser;
 use mastfetch::cli::{Cli, Command};
 use mastfetch::manifest::Status;
 use mastfetch::net::Tally;
+use mastfetch::outcome::Summary;
 use mastfetch::progress::{FileEvent, Reporter};
-use mastfetch::transfer::Summary;
 
 use crate::s3server::{Fault, TestS3};
 use crate::util::data;
