@@ -497,52 +497,11 @@ impl Mast {
         let started = Instant::now();
         let mut pause = EXECUTING_FIRST_PAUSE;
         loop {
-            self.counter(service).fetch_add(1, Ordering::Relaxed);
-            let request = self
-                .client
-                .post(url.clone())
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(ACCEPT, "text/plain")
-                .body(body.clone())
-                .send();
-            let resp = crate::retry::noting(&format!("MAST {service}"), request)
-                .await
-                .map_err(|source| MastError::Request {
-                    service,
-                    url: url.to_string(),
-                    source: source.without_url(),
-                })?;
-            let status = resp.status();
-            if !status.is_success() {
-                return Err(MastError::Status {
-                    service,
-                    url: url.to_string(),
-                    status: status.as_u16(),
-                });
-            }
-            let bytes = self.body(service, url.as_str(), resp).await?;
-            let value: Value =
-                serde_json::from_slice(&bytes).map_err(|source| MastError::Decode {
-                    service,
-                    url: url.to_string(),
-                    source,
-                })?;
+            let value = self.post_once(service, &url, &body).await?;
             match value.get("status").and_then(Value::as_str) {
                 Some("EXECUTING") => {
-                    let waited = started.elapsed();
-                    if waited >= self.deadline {
-                        return Err(MastError::StillExecuting { service, waited });
-                    }
-                    if waited >= EXECUTING_NOTE_AFTER {
-                        crate::note::wait_note(&format!(
-                            "MAST {service} still executing after {} s (giving up after {} s, \
-                             --mast-timeout)",
-                            waited.as_secs(),
-                            self.deadline.as_secs()
-                        ));
-                    }
-                    // The last pause ends at the deadline, for one last look.
-                    tokio::time::sleep(pause.min(self.deadline - waited)).await;
+                    self.still_executing(service, started.elapsed(), pause)
+                        .await?;
                     pause = (pause * 2).min(EXECUTING_MAX_PAUSE);
                 }
                 Some("ERROR") => {
@@ -566,6 +525,68 @@ impl Mast {
                 }
             }
         }
+    }
+
+    /// Send one `invoke` request (its form-encoded `body`) and read its JSON answer.
+    async fn post_once(
+        &self,
+        service: &'static str,
+        url: &Url,
+        body: &str,
+    ) -> Result<Value, MastError> {
+        self.counter(service).fetch_add(1, Ordering::Relaxed);
+        let request = self
+            .client
+            .post(url.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "text/plain")
+            .body(body.to_string())
+            .send();
+        let resp = crate::retry::noting(&format!("MAST {service}"), request)
+            .await
+            .map_err(|source| MastError::Request {
+                service,
+                url: url.to_string(),
+                source: source.without_url(),
+            })?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(MastError::Status {
+                service,
+                url: url.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let bytes = self.body(service, url.as_str(), resp).await?;
+        serde_json::from_slice(&bytes).map_err(|source| MastError::Decode {
+            service,
+            url: url.to_string(),
+            source,
+        })
+    }
+
+    /// A request still `EXECUTING` after `waited`: give up past the deadline, else say so
+    /// (after a while) and wait `pause` before asking again.
+    async fn still_executing(
+        &self,
+        service: &'static str,
+        waited: Duration,
+        pause: Duration,
+    ) -> Result<(), MastError> {
+        if waited >= self.deadline {
+            return Err(MastError::StillExecuting { service, waited });
+        }
+        if waited >= EXECUTING_NOTE_AFTER {
+            crate::note::wait_note(&format!(
+                "MAST {service} still executing after {} s (giving up after {} s, \
+                 --mast-timeout)",
+                waited.as_secs(),
+                self.deadline.as_secs()
+            ));
+        }
+        // The last pause ends at the deadline, for one last look.
+        tokio::time::sleep(pause.min(self.deadline - waited)).await;
+        Ok(())
     }
 }
 
