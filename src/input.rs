@@ -253,32 +253,7 @@ pub(crate) fn parse_items(args: &[String], limits: &Limits) -> Result<Parsed, Re
 fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
     let item = raw.trim();
     if let Some(rest) = item.strip_prefix("s3://") {
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.is_empty() {
-            out.problem(
-                origin,
-                item,
-                "an s3:// item needs a bucket: s3://stpubdata/jwst/...",
-            );
-            return;
-        }
-        // The archive's bucket holds petabytes: all of it is never what was meant. Another
-        // bucket (a mirror, a test server) may be taken whole.
-        if prefix.trim_matches('/').is_empty() && bucket == crate::names::ARCHIVE_BUCKET {
-            out.problem(
-                origin,
-                item,
-                "a whole bucket (petabytes, for stpubdata): name a prefix, e.g. \
-                 s3://stpubdata/jwst/public/jw02731/",
-            );
-            return;
-        }
-        out.items.push(Item::Prefix {
-            bucket: bucket.to_string(),
-            prefix: prefix.to_string(),
-            origin: origin.to_string(),
-        });
-        return;
+        return parse_s3(item, rest, origin, out);
     }
     if item.starts_with("mast:") {
         match Product::from_uri(item) {
@@ -306,6 +281,40 @@ fn parse_one(raw: &str, origin: &str, out: &mut Parsed) {
         }
         return;
     }
+    parse_name(item, origin, out);
+}
+
+/// An `s3://bucket/prefix` item (`rest` is what follows `s3://`): every object under it.
+fn parse_s3(item: &str, rest: &str, origin: &str, out: &mut Parsed) {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        out.problem(
+            origin,
+            item,
+            "an s3:// item needs a bucket: s3://stpubdata/jwst/...",
+        );
+        return;
+    }
+    // The archive's bucket holds petabytes: all of it is never what was meant. Another
+    // bucket (a mirror, a test server) may be taken whole.
+    if prefix.trim_matches('/').is_empty() && bucket == crate::names::ARCHIVE_BUCKET {
+        out.problem(
+            origin,
+            item,
+            "a whole bucket (petabytes, for stpubdata): name a prefix, e.g. \
+             s3://stpubdata/jwst/public/jw02731/",
+        );
+        return;
+    }
+    out.items.push(Item::Prefix {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+        origin: origin.to_string(),
+    });
+}
+
+/// A bare product file name.
+fn parse_name(item: &str, origin: &str, out: &mut Parsed) {
     if item.contains('/') || item.contains('\\') {
         out.problem(
             origin,
@@ -592,13 +601,7 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             return;
         }
     };
-    let col = |n: &str| headers.iter().position(|h| h == n);
-    let uri_col = col("dataURI");
-    let file_col = col("productFilename").or_else(|| col("Filename"));
-    let obs_col = col("obs_id");
-    let size_col = col("size");
-    let rights_col = col("dataRights");
-    let coll_col = col("obs_collection");
+    let cols = Columns::of(&headers);
     for (i, rec) in rdr.records().enumerate() {
         // The reader's own line numbers: a quoted field may span lines.
         let at = match &rec {
@@ -615,7 +618,8 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             }
         };
         let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).filter(|v| !v.is_empty());
-        if let Some(v) = get(uri_col).or(get(file_col)).filter(|v| v.contains('\n')) {
+        let named = get(cols.uri).or(get(cols.file));
+        if let Some(v) = named.filter(|v| v.contains('\n')) {
             out.problem(
                 &origin,
                 v,
@@ -623,35 +627,67 @@ fn parse_csv(text: &str, name: &str, out: &mut Parsed) {
             );
             continue;
         }
-        let product = if let Some(uri) = get(uri_col) {
-            Product::from_uri(uri)
-                .ok_or_else(|| format!("not a MAST product URI: {}", text::shown(uri)))
-        } else if let Some(file) = get(file_col) {
-            match get(coll_col) {
-                Some(coll) => Ok(Product {
-                    uri: format!("mast:{}/product/{file}", coll.to_ascii_uppercase()),
-                    collection: coll.to_ascii_uppercase(),
-                    filename: file.to_string(),
-                }),
-                None => Product::from_filename(file)
-                    .ok_or_else(|| format!("cannot tell the mission of {}", text::shown(file))),
-            }
-        } else {
-            Err("no dataURI or file name in this row".to_string())
-        };
-        match product {
+        match cols.product(&get) {
             Ok(product) => {
                 if product.filename.contains('\\') || product.filename.is_empty() {
                     out.problem(&origin, &product.uri, "not a usable file name");
                     continue;
                 }
                 let mut w = wanted(product, &origin);
-                w.obs_id = get(obs_col).map(str::to_string);
-                w.size = get(size_col).and_then(|s| s.parse().ok());
-                w.access = get(rights_col).map(str::to_string);
+                w.obs_id = get(cols.obs_id).map(str::to_string);
+                w.size = get(cols.size).and_then(|s| s.parse().ok());
+                w.access = get(cols.rights).map(str::to_string);
                 out.push_product(w);
             }
             Err(msg) => out.problem(&origin, "row", msg),
+        }
+    }
+}
+
+/// Where a CSV export keeps what we read (columns by header name; any may be absent).
+struct Columns {
+    uri: Option<usize>,
+    file: Option<usize>,
+    obs_id: Option<usize>,
+    size: Option<usize>,
+    rights: Option<usize>,
+    collection: Option<usize>,
+}
+
+impl Columns {
+    fn of(headers: &csv::StringRecord) -> Columns {
+        let col = |n: &str| headers.iter().position(|h| h == n);
+        Columns {
+            uri: col("dataURI"),
+            file: col("productFilename").or_else(|| col("Filename")),
+            obs_id: col("obs_id"),
+            size: col("size"),
+            rights: col("dataRights"),
+            collection: col("obs_collection"),
+        }
+    }
+
+    /// A row's product (`get` reads a column of it): its `dataURI`, else its file name in
+    /// its collection (or the mission the name tells).
+    fn product<'r>(
+        &self,
+        get: &impl Fn(Option<usize>) -> Option<&'r str>,
+    ) -> Result<Product, String> {
+        if let Some(uri) = get(self.uri) {
+            return Product::from_uri(uri)
+                .ok_or_else(|| format!("not a MAST product URI: {}", text::shown(uri)));
+        }
+        let Some(file) = get(self.file) else {
+            return Err("no dataURI or file name in this row".to_string());
+        };
+        match get(self.collection) {
+            Some(coll) => Ok(Product {
+                uri: format!("mast:{}/product/{file}", coll.to_ascii_uppercase()),
+                collection: coll.to_ascii_uppercase(),
+                filename: file.to_string(),
+            }),
+            None => Product::from_filename(file)
+                .ok_or_else(|| format!("cannot tell the mission of {}", text::shown(file))),
         }
     }
 }
