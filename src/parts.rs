@@ -150,6 +150,23 @@ pub(crate) struct Job {
 
 pub(crate) type Lookup = tokio::task::JoinHandle<Result<(crate::s3::ObjectInfo, Expect), S3Error>>;
 
+/// A file set up for its parts (see [`FileCtx`] for what each is).
+struct SetUp {
+    bucket: String,
+    key: String,
+    place: Place,
+    file: File,
+    /// The same file, for the read-back pool.
+    reader: File,
+    size: u64,
+    bounds: Vec<u64>,
+    single: bool,
+    etag: Option<String>,
+    log: Option<File>,
+    done: Vec<Option<PartDigest>>,
+    expect: Option<Expect>,
+}
+
 /// What the part protocol of every file shares: the client, the policies, DIR and its folders,
 /// and the read-back pool.
 pub(crate) struct Fetcher {
@@ -170,20 +187,50 @@ pub(crate) struct Fetcher {
 
 impl Fetcher {
     /// Open (or resume) the temporary file of an S3 object.
-    pub(crate) async fn prepare(&self, job: Job) -> Result<FileCtx, (Job, FinishError)> {
-        let (Some(bucket), Some(key)) = (job.entry.bucket.clone(), job.entry.key.clone()) else {
-            return Err((job, FinishError::NoMast("entry has no bucket key")));
-        };
-        let mut job = job;
-        let (whole, expect) = match self.learn_object(&mut job, &bucket, &key).await {
-            Ok(v) => v,
+    pub(crate) async fn prepare(&self, mut job: Job) -> Result<FileCtx, (Job, FinishError)> {
+        let s = match self.set_up(&mut job).await {
+            Ok(s) => s,
             Err(e) => return Err((job, e)),
         };
-        let size = job.entry.size.unwrap_or(0);
-        let place = match Place::of(&self.dir, &job.entry.dest) {
-            Ok(p) => p,
-            Err(e) => return Err((job, e.into())),
+        let (etag, expect) = (OnceLock::new(), OnceLock::new());
+        if let Some(e) = s.etag {
+            let _ = etag.set(e);
+        }
+        if let Some(e) = s.expect {
+            let _ = expect.set(e);
+        }
+        Ok(FileCtx {
+            job,
+            bucket: s.bucket,
+            key: s.key,
+            place: s.place,
+            file: s.file,
+            size: s.size,
+            bounds: s.bounds,
+            whole: s.single,
+            etag,
+            expect,
+            remaining: AtomicU64::new(0),
+            error: Mutex::new(None),
+            log: s.log.map(Mutex::new),
+            done: Mutex::new(s.done),
+            digest: self.hash.stream(s.reader),
+            counted: AtomicU64::new(0),
+            changed: AtomicBool::new(false),
+            etag_logged: AtomicBool::new(false),
+            started: Instant::now(),
+        })
+    }
+
+    /// Learn what the file must match, lay out its parts, and open (or continue) its
+    /// temporary file and resume log, with the digests of the parts already on disk.
+    async fn set_up(&self, job: &mut Job) -> Result<SetUp, FinishError> {
+        let (Some(bucket), Some(key)) = (job.entry.bucket.clone(), job.entry.key.clone()) else {
+            return Err(FinishError::NoMast("entry has no bucket key"));
         };
+        let (whole, expect) = self.learn_object(job, &bucket, &key).await?;
+        let size = job.entry.size.unwrap_or(0);
+        let place = Place::of(&self.dir, &job.entry.dest)?;
         let upload_parts = match &expect {
             Some(Expect::Md5Parts { parts, .. }) => Some(parts.clone()),
             _ => None,
@@ -196,52 +243,29 @@ impl Fetcher {
             etag: job.entry.etag.clone(),
             parts: upload_parts,
         });
-        let opened = open_temp(&self.folders, &place, header, job.entry.etag.clone());
-        let (file, log, etag) = match opened {
-            Ok(v) => v,
-            Err(e) => return Err((job, e)),
-        };
-        let reader = match file.try_clone() {
-            Ok(f) => f,
-            Err(e) => return Err((job, io_err("cannot open", &place.tmp)(e))),
-        };
-        let pinned = OnceLock::new();
-        if let Some(e) = etag {
-            let _ = pinned.set(e);
-        }
+        let (file, log, etag) = open_temp(&self.folders, &place, header, job.entry.etag.clone())?;
+        let reader = file
+            .try_clone()
+            .map_err(io_err("cannot open", &place.tmp))?;
         let done = match (&log, &expect) {
-            (Some(_), Some(expect)) => {
-                match resumed_parts(&reader, &place.state, &bounds, expect).await {
-                    Ok(done) => done,
-                    Err(e) => return Err((job, io_err("cannot read back", &place.tmp)(e))),
-                }
-            }
+            (Some(_), Some(expect)) => resumed_parts(&reader, &place.state, &bounds, expect)
+                .await
+                .map_err(io_err("cannot read back", &place.tmp))?,
             _ => vec![None; bounds.len() - 1],
         };
-        let expect_lock = OnceLock::new();
-        if let Some(e) = expect {
-            let _ = expect_lock.set(e);
-        }
-        Ok(FileCtx {
-            job,
+        Ok(SetUp {
             bucket,
             key,
             place,
             file,
+            reader,
             size,
             bounds,
-            whole: single,
-            etag: pinned,
-            expect: expect_lock,
-            remaining: AtomicU64::new(0),
-            error: Mutex::new(None),
-            log: log.map(Mutex::new),
-            done: Mutex::new(done),
-            digest: self.hash.stream(reader),
-            counted: AtomicU64::new(0),
-            changed: AtomicBool::new(false),
-            etag_logged: AtomicBool::new(false),
-            started: Instant::now(),
+            single,
+            etag,
+            log,
+            done,
+            expect,
         })
     }
 
