@@ -205,17 +205,8 @@ impl Ledger {
         self.manifest.lock().unwrap().finish()
     }
 
-    /// Write the outcome of one file to the manifest and the report.
-    pub(crate) fn record(
-        &self,
-        entry: &PlanEntry,
-        res: Result<Done, FinishError>,
-        started: Instant,
-    ) {
-        let res_kind = res
-            .as_ref()
-            .err()
-            .map(|e| matches!(e, FinishError::NotStarted) || is_disk_full(e));
+    /// The manifest line of a file's outcome, and the bytes it fetched.
+    fn line(&self, entry: &PlanEntry, res: Result<Done, FinishError>) -> (Entry, u64) {
         let (status, done, message) = match res {
             Ok(done) => {
                 let note = match &done.expect {
@@ -231,7 +222,30 @@ impl Ledger {
             })) if !self.has_token => (Status::Excluded, None, Some(EXCLUDED_MESSAGE.to_string())),
             Err(e) => (Status::Failed, None, Some(text::chain(&e))),
         };
-        let full = matches!(&res_kind, Some(e) if *e);
+        let mut line = Entry::from_plan(entry, status, message);
+        let Some(d) = done else {
+            return (line, 0);
+        };
+        line.checksum = d.expect.manifest_checksum();
+        line.verified = Some(d.expect.verified().to_string());
+        line.crc64nvme = Some(d.crc64nvme);
+        line.sha256 = d.sha256;
+        if line.size.is_none() {
+            line.size = Some(d.size);
+        }
+        (line, d.size)
+    }
+
+    /// Write the outcome of one file to the manifest and the report.
+    pub(crate) fn record(
+        &self,
+        entry: &PlanEntry,
+        res: Result<Done, FinishError>,
+        started: Instant,
+    ) {
+        let full = res
+            .as_ref()
+            .is_err_and(|e| matches!(e, FinishError::NotStarted) || is_disk_full(e));
         if full {
             self.disk_full.store(true, Ordering::Relaxed);
             self.unfetched.0.fetch_add(1, Ordering::Relaxed);
@@ -239,17 +253,8 @@ impl Ledger {
                 .1
                 .fetch_add(entry.size.unwrap_or(0), Ordering::Relaxed);
         }
-        let mut line = Entry::from_plan(entry, status, message.clone());
-        let bytes = done.as_ref().map_or(0, |d| d.size);
-        if let Some(d) = done {
-            line.checksum = d.expect.manifest_checksum();
-            line.verified = Some(d.expect.verified().to_string());
-            line.crc64nvme = Some(d.crc64nvme);
-            line.sha256 = d.sha256;
-            if line.size.is_none() {
-                line.size = Some(d.size);
-            }
-        }
+        let (line, bytes) = self.line(entry, res);
+        let (status, message) = (line.status, line.message.clone());
         if let (Status::Ok, Some(note)) = (status, &message) {
             self.report.note(&format!("{}: {note}", entry.dest));
         }
