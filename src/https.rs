@@ -255,17 +255,9 @@ impl MastHttps {
             what: "not a URL",
             source: None,
         })?;
-        let (tmp, state) = (&place.tmp, &place.state);
+        let tmp = &place.tmp;
         folders.make(place)?;
-        // A partial file continues only if an earlier run fetched this very URL into it.
-        let resume_ok = fs::read_to_string(state).is_ok_and(|s| s.trim() == entry.url);
-        let file = if resume_ok {
-            place.open_tmp()?
-        } else {
-            let file = place.create_tmp()?;
-            fs::write(state, format!("{}\n", entry.url)).map_err(disk("cannot write", state))?;
-            file
-        };
+        let file = open_partial(place, &entry.url)?;
         let mut have = file.metadata().map_err(disk("cannot stat", tmp))?.len();
         if have > 0 {
             tally(Tally::Resumed(have));
@@ -292,13 +284,13 @@ impl MastHttps {
             }
         }
         let permit = hashers.acquire_owned().await.expect("semaphore open");
-        let place2 = place.clone();
+        let place = place.clone();
         let (crc, sha) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
             let digests =
-                digest_file(&place2.tmp, sha256).map_err(disk("cannot read", &place2.tmp))?;
-            place2.put_in_place()?;
+                digest_file(&place.tmp, sha256).map_err(disk("cannot read", &place.tmp))?;
+            place.put_in_place()?;
             Ok::<_, HttpsError>(digests)
         })
         .await
@@ -416,6 +408,17 @@ impl MastHttps {
         }
         Ok(())
     }
+}
+
+/// The temporary file of a download: continued only if an earlier run fetched this very `url`
+/// into it (its resume log holds the URL), else a new one.
+fn open_partial(place: &Place, url: &str) -> Result<File, HttpsError> {
+    if fs::read_to_string(&place.state).is_ok_and(|s| s.trim() == url) {
+        return Ok(place.open_tmp()?);
+    }
+    let file = place.create_tmp()?;
+    fs::write(&place.state, format!("{url}\n")).map_err(disk("cannot write", &place.state))?;
+    Ok(file)
 }
 
 /// The error of an answer whose body stopped: `what` says which answer it was.
