@@ -31,6 +31,18 @@ pub(crate) fn checksum_name(alg: CrcAlg) -> &'static str {
     }
 }
 
+/// A file's CRC in `alg` from its parts' (CRC-64/NVME is always taken: `crc64`).
+fn combined_crc(alg: CrcAlg, parts: &[(PartDigest, u64)], crc64: u64) -> u64 {
+    match alg {
+        CrcAlg::Crc64Nvme => crc64,
+        _ => alg.combine(
+            parts
+                .iter()
+                .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
+        ),
+    }
+}
+
 /// Compare a complete temporary file's digests with what it must match: the per-part digests
 /// (`parts`, with their lengths, and their combined CRC-64/NVME), the serial ones, or the file
 /// read back along a late upload `layout`. Returns the proof as recorded (a late layout filled
@@ -52,15 +64,7 @@ pub(crate) fn compare(
     };
     match &expect {
         Expect::Crc { alg, value } => {
-            let crc = match alg {
-                CrcAlg::Crc64Nvme => crc64,
-                _ => alg.combine(
-                    parts
-                        .iter()
-                        .map(|(d, len)| (d.extra.expect("extra CRC taken"), *len)),
-                ),
-            };
-            let got = alg.encode(crc);
+            let got = alg.encode(combined_crc(*alg, parts, crc64));
             if got != *value {
                 return mismatch(checksum_name(*alg), format!("{} {got}", alg.name()), value);
             }

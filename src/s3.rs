@@ -612,21 +612,7 @@ impl S3 {
         let (head, body) = resp.into_parts();
         let status = head.status.as_u16();
         if !(200..300).contains(&status) {
-            // S3 says what went wrong in a small XML body: `<Code>SlowDown</Code>`.
-            let text = match tokio::time::timeout(ANSWER_TIMEOUT, body.collect()).await {
-                Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-                _ => String::new(),
-            };
-            let code = text
-                .split_once("<Code>")
-                .and_then(|(_, rest)| rest.split_once("</Code>"))
-                .map_or("", |(code, _)| code);
-            let kind = classify_status(status, code);
-            let answer = Detail::Answer(Box::new(Answer {
-                status,
-                code: code.to_string(),
-                message: None,
-            }));
+            let (kind, answer) = refusal(status, body).await;
             return Err(fail(kind, answer, None));
         }
         let header = |name| head.headers.get(name).and_then(|v| v.to_str().ok());
@@ -663,6 +649,25 @@ impl S3 {
             source: None,
         }
     }
+}
+
+/// What a refused plain GET means, from its status and the small XML body in which S3 says
+/// what went wrong (`<Code>SlowDown</Code>`).
+async fn refusal<B: BodyExt>(status: u16, body: B) -> (ErrorKind, Detail) {
+    let text = match tokio::time::timeout(ANSWER_TIMEOUT, body.collect()).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        _ => String::new(),
+    };
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map_or("", |(code, _)| code);
+    let answer = Detail::Answer(Box::new(Answer {
+        status,
+        code: code.to_string(),
+        message: None,
+    }));
+    (classify_status(status, code), answer)
 }
 
 fn classify<E: ProvideErrorMetadata>(
