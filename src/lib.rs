@@ -9,7 +9,8 @@
 //!   protocol it drives (`parts`, `part_get`, `proof`, `resume`, `outcome`: the manifest
 //!   lines, the report, the summary), `progress` (what a run shows; the `Reporter` the engine
 //!   tells), `shard` (plan files read as a stream, sharded);
-//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API);
+//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API; its JSON read and
+//!   written in `mast_rows`);
 //! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
 //!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
@@ -29,6 +30,7 @@ pub mod https;
 pub mod input;
 pub mod manifest;
 pub mod mast;
+pub mod mast_rows;
 pub mod names;
 pub mod net;
 pub mod note;
