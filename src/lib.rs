@@ -11,7 +11,8 @@
 //!   tells), `shard` (plan files read as a stream, sharded);
 //! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API; its JSON read and
 //!   written in `mast_rows`);
-//! - core: `input` (selection items and @files), `manifest`, `plan` (entries, layouts,
+//! - core: `input` (where selection items come from, @files
+//!   read), `item` (one item), `item_file` (the @file formats), `manifest`, `plan` (entries, layouts,
 //!   partition, formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
 //!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
 //!   against), `hashing` (the serial digests, read back), `fits`, `net` (what the HTTP clients
@@ -28,6 +29,8 @@ pub mod fits;
 pub mod hashing;
 pub mod https;
 pub mod input;
+pub mod item;
+pub mod item_file;
 pub mod manifest;
 pub mod mast;
 pub mod mast_rows;
