@@ -1,4 +1,5 @@
-//! The commands: `plan`, `get` and `verify`, wired from the validated configuration.
+//! The commands: `plan` and `get` here, `verify` in `verify_cmd` (whose `--repair` returns the
+//! `get` this module runs), wired from the validated configuration.
 //!
 //! Owns the order of a run (lock, plan, shard, skip what is complete, token check, transfer,
 //! manifest), the plan summary, and the exit code: 0 all done, 1 some files failed, were
@@ -11,13 +12,13 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use serde_json::json;
 
 use crate::adopt;
 use crate::checksum;
-use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig, VerifyFormat};
+use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig};
 use crate::https::{self, MastHttps};
 use crate::input;
 use crate::manifest::{self, Entry, Status};
@@ -31,13 +32,21 @@ use crate::s3::S3;
 use crate::shard;
 use crate::text;
 use crate::transfer::Engine;
-use crate::verify::{self, Verdict};
+use crate::verify_cmd::{verify_cmd, Repair, Verified};
 
 pub async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Plan(args) => plan_cmd(args).await,
         Command::Get(args) => get_cmd(args).await,
-        Command::Verify(args) => verify_cmd(VerifyConfig::new(&args)).await,
+        Command::Verify(args) => match verify_cmd(VerifyConfig::new(&args)).await? {
+            Verified::Done(code) => Ok(code),
+            Verified::Repair(repair) => {
+                let Repair { get, plan } = *repair;
+                let code = Box::pin(get_cmd(get)).await;
+                let _ = std::fs::remove_file(&plan);
+                code
+            }
+        },
     }
 }
 
@@ -586,249 +595,4 @@ fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry>
         }
     }
     found
-}
-
-async fn verify_cmd(cfg: VerifyConfig) -> Result<u8> {
-    let dir = &cfg.dir;
-    if !dir.is_dir() {
-        bail!("{} is not a folder", dir.display());
-    }
-    let index = manifest::Index::build(dir)?;
-    // A line cut short by a crash is passed over when reading; verify must still say so.
-    for (path, line) in &index.torn {
-        eprintln!(
-            "mastfetch: error: {}:{line}: unreadable manifest line (cut short by a crash?); \
-             the file it recorded is not checked",
-            text::escape(&path.display().to_string())
-        );
-    }
-    let torn = index.torn.len();
-    if index.is_empty() && torn > 0 {
-        return Ok(1);
-    }
-    if index.is_empty() {
-        return verify_foreign(&cfg).await;
-    }
-    if cfg.write_manifest {
-        bail!(
-            "--write-manifest is for a folder without a manifest; {} has one",
-            dir.display()
-        );
-    }
-    if cfg.repair && index.is_empty() {
-        bail!(
-            "--repair needs a mastfetch manifest; for a mirror made by another tool, `mastfetch \
-             get` into {} adopts what matches and fetches the rest",
-            dir.display()
-        );
-    }
-    let dir2 = dir.clone();
-    let remote = cfg.remote;
-    let keep = remote || cfg.repair;
-    let threads = cfg.budgets.hash_threads;
-    let checked =
-        tokio::task::spawn_blocking(move || verify::verify_local(&dir2, &index, threads, keep))
-            .await
-            .context("verify worker failed")??;
-    let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
-    let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
-    if remote {
-        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
-        // Each file is compared with the archive through the record that matches it on disk.
-        let stale = verify::verify_remote(&s3, &matched)
-            .await
-            .context("checking the archive failed")?;
-        // Findings are sorted by path: find each by binary search, not a scan per file.
-        for s in stale {
-            if let Ok(i) = findings.binary_search_by(|f| f.path.as_str().cmp(&s.path)) {
-                if findings[i].status == Verdict::Ok {
-                    findings[i] = s;
-                }
-            }
-        }
-    }
-    let code = report_findings(&findings, cfg.format, cfg.quiet)?;
-    if cfg.repair {
-        return repair(&cfg, &findings, &matched).await;
-    }
-    Ok(code.max(u8::from(torn > 0)))
-}
-
-/// `verify --repair`: the records of the damaged files become a plan, fetched again with
-/// `get --force` into DIR (verified like any download; a file's old bytes are replaced only by
-/// proven new ones).
-async fn repair(cfg: &VerifyConfig, findings: &[verify::Finding], records: &[Entry]) -> Result<u8> {
-    let damaged: std::collections::BTreeSet<&str> = findings
-        .iter()
-        .filter(|f| {
-            matches!(
-                f.status,
-                Verdict::Corrupt | Verdict::Missing | Verdict::Stale
-            )
-        })
-        .map(|f| f.path.as_str())
-        .collect();
-    if damaged.is_empty() {
-        return Ok(0);
-    }
-    let dir = cfg.dir.clone();
-    let plan_path = crate::dest::private_dir(&dir).join("repair-plan.jsonl");
-    std::fs::create_dir_all(crate::dest::private_dir(&dir))
-        .with_context(|| format!("cannot create {}", crate::dest::private_dir(&dir).display()))?;
-    let mut text = String::new();
-    for r in records.iter().filter(|r| damaged.contains(r.path.as_str())) {
-        let entry = plan::PlanEntry {
-            uri: r.uri.clone(),
-            filename: r.path.rsplit('/').next().unwrap_or(&r.path).to_string(),
-            source: r.source,
-            bucket: r.bucket.clone(),
-            key: r.key.clone(),
-            url: r.url.clone(),
-            // What the archive holds now is asked again: a stale record's size and ETag would
-            // only fail the new download.
-            size: None,
-            etag: None,
-            access: r.access.clone(),
-            dest: r.path.clone(),
-        };
-        text.push_str(&serde_json::to_string(&entry).context("plan line")?);
-        text.push('\n');
-    }
-    std::fs::write(&plan_path, text)
-        .with_context(|| format!("cannot write {}", plan_path.display()))?;
-    if !cfg.quiet {
-        eprintln!(
-            "mastfetch: verify --repair: fetching {} files again into {}",
-            damaged.len(),
-            dir.display()
-        );
-    }
-    let at = format!("@{}", plan_path.display());
-    let dest = dir.display().to_string();
-    let mut get = match <Cli as clap::Parser>::try_parse_from([
-        "mastfetch",
-        "get",
-        &at,
-        "--dest",
-        &dest,
-        "--force",
-    ])
-    .context("repair plan")?
-    .command
-    {
-        Command::Get(g) => g,
-        _ => unreachable!("parsed as get"),
-    };
-    get.sources = cfg.sources().clone();
-    get.run.quiet = cfg.quiet;
-    let code = Box::pin(get_cmd(get)).await;
-    let _ = std::fs::remove_file(&plan_path);
-    code
-}
-
-/// `verify` of a folder mastfetch did not write: every file recognised by name and place,
-/// proven against the archive (which makes `--remote` implied), nothing downloaded.
-async fn verify_foreign(cfg: &VerifyConfig) -> Result<u8> {
-    let dir = &cfg.dir;
-    let files = adopt::walk(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    if files.is_empty() {
-        bail!("{} holds no files and no mastfetch manifest", dir.display());
-    }
-    let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
-    let mast_url = cfg.mast_url()?;
-    let mast = Mast::new(mast_url.clone(), cfg.retry, cfg.budgets.catalog)
-        .context("cannot set up the MAST client")?;
-    let resolver = Resolver {
-        s3: &s3,
-        mast: Some(&mast),
-        mast_base: mast_url,
-        layout: plan::Layout::Mirror,
-        s3_only: false,
-        mast_only: false,
-        query: crate::query::Query::default(),
-        catalog: crate::query::Catalog::Mast,
-        parallel: cfg.budgets.listings,
-    };
-    let proofs = adopt::prove_tree(&files, dir, &resolver, &s3, cfg.budgets.hash_threads)
-        .await
-        .context("finding the files' archive objects failed")?;
-    if !cfg.quiet {
-        let lists = s3.stats.lists.load(std::sync::atomic::Ordering::Relaxed);
-        let heads = s3.stats.heads.load(std::sync::atomic::Ordering::Relaxed);
-        let lookups = mast.stats().path_lookups;
-        eprintln!(
-            "mastfetch: verify: no manifest in {}: {} files checked against the archive by name \
-             ({lists} S3 list, {heads} S3 head, {lookups} MAST path lookup requests; nothing \
-             downloaded)",
-            dir.display(),
-            files.len()
-        );
-    }
-    if cfg.write_manifest {
-        let mut w = manifest::Writer::open(dir, None, false)?;
-        for r in proofs.iter().filter_map(|p| p.record.clone()) {
-            w.record(r)?;
-        }
-        w.finish()?;
-    }
-    let findings: Vec<verify::Finding> = proofs.into_iter().map(|p| p.finding).collect();
-    report_findings(&findings, cfg.format, cfg.quiet)
-}
-
-/// Print the findings and their counts; exit 1 on anything that is neither ok nor unknown.
-fn report_findings(
-    findings: &[verify::Finding],
-    format: Option<VerifyFormat>,
-    quiet: bool,
-) -> Result<u8> {
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        VerifyFormat::Table
-    } else {
-        VerifyFormat::Jsonl
-    });
-    let mut counts = std::collections::BTreeMap::new();
-    for f in findings {
-        *counts.entry(f.status.as_str()).or_insert(0u64) += 1;
-    }
-    match write_findings(findings, format) {
-        // `verify | head`: the reader has what it wanted.
-        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
-        res => res.context("cannot write the verify report")?,
-    }
-    if !quiet {
-        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        eprintln!(
-            "mastfetch: verify: {} files: {}",
-            findings.len(),
-            parts.join(", ")
-        );
-    }
-    let bad = findings
-        .iter()
-        .any(|f| !matches!(f.status, Verdict::Ok | Verdict::Unknown));
-    Ok(u8::from(bad))
-}
-
-/// One line per finding (jsonl), or the problems only (table).
-fn write_findings(findings: &[verify::Finding], format: VerifyFormat) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    for f in findings {
-        match format {
-            VerifyFormat::Jsonl => {
-                serde_json::to_writer(&mut out, f)?;
-                writeln!(out)?;
-            }
-            VerifyFormat::Table if f.status != Verdict::Ok => {
-                let status = f.status.as_str();
-                writeln!(
-                    out,
-                    "{status:<8} {}  {}",
-                    text::escape(&f.path),
-                    text::escape(f.message.as_deref().unwrap_or(""))
-                )?;
-            }
-            VerifyFormat::Table => {}
-        }
-    }
-    out.flush()
 }

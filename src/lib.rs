@@ -3,7 +3,8 @@
 //! The library holds everything; `main.rs` only parses, runs and maps the outcome to an exit
 //! code. Modules, in layers; each uses only the layers below it (and, within a layer, never in
 //! a cycle):
-//! - commands: `app` (the three commands, the exit code), `cli` (flags -> validated config);
+//! - commands: `app` (the commands' order and exit codes; `plan` and `get`), `verify_cmd`
+//!   (the `verify` command), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `verify`, `transfer` (the engine: scheduling, restarts, MAST downloads) and the part
 //!   protocol it drives (`parts`, `part_get`, `proof`, `resume`, `outcome`: the manifest
@@ -52,3 +53,4 @@ pub mod shard;
 pub mod text;
 pub mod transfer;
 pub mod verify;
+pub mod verify_cmd;
