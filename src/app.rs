@@ -4,7 +4,7 @@
 //! Owns the order of a run (lock, plan, shard, skip what is complete, token check, transfer,
 //! manifest), the plan summary, and the exit code: 0 all done, 1 some files failed, were
 //! excluded or did not verify, 2 usage or fatal errors (returned as `Err`). A `get` run's code
-//! is its engine summary's (`transfer::Summary::exit_code`); [`get`] is the entry point that
+//! is its engine summary's (`outcome::Summary::exit_code`); [`get`] is the entry point that
 //! lets a caller watch a run through its own `progress::Reporter`.
 
 use std::collections::BTreeMap;

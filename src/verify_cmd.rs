@@ -7,6 +7,7 @@
 //! `verify`'s and `adopt`'s; the repair's `get` is run by `app`, which this module does not
 //! know.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -81,19 +82,7 @@ pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
     let (mut findings, matched): (Vec<_>, Vec<_>) = checked.into_iter().unzip();
     let matched: Vec<Entry> = matched.into_iter().flatten().map(|e| *e).collect();
     if remote {
-        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
-        // Each file is compared with the archive through the record that matches it on disk.
-        let stale = verify::verify_remote(&s3, &matched)
-            .await
-            .context("checking the archive failed")?;
-        // Findings are sorted by path: find each by binary search, not a scan per file.
-        for s in stale {
-            if let Ok(i) = findings.binary_search_by(|f| f.path.as_str().cmp(&s.path)) {
-                if findings[i].status == Verdict::Ok {
-                    findings[i] = s;
-                }
-            }
-        }
+        mark_stale(&cfg, &mut findings, &matched).await?;
     }
     let code = report_findings(&findings, cfg.format, cfg.quiet)?;
     if cfg.repair {
@@ -102,11 +91,34 @@ pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
     Ok(Verified::Done(code.max(u8::from(torn > 0))))
 }
 
+/// `--remote`: the files whose record matched on disk compared with the archive's objects now;
+/// an ok finding becomes `stale` where the archive has written another object since.
+async fn mark_stale(
+    cfg: &VerifyConfig,
+    findings: &mut [verify::Finding],
+    matched: &[Entry],
+) -> Result<()> {
+    let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
+    // Each file is compared with the archive through the record that matches it on disk.
+    let stale = verify::verify_remote(&s3, matched)
+        .await
+        .context("checking the archive failed")?;
+    // Findings are sorted by path: find each by binary search, not a scan per file.
+    for s in stale {
+        if let Ok(i) = findings.binary_search_by(|f| f.path.as_str().cmp(&s.path)) {
+            if findings[i].status == Verdict::Ok {
+                findings[i] = s;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `verify --repair`: the records of the damaged files become a plan, to be fetched again with
 /// `get --force` into DIR (verified like any download; a file's old bytes are replaced only by
 /// proven new ones).
 fn repair(cfg: &VerifyConfig, findings: &[verify::Finding], records: &[Entry]) -> Result<Verified> {
-    let damaged: std::collections::BTreeSet<&str> = findings
+    let damaged: BTreeSet<&str> = findings
         .iter()
         .filter(|f| {
             matches!(
@@ -123,25 +135,7 @@ fn repair(cfg: &VerifyConfig, findings: &[verify::Finding], records: &[Entry]) -
     let plan_path = crate::dest::private_dir(&dir).join("repair-plan.jsonl");
     std::fs::create_dir_all(crate::dest::private_dir(&dir))
         .with_context(|| format!("cannot create {}", crate::dest::private_dir(&dir).display()))?;
-    let mut text = String::new();
-    for r in records.iter().filter(|r| damaged.contains(r.path.as_str())) {
-        let entry = plan::PlanEntry {
-            uri: r.uri.clone(),
-            filename: r.path.rsplit('/').next().unwrap_or(&r.path).to_string(),
-            source: r.source,
-            bucket: r.bucket.clone(),
-            key: r.key.clone(),
-            url: r.url.clone(),
-            // What the archive holds now is asked again: a stale record's size and ETag would
-            // only fail the new download.
-            size: None,
-            etag: None,
-            access: r.access.clone(),
-            dest: r.path.clone(),
-        };
-        text.push_str(&serde_json::to_string(&entry).context("plan line")?);
-        text.push('\n');
-    }
+    let text = repair_plan(records, &damaged)?;
     std::fs::write(&plan_path, text)
         .with_context(|| format!("cannot write {}", plan_path.display()))?;
     if !cfg.quiet {
@@ -173,6 +167,30 @@ fn repair(cfg: &VerifyConfig, findings: &[verify::Finding], records: &[Entry]) -
         get,
         plan: plan_path,
     })))
+}
+
+/// The plan (JSON lines) of the `damaged` files' records.
+fn repair_plan(records: &[Entry], damaged: &BTreeSet<&str>) -> Result<String> {
+    let mut text = String::new();
+    for r in records.iter().filter(|r| damaged.contains(r.path.as_str())) {
+        let entry = plan::PlanEntry {
+            uri: r.uri.clone(),
+            filename: r.path.rsplit('/').next().unwrap_or(&r.path).to_string(),
+            source: r.source,
+            bucket: r.bucket.clone(),
+            key: r.key.clone(),
+            url: r.url.clone(),
+            // What the archive holds now is asked again: a stale record's size and ETag would
+            // only fail the new download.
+            size: None,
+            etag: None,
+            access: r.access.clone(),
+            dest: r.path.clone(),
+        };
+        text.push_str(&serde_json::to_string(&entry).context("plan line")?);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// `verify` of a folder mastfetch did not write: every file recognised by name and place,
