@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::adopt;
 use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig};
-use crate::https::{self, MastHttps};
+use crate::https::MastHttps;
 use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
@@ -367,7 +367,7 @@ async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<Ma
     if cfg.s3_only {
         return Ok(None);
     }
-    let token = https::load_token(cfg.token_file.as_deref(), needs_token)
+    let token = crate::cli::load_token(cfg.token_file.as_deref(), needs_token)
         .context("cannot read the MAST token")?;
     let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
         .context("cannot set up the MAST download client")?;

@@ -3,9 +3,13 @@
 //!
 //! Owns flag names, defaults and help text (the contract in cli.md), the parsing of sizes,
 //! lists and shard indices from the batch schedulers' environment, and the checks that turn bad
-//! flags into one clear usage error. Nothing downstream reads raw flags.
+//! flags into one clear usage error. Nothing downstream reads raw flags. Also where the MAST
+//! token comes from (`load_token`: `--token-file`, `MAST_API_TOKEN`, or a prompt without echo
+//! when a person is at the terminal), the one question mastfetch asks.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use regex::Regex;
@@ -588,6 +592,41 @@ impl Config {
             input_limits: crate::input::Limits::from_env(),
         })
     }
+}
+
+/// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
+/// person is at the terminal and `needed`.
+pub(crate) fn load_token(
+    token_file: Option<&Path>,
+    needed: bool,
+) -> Result<Option<crate::https::Token>, io::Error> {
+    if let Some(p) = token_file {
+        let mut s = String::new();
+        File::open(p)
+            .and_then(|mut f| f.read_to_string(&mut s))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot read token file {}: {e}", p.display()),
+                )
+            })?;
+        return Ok(crate::https::Token::new(&s));
+    }
+    if let Some(t) = std::env::var("MAST_API_TOKEN")
+        .ok()
+        .as_deref()
+        .and_then(crate::https::Token::new)
+    {
+        return Ok(Some(t));
+    }
+    use std::io::IsTerminal;
+    if needed && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!("MAST API token (input hidden; empty to skip exclusive-access files): ");
+        let _ = io::stderr().flush();
+        let t = rpassword::read_password()?;
+        return Ok(crate::https::Token::new(&t));
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

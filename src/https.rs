@@ -1,14 +1,14 @@
 //! Downloads from MAST over HTTPS, for what the bucket does not hold (exclusive access, not yet
 //! mirrored) and for `--mast-only`.
 //!
-//! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
-//! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
-//! single-stream download with Range resume where the server honours it, retries and hashing.
-//! Where the bytes go and when they take their place is `dest`'s policy, as for the S3 engine;
-//! its resume log holds the URL fetched. It tells its caller about bytes through a [`Tally`] callback (`net`): it knows no progress display.
+//! Owns the MAST API token (that it is checked once with `/whoami`, and that it goes only to
+//! the MAST host, only over HTTPS, and never into any output; where it comes from is `cli`'s),
+//! and the single-stream download with Range resume where the server honours it, retries and
+//! hashing. Where the bytes go and when they take their place is `dest`'s policy, as for the S3
+//! engine; its resume log holds the URL fetched. It tells its caller about bytes through a
+//! [`Tally`] callback (`net`): it knows no progress display.
 
 use std::fs::{self, File};
-use std::io::{self, Read as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -434,41 +434,6 @@ fn read_error(url: &Url, what: &'static str, fault: ReadFault<reqwest::Error>) -
             source: Some(e),
         },
     }
-}
-
-/// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
-/// person is at the terminal and `needed`.
-pub(crate) fn load_token(
-    token_file: Option<&Path>,
-    needed: bool,
-) -> Result<Option<Token>, io::Error> {
-    if let Some(p) = token_file {
-        let mut s = String::new();
-        File::open(p)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot read token file {}: {e}", p.display()),
-                )
-            })?;
-        return Ok(Token::new(&s));
-    }
-    if let Some(t) = std::env::var("MAST_API_TOKEN")
-        .ok()
-        .as_deref()
-        .and_then(Token::new)
-    {
-        return Ok(Some(t));
-    }
-    use std::io::IsTerminal;
-    if needed && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!("MAST API token (input hidden; empty to skip exclusive-access files): ");
-        let _ = io::stderr().flush();
-        let t = rpassword::read_password()?;
-        return Ok(Token::new(&t));
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
