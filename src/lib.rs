@@ -10,7 +10,7 @@
 //!   protocol it drives (`parts`, `part_get`, `proof`, `resume`, `outcome`: the manifest
 //!   lines, the report, the summary), `progress` (what a run shows; the `Reporter` the engine
 //!   tells), `shard` (plan files read as a stream, sharded);
-//! - clients: `s3`, `https` (MAST downloads), `mast` (catalog API; its JSON read and
+//! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast` (catalog API; its JSON read and
 //!   written in `mast_rows`);
 //! - core: `input` (where selection items come from, @files
 //!   read), `item` (one item), `item_file` (the @file formats), `manifest`, `plan` (entries, layouts,
@@ -49,6 +49,7 @@ pub mod resolve;
 pub mod resume;
 pub mod retry;
 pub mod s3;
+pub mod s3_error;
 pub mod shard;
 pub mod text;
 pub mod transfer;

@@ -4,8 +4,8 @@
 //! and response-checksum validation off because we retry and verify ourselves), paginated
 //! folder listings, the occasional HEAD (whole object or one upload part), ranged GETs pinned
 //! to an ETag, asking for the archive's full-object checksum (`x-amz-checksum-mode`) where an
-//! answer can carry one, and the classification of S3 failures into transient / changed / not
-//! found / denied. It does not write files and does not judge checksums (`checksum` does).
+//! answer can carry one. What a failure means is `s3_error`'s. It does not write files and
+//! does not judge checksums (`checksum` does).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,9 +28,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::checksum::Published;
 use crate::net::{self, parse_content_range, ANSWER_TIMEOUT, CONNECT_TIMEOUT};
-use crate::retry::{RetryPolicy, Transient};
+use crate::retry::RetryPolicy;
+use crate::s3_error::{classify, classify_status};
+pub(crate) use crate::s3_error::{Answer, Detail, ErrorKind, S3Error};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::s3_error::BoxError;
 
 /// Read buffers of all GET connections together. hyper grows each connection's buffer to
 /// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
@@ -48,110 +50,6 @@ pub(crate) struct S3Options {
     pub region: String,
     pub endpoint_url: Option<String>,
     pub sign: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
-    /// Worth retrying: 5xx, SlowDown, throttling, timeouts, resets, truncated bodies.
-    Transient,
-    /// The object is no longer the one planned (412 on If-Match, or another ETag/size answered).
-    Changed,
-    NotFound,
-    Denied,
-    /// The endpoint's host name does not resolve (tried once more, then given up).
-    NoSuchHost,
-    /// The connection cannot work as configured (TLS to a plain-HTTP server, a bad
-    /// certificate): not retried.
-    Unusable,
-    Other,
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ErrorKind::Transient => "temporary failure",
-            ErrorKind::Changed => "object changed since it was planned",
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Denied => "access denied",
-            ErrorKind::NoSuchHost => "the endpoint's host name does not resolve",
-            ErrorKind::Unusable => "cannot talk to the endpoint",
-            ErrorKind::Other => "request failed",
-        })
-    }
-}
-
-/// A failed S3 request: what was asked, what it means for us, and what was said about it.
-#[derive(Debug, thiserror::Error)]
-#[error("{op} s3://{bucket}/{key}: {kind}{detail}")]
-pub(crate) struct S3Error {
-    pub op: &'static str,
-    pub bucket: String,
-    pub key: String,
-    pub kind: ErrorKind,
-    pub detail: Detail,
-    /// A transport failure's cause (a service answer has none: its words are the detail).
-    #[source]
-    pub source: Option<BoxError>,
-}
-
-/// What an S3 error says beyond its kind; each kind of answer keeps its own fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Detail {
-    None,
-    /// The service answered (boxed: errors travel in every `Result` of the engine).
-    Answer(Box<Answer>),
-    /// The endpoint a transport failure is about: its name does not resolve, or (`tls`) the
-    /// TLS handshake failed.
-    Endpoint {
-        url: String,
-        tls: bool,
-    },
-    /// What we found wrong with an answer (another ETag, a short body, no answer in time).
-    Found(String),
-}
-
-/// What S3 answered to a request it refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Answer {
-    pub status: u16,
-    /// S3's error code (`SlowDown`, `NoSuchKey`), empty when the answer had none.
-    pub code: String,
-    pub message: Option<String>,
-}
-
-impl std::fmt::Display for Detail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Detail::None => Ok(()),
-            Detail::Answer(a) => {
-                write!(f, ": HTTP {} {}", a.status, a.code)?;
-                match &a.message {
-                    Some(m) => write!(f, " ({m})"),
-                    None => Ok(()),
-                }
-            }
-            Detail::Endpoint { url, tls } => {
-                write!(f, " ({url})")?;
-                if *tls {
-                    f.write_str(
-                        " (TLS failed: a plain-HTTP server needs an http:// --endpoint-url)",
-                    )?;
-                }
-                Ok(())
-            }
-            Detail::Found(what) => write!(f, ": {what}"),
-        }
-    }
-}
-
-impl Transient for S3Error {
-    fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient || self.kind == ErrorKind::NoSuchHost
-    }
-
-    fn retry_limit(&self) -> Option<u32> {
-        (self.kind == ErrorKind::NoSuchHost).then_some(1)
-    }
 }
 
 /// One object as a listing (or HEAD) shows it.
@@ -668,37 +566,6 @@ async fn refusal<B: BodyExt>(status: u16, body: B) -> (ErrorKind, Detail) {
         message: None,
     }));
     (classify_status(status, code), answer)
-}
-
-fn classify<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> ErrorKind {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ErrorKind::Transient
-        }
-        SdkError::ServiceError(se) => {
-            classify_status(se.raw().status().as_u16(), se.err().code().unwrap_or(""))
-        }
-        _ => ErrorKind::Other,
-    }
-}
-
-/// What an S3 error status and code mean for us.
-fn classify_status(status: u16, code: &str) -> ErrorKind {
-    match (status, code) {
-        (412, _) | (_, "PreconditionFailed") => ErrorKind::Changed,
-        (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
-        | (_, "Throttling" | "ThrottlingException" | "RequestTimeTooSkewed") => {
-            ErrorKind::Transient
-        }
-        (404, _) | (_, "NoSuchKey" | "NotFound") => ErrorKind::NotFound,
-        (403, _) | (_, "AccessDenied") => ErrorKind::Denied,
-        // 501: the server cannot do this at all; asking again will not help.
-        (501, _) => ErrorKind::Other,
-        (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
-        _ => ErrorKind::Other,
-    }
 }
 
 #[cfg(test)]
