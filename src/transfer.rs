@@ -25,29 +25,29 @@
 //!
 //! **States of a file.** `prepare` -> parts in flight -> `finish` -> recorded, or back to the
 //! queue:
-//! 1. `prepare` learns the size (a HEAD if the plan has none) and, for a file larger than one
-//!    part, what it must match first (`multi_part_expect`: the full-object checksum, or a
-//!    multipart ETag, whose upload parts then become the part bounds so each part's MD5 can
-//!    be taken on arrival). A file of one part learns it from its GET's answer instead. It
-//!    creates the temporary file under `DIR/.mastfetch/` (`dest::Place`) or continues
-//!    one (below), and computes the parts not yet on disk.
-//! 2. Each missing part is one task (`run_part` -> `fetch_part`): a ranged GET with
-//!    `If-Match` on the pinned ETag; `check_response` checks the status, the ETag and the
-//!    Content-Range that answered; `stream_body` writes the bytes at their offset and feeds
-//!    the part's digests as they arrive, resuming a broken body from the last byte received
-//!    (retries are per request, not per file). A part that finds a sibling already failed or
-//!    the object changed spends no request.
+//! 1. `prepare` (`parts`) learns the size (a HEAD if the plan has none) and, for a file
+//!    larger than one part, what it must match first (`proof::multi_part_expect`: the
+//!    full-object checksum, or a multipart ETag, whose upload parts then become the part
+//!    bounds so each part's MD5 can be taken on arrival). A file of one part learns it from
+//!    its GET's answer instead. It creates the temporary file under `DIR/.mastfetch/`
+//!    (`dest::Place`) or continues one (below), and computes the parts not yet on disk.
+//! 2. Each missing part is one task (`run_part` -> `part_get`'s `fetch_part`): a ranged GET
+//!    with `If-Match` on the pinned ETag; `check_response` checks the status, the ETag and
+//!    the Content-Range that answered; `stream_body` writes the bytes at their offset and
+//!    feeds the part's digests as they arrive, resuming a broken body from the last byte
+//!    received (retries are per request, not per file). A part that finds a sibling already
+//!    failed or the object changed spends no request.
 //! 3. The last part to end (a counter, `remaining`, that the scheduler also holds one unit of,
 //!    so a file already complete on disk still finishes) calls `part_done`, which decides:
 //!    no error -> `finish`; the object changed (`ErrorKind::Changed`: If-Match failed, or
 //!    another ETag answered) -> `restart`; any other error -> recorded as failed, the
 //!    temporary file and its log kept so the next run resumes.
-//! 4. `finish` waits for the serial digests (`hashing`, read back from the page cache), learns
-//!    a late upload layout if a single GET revealed a multipart ETag, then `finish_blocking`
-//!    compares size and digests with the expectation (`checksum::Expect`). A match is renamed
-//!    into place and recorded by `finish_file` (manifest line, report, the scheduler told:
-//!    every transfer ends there once); a mismatch deletes the bytes
-//!    (they never reach the final name nor a later resume) and restarts.
+//! 4. `finish` (`parts`) waits for the serial digests (`hashing`, read back from the page
+//!    cache), learns a late upload layout if a single GET revealed a multipart ETag, then
+//!    `finish_blocking` compares size and digests with the expectation (`checksum::Expect`,
+//!    `proof::compare`). A match is renamed into place and recorded by `finish_file`
+//!    (manifest line, report, the scheduler told: every transfer ends there once); a mismatch
+//!    deletes the bytes (they never reach the final name nor a later resume) and restarts.
 //!
 //! **Restarts.** `restart` gives back the bytes counted for the file, deletes its temporary
 //! file and log, asks the archive (HEAD) for the object's current size and ETag, and requeues
@@ -55,10 +55,10 @@
 //! object gone from the bucket is recorded as failed.
 //!
 //! **The resume log** (`state` beside the temporary file, multi-part files only): a JSON
-//! [`StateHeader`] (size, part size, ETag, upload part lengths), then `etag <value>` once the
+//! `resume::StateHeader` (size, part size, ETag, upload part lengths), then `etag <value>` once the
 //! first answer pins an ETag the plan did not have, then one line per part written. A later
 //! run continues the file only if the header matches what it would write now, the ETag is the
-//! same and the temporary file has the full size (`resumable`). A logged part is only a
+//! same and the temporary file has the full size (`resume::resumable`). A logged part is only a
 //! promise that its bytes were written: its digests are taken again by reading it back, so the
 //! log never vouches for bytes nobody checked.
 //!
