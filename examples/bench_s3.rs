@@ -5,6 +5,9 @@
 //! (multipart `md5-N` ETag, `partNumber` answered with `x-amz-mp-parts-count`), the rest in one
 //! PUT (plain-MD5 ETag). Listings name the checksum algorithm and type, not the value.
 //!
+//! `--synthetic N` adds N listed-only objects under `stpubdata/jwst/public/` (JWST-shaped keys,
+//! no bytes: GET of them fails), for the scale benchmark's planning of a million-key prefix.
+//!
 //! `cargo run --release --example bench_s3 -- ROOT [--port P] [--part-size MIB]` serves
 //! `ROOT/<bucket>/<key>` anonymously on 127.0.0.1 (path-style), prints `endpoint=URL`, and
 //! runs until killed. Digests are computed once at start (and cached in `ROOT/.bench_s3/`), so
@@ -412,6 +415,39 @@ impl Server {
     }
 }
 
+/// `n` listed-only objects, keyed like JWST products (a folder per observation, 1,000 files
+/// each), sizes spread over 10 KiB to 2 GiB.
+fn synthesize(objects: &mut BTreeMap<String, Object>, n: u64) {
+    let mut x: u64 = 2731;
+    for i in 0..n {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let obs = format!(
+            "jw{:05}{:03}001_02101_{:05}_nrcb1",
+            1000 + i / 100_000,
+            (i / 1000) % 1000,
+            i % 1000
+        );
+        let key = format!(
+            "stpubdata/jwst/public/jw{:05}/{}/{obs}_{i:08}_cal.fits",
+            1000 + i / 100_000,
+            &obs[..13]
+        );
+        let size = (10 << 10) + (x >> 33) % (2 << 30);
+        objects.insert(
+            key,
+            Object {
+                size,
+                mtime: 0,
+                etag: format!("{i:032x}"),
+                crc64nvme: String::new(),
+                parts: None,
+            },
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -428,7 +464,8 @@ async fn main() {
     let port = opt("--port").unwrap_or(0);
     // The AWS CLI's and most SDKs' multipart threshold and part size.
     let part = opt("--part-size").unwrap_or(8) << 20;
-    let objects = scan(&root, part);
+    let mut objects = scan(&root, part);
+    synthesize(&mut objects, opt("--synthetic").unwrap_or(0));
     let server = Arc::new(Server {
         root,
         objects,

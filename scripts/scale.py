@@ -8,7 +8,10 @@ Writes synthetic JWST-shaped plans (sizes drawn from the mix of a real program: 
 files, fewer large ones) under .bench/scale and runs, with /usr/bin/time for wall time and peak
 RSS: one shard of 100 of a plan file (`plan @plan.jsonl --shards 100 --shard-index 3`), the
 same shard through `get --dry-run`, and `verify` of a manifest of every row (files absent:
-what is measured is reading the manifest, not hashing). Prints a table and writes
+what is measured is reading the manifest, not hashing), a rerun of `get` over the whole plan
+into a mirror whose manifest records every file complete (sparse files of the right sizes: the
+skip pass is what is measured), and `plan` of a bucket prefix of as many listed keys (the
+benchmark S3 server with synthetic listed-only objects). Prints a table and writes
 bench/scale.md. Standard library only.
 """
 
@@ -62,8 +65,10 @@ def write_plan(n):
     return path
 
 
-def write_manifest(n):
-    d = WORK / f"mirror-{n}"
+def write_manifest(n, kind="records"):
+    """A folder whose manifest records every row complete: `records-N` holds only the
+    manifest (verify reads records, finds files absent), `mirror-N` also gets the files."""
+    d = WORK / f"{kind}-{n}"
     m = d / "mastfetch-manifest.jsonl"
     if not m.exists():
         d.mkdir(parents=True, exist_ok=True)
@@ -73,10 +78,45 @@ def write_manifest(n):
                 r = row(i, s)
                 e = {k: r[k] for k in ("uri", "source", "bucket", "key", "url", "size", "etag",
                                        "access")}
-                e.update(path=r["dest"], status="ok", message=None, sha256=None)
+                # As a current run records a file: its CRC-64/NVME known, so a rerun that
+                # skips it need not read it.
+                e.update(path=r["dest"], status="ok", message=None, checksum=None,
+                         verified="etag", crc64nvme="AAAAAAAAAAA=")
                 f.write(json.dumps(e, separators=(",", ":")) + "\n")
         tmp.rename(m)
     return d
+
+
+def write_files(n):
+    """The mirror's files, sparse (right sizes, no blocks), so that `get` over the plan finds
+    every file complete and the rerun measures its skip pass, not a download."""
+    d = write_manifest(n, "mirror")
+    done = d / ".files-written"
+    if not done.exists():
+        made = set()
+        for i, s in enumerate(sizes(n)):
+            path = d / row(i, s)["dest"]
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
+            with open(path, "wb") as f:
+                f.truncate(s)
+        done.touch()
+    return d
+
+
+def start_lister(n):
+    """The benchmark S3 server listing `n` synthetic keys under stpubdata/jwst/public/."""
+    root = WORK / "lister"
+    (root / "stpubdata").mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen([REPO / "target" / "release" / "examples" / "bench_s3", root,
+                          "--synthetic", str(n)], stdout=subprocess.PIPE, text=True)
+    endpoint = p.stdout.readline().strip().split("=", 1)[1]
+    LISTERS.append(p)
+    return p, endpoint
+
+
+LISTERS = []
 
 
 def measure(cmd):
@@ -96,10 +136,12 @@ def main(argv=None):
     ap.add_argument("--rows", default="1000000,2000000", help="comma list of row counts")
     ap.add_argument("--mastfetch", type=Path, default=REPO / "target" / "release" / "mastfetch")
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--rerun-rows", default="1000000",
+                    help="row counts for the get rerun and prefix planning steps (files on disk)")
     args = ap.parse_args(argv)
     if not args.no_build:
-        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "mastfetch"],
-                       cwd=REPO, check=True)
+        subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "mastfetch",
+                        "--example", "bench_s3"], cwd=REPO, check=True)
     WORK.mkdir(parents=True, exist_ok=True)
     mf = args.mastfetch
     results = []
@@ -119,11 +161,21 @@ def main(argv=None):
                                            "--dest", WORK / "unused"]),
             ("verify manifest", [mf, "verify", write_manifest(n), "--format", "jsonl"]),
         ]
+        if str(n) in args.rerun_rows.split(","):
+            steps.append(("get rerun, all complete", [
+                mf, "get", f"@{plan}", "--dest", write_files(n), "--no-progress",
+                "--endpoint-url", "http://127.0.0.1:9"]))
+            server = start_lister(n)
+            steps.append(("plan prefix (listing)", [
+                mf, "plan", "s3://stpubdata/jwst/public/", "--format", "jsonl",
+                "--endpoint-url", server[1]]))
         for name, cmd in steps:
             wall, rss, code = measure(cmd)
             results.append((n, name, wall, rss, code, mb, read))
             print(f"{n:>9,} rows  {name:<28} {wall:7.2f} s  {rss:8.1f} MiB  exit {code}"
                   f"  (file {mb:,.0f} MB, read in {read:.2f} s)", flush=True)
+    for p in LISTERS:
+        p.kill()
     out = ["| rows | step | wall s | peak RSS MiB | exit |", "| ---: | --- | ---: | ---: | ---: |"]
     out += [f"| {n:,} | {name} | {wall:.2f} | {rss:.1f} | {code} |"
             for n, name, wall, rss, code, _, _ in results]

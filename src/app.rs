@@ -7,24 +7,22 @@
 //! is its engine summary's (`outcome::Summary::exit_code`); [`get`] is the entry point that
 //! lets a caller watch a run through its own `progress::Reporter`.
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use serde_json::json;
 
-use crate::adopt;
 use crate::checksum;
 use crate::cli::{Cli, Command, Config, GetArgs, PlanArgs, VerifyConfig};
+use crate::complete::{self, Known, Skipped};
 use crate::https::MastHttps;
 use crate::input;
 use crate::manifest::{self, Entry, Status};
 use crate::mast::Mast;
 use crate::note;
-use crate::outcome::Summary;
+use crate::outcome::{Summary, EXCLUDED_MESSAGE};
 use crate::plan::{self, Format, Plan, Source};
 use crate::progress::{Progress, Reporter};
 use crate::resolve::Resolver;
@@ -81,18 +79,7 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
         Some(share) => (share.parsed, Some(share.total)),
         None => (input::parse_items(&cfg.items, &cfg.input_limits)?, None),
     };
-    let resolver = Resolver {
-        s3: &src.s3,
-        mast: src.mast.as_ref(),
-        mast_base: cfg.mast_url.clone(),
-        layout: cfg.layout,
-        s3_only: cfg.s3_only,
-        mast_only: cfg.mast_only,
-        query: cfg.query.clone(),
-        catalog: cfg.catalog,
-        parallel: cfg.budgets.listings,
-    };
-    let mut plan = resolver.resolve(parsed).await?;
+    let mut plan = resolver(cfg, src).resolve(parsed).await?;
     if let Some(total) = streamed_total {
         let (k, n) = cfg.shard.expect("streamed only when sharded");
         if total == 0 {
@@ -129,6 +116,94 @@ async fn make_plan(cfg: &Config, src: &Sources) -> Result<Plan> {
     Ok(plan)
 }
 
+fn resolver<'a>(cfg: &Config, src: &'a Sources) -> Resolver<'a> {
+    Resolver {
+        s3: &src.s3,
+        mast: src.mast.as_ref(),
+        mast_base: cfg.mast_url.clone(),
+        layout: cfg.layout,
+        s3_only: cfg.s3_only,
+        mast_only: cfg.mast_only,
+        query: cfg.query.clone(),
+        catalog: cfg.catalog,
+        parallel: cfg.budgets.listings,
+    }
+}
+
+/// The prefixes of a selection made of S3 prefixes only (no query, no shards), printed in a
+/// format written row by row: such a plan is written as the listing pages arrive, holding
+/// hashes of what it has written (for duplicates and clashes), not the entries.
+fn streamable_prefixes(cfg: &Config, format: Format) -> Result<Option<Vec<input::Item>>> {
+    let simple = cfg.shard.is_none() && !cfg.query.is_query() && plan::Rows::streams(format);
+    if !simple || !cfg.items.iter().all(|i| i.starts_with("s3://")) {
+        return Ok(None);
+    }
+    let parsed = input::parse_items(&cfg.items, &cfg.input_limits)?;
+    let prefixes = parsed.problems.is_empty()
+        && parsed
+            .items
+            .iter()
+            .all(|i| matches!(i, input::Item::Prefix { .. }));
+    Ok(prefixes.then_some(parsed.items))
+}
+
+/// `plan` of S3 prefixes, written as listed.
+async fn stream_prefixes(
+    cfg: &Config,
+    src: &Sources,
+    prefixes: &[input::Item],
+    format: Format,
+) -> Result<u8> {
+    let resolver = resolver(cfg, src);
+    let mut plan = Plan::default();
+    let mut index = plan::PlanIndex::default();
+    let mut tally = plan::Tally::default();
+    let mut stdout = std::io::stdout().lock();
+    let mut rows = plan::Rows::new(&mut stdout, format).context("cannot write the plan")?;
+    let mut written: std::io::Result<()> = Ok(());
+    for item in prefixes {
+        let input::Item::Prefix {
+            bucket,
+            prefix,
+            origin,
+        } = item
+        else {
+            continue;
+        };
+        let problem = resolver
+            .list_prefix_each(bucket, prefix, origin, false, |e| {
+                if let Some(e) = plan.admit(e, &mut index, |_| None) {
+                    tally.add(&e);
+                    if written.is_ok() {
+                        written = rows.row(&e);
+                    }
+                }
+            })
+            .await?;
+        plan.problems.extend(problem);
+        if written.is_err() {
+            break;
+        }
+    }
+    let written = written.and_then(|()| rows.finish());
+    match written {
+        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
+        res => res.context("cannot write the plan")?,
+    }
+    plan.streamed = Some(tally);
+    if tally.files == 0 && plan.duplicates.is_empty() && plan.problems.is_empty() {
+        plan.problems.push(plan::Problem {
+            item: selection_name(cfg),
+            message: "the selection matched nothing".into(),
+            entry: None,
+        });
+    }
+    let mut quiet = cfg.progress;
+    quiet.json = false; // stdout holds the plan itself
+    summarize(&plan, src, quiet);
+    Ok(plan_code(&plan))
+}
+
 /// The plan file of `SELECTION = @plan.jsonl` alone (no query), which shards read as a stream.
 fn streamable_plan(cfg: &Config) -> Option<&Path> {
     let [item] = cfg.items.as_slice() else {
@@ -149,9 +224,9 @@ fn selection_name(cfg: &Config) -> String {
 
 /// The human summary of a plan (stderr) and its `--json` event.
 fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
-    let from_s3 = plan.files.iter().filter(|f| f.source == Source::S3).count();
-    let from_mast = plan.files.len() - from_s3;
-    let exclusive = plan.files.iter().filter(|f| f.is_exclusive()).count();
+    let tally = plan.tally();
+    let (from_s3, exclusive) = (tally.from_s3, tally.exclusive);
+    let from_mast = tally.files - from_s3;
     let stats = &src.s3.stats;
     let lists = stats.lists.load(std::sync::atomic::Ordering::Relaxed);
     let heads = stats.heads.load(std::sync::atomic::Ordering::Relaxed);
@@ -175,8 +250,8 @@ fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
     if !opts.quiet {
         let mut line = format!(
             "plan: {} files, {}: {from_s3} from S3, {from_mast} from MAST",
-            plan.files.len(),
-            bytesize::ByteSize(plan.total_bytes()).display().iec()
+            tally.files,
+            bytesize::ByteSize(tally.bytes).display().iec()
         );
         if exclusive > 0 {
             line.push_str(&format!(" ({exclusive} exclusive access)"));
@@ -202,8 +277,8 @@ fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
     if opts.json {
         note::emit(&json!({
             "event": "plan",
-            "files": plan.files.len(),
-            "bytes": plan.total_bytes(),
+            "files": tally.files,
+            "bytes": tally.bytes,
             "from_s3": from_s3,
             "from_mast": from_mast,
             "exclusive_access": exclusive,
@@ -222,12 +297,7 @@ fn summarize(plan: &Plan, src: &Sources, opts: note::Options) {
 
 /// Print the plan; `Ok(false)` when the reader closed stdout early (`plan | head`), which is
 /// not an error.
-fn print_plan(plan: &Plan, format: Option<Format>) -> Result<bool> {
-    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
-        Format::Table
-    } else {
-        Format::Jsonl
-    });
+fn print_plan(plan: &Plan, format: Format) -> Result<bool> {
     let mut out = std::io::stdout().lock();
     let res = plan::write_plan(&mut out, plan, format).and_then(|()| out.flush());
     match res {
@@ -254,6 +324,14 @@ async fn plan_cmd(args: PlanArgs) -> Result<u8> {
 /// `plan`, and `get --dry-run`: print the plan, its summary to stderr, exit 1 on problems.
 async fn show_plan(cfg: &Config, format: Option<Format>, dir: Option<&Path>) -> Result<u8> {
     let src = sources(cfg).await?;
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() {
+        Format::Table
+    } else {
+        Format::Jsonl
+    });
+    if let Some(prefixes) = streamable_prefixes(cfg, format)? {
+        return stream_prefixes(cfg, &src, &prefixes, format).await;
+    }
     let mut plan = make_plan(cfg, &src).await?;
     plan.dir = dir.map(|d| d.to_string_lossy().into_owned());
     if !print_plan(&plan, format)? {
@@ -290,15 +368,14 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
     // Lock before planning: a second writer learns at once, not after a long query.
     let writer = manifest::Writer::open(&dir, cfg.shard, args.sha256)?;
     let src = sources(&cfg).await?;
-    let plan = make_plan(&cfg, &src).await?;
+    let known = Known::open(&dir, &manifest::manifest_name(cfg.shard))?;
+    let (plan, split) = plan_and_split(&cfg, &src, &known, args.force).await?;
     summarize(&plan, &src, cfg.progress);
-
-    let own_manifest = manifest::manifest_name(cfg.shard);
-    let (todo, skipped, adopted) = if args.force {
-        (plan.files.clone(), Vec::new(), Vec::new())
-    } else {
-        split_complete(&dir, &plan, &writer, &own_manifest, &src.s3).await
-    };
+    let complete::Split {
+        todo,
+        skipped,
+        adopted,
+    } = split;
     let needs_token = todo
         .iter()
         .any(|f| f.source == Source::Mast && f.is_exclusive());
@@ -308,8 +385,9 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
     let (progress, report) = match report {
         Some(report) => (None, report),
         None => {
-            let files = plan.files.len() as u64 + plan.duplicates.len() as u64;
-            let p = Progress::start(cfg.progress, files, plan.total_bytes());
+            let tally = plan.tally();
+            let files = tally.files as u64 + plan.duplicates.len() as u64;
+            let p = Progress::start(cfg.progress, files, tally.bytes);
             (Some(p.clone()), p as Arc<dyn Reporter>)
         }
     };
@@ -326,7 +404,8 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
         cfg.verify,
         args.sha256,
     );
-    record_known(&engine, &plan, skipped, adopted, args.sha256)?;
+    record_known(&engine, &plan, &known, skipped, adopted, args.sha256)?;
+    drop(known);
     let (fetch, excluded) = exclude_without_token(&engine, todo, has_token)?;
     if excluded > 0 {
         report.note(&format!(
@@ -361,6 +440,33 @@ fn say_after(report: &dyn Reporter, summary: &Summary, excluded_without_token: u
     }
 }
 
+/// The plan, and what of it DIR already holds. A plan file (`@plan.jsonl`) is streamed: only
+/// the files to fetch are held, so a rerun over millions of complete files stays small.
+async fn plan_and_split(
+    cfg: &Config,
+    src: &Sources,
+    known: &Known,
+    force: bool,
+) -> Result<(Plan, complete::Split)> {
+    if let Some(path) = streamable_plan(cfg) {
+        let shard = cfg.shard.unwrap_or((0, 1));
+        let resolver = resolver(cfg, src);
+        return complete::stream_plan(path, &cfg.items[0][1..], shard, known, &resolver, force)
+            .await;
+    }
+    let plan = make_plan(cfg, src).await?;
+    let split = if force {
+        complete::Split {
+            todo: plan.files.clone(),
+            skipped: Skipped::Held(Vec::new()),
+            adopted: Vec::new(),
+        }
+    } else {
+        complete::split(known, &plan, &src.s3).await
+    };
+    Ok((plan, split))
+}
+
 /// The MAST download client (none with `--s3-only`), its token read and, when exclusive files
 /// need it, checked once before anything is downloaded.
 async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<MastHttps>>> {
@@ -384,15 +490,17 @@ async fn mast_downloads(cfg: &Config, needs_token: bool) -> Result<Option<Arc<Ma
 fn record_known(
     engine: &Engine,
     plan: &Plan,
-    skipped: Vec<(plan::PlanEntry, Entry)>,
+    known: &Known,
+    skipped: Skipped,
     adopted: Vec<(plan::PlanEntry, Entry)>,
     sha256: bool,
 ) -> Result<()> {
     let dir = engine.dir();
-    for (entry, prev) in &skipped {
-        let line = skipped_line(dir, entry, prev, sha256)?;
-        engine.settle(entry, line, Some((entry.size.unwrap_or(0), None)))?;
-    }
+    skipped.for_each(known, |entry, prev| {
+        let line = skipped_line(dir, &entry, &prev, sha256)?;
+        engine.settle(&entry, line, Some((entry.size.unwrap_or(0), None)))?;
+        Ok(())
+    })?;
     for (entry, mut line) in adopted {
         if sha256 {
             let path = crate::dest::dest_path(dir, &entry.dest)?;
@@ -452,147 +560,11 @@ fn exclude_without_token(
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
             excluded += 1;
-            let msg = crate::outcome::EXCLUDED_MESSAGE;
-            let line = Entry::from_plan(&f, Status::Excluded, Some(msg.into()));
+            let line = Entry::from_plan(&f, Status::Excluded, Some(EXCLUDED_MESSAGE.into()));
             engine.settle(&f, line, Some((0, None)))?;
         } else {
             fetch.push(f);
         }
     }
     Ok((fetch, excluded))
-}
-
-/// What to fetch, what an earlier run completed (with its record), and what was already in DIR
-/// from elsewhere and proven (with the record that adopts it).
-type Split = (
-    Vec<plan::PlanEntry>,
-    Vec<(plan::PlanEntry, Entry)>,
-    Vec<(plan::PlanEntry, Entry)>,
-);
-
-/// Split the plan into what to fetch and what an earlier run already completed: same size and
-/// ETag as the manifest recorded, file present with that size. Without a listing ETag, one HEAD
-/// for such a candidate tells whether the archive still holds the same object.
-///
-/// The record may come from another manifest of DIR (another shard, another shard count, an
-/// unsharded run): a re-planned plan moves files between shards, and the new shard takes them
-/// over without a download.
-async fn split_complete(
-    dir: &Path,
-    plan: &Plan,
-    writer: &manifest::Writer,
-    own_manifest: &str,
-    s3: &S3,
-) -> Split {
-    let mut todo = Vec::new();
-    let mut skipped = Vec::new();
-    let mut foreign = Vec::new();
-    let complete = |p: &&Entry, f: &plan::PlanEntry| p.status.is_complete() && p.uri == f.uri;
-    let mut elsewhere: Option<BTreeMap<String, Entry>> = None;
-    for f in &plan.files {
-        let own = writer.previous(&f.dest).filter(|p| complete(p, f));
-        let prev = match own {
-            Some(p) => Some(p),
-            None => elsewhere
-                .get_or_insert_with(|| recorded_elsewhere(dir, own_manifest))
-                .get(&f.dest)
-                .filter(|p| complete(p, f)),
-        };
-        let Some(prev) = prev else {
-            // A file at the destination that no manifest records came from elsewhere (another
-            // tool's mirror): proven against the archive below instead of downloaded again.
-            match crate::dest::dest_path(dir, &f.dest)
-                .ok()
-                .map(std::fs::metadata)
-            {
-                Some(Ok(m)) if m.is_file() && f.source == Source::S3 => foreign.push((
-                    f.clone(),
-                    adopt::LocalFile {
-                        rel: f.dest.clone(),
-                        size: m.len(),
-                        modified: m.modified().ok(),
-                    },
-                )),
-                _ => todo.push(f.clone()),
-            }
-            continue;
-        };
-        let on_disk = crate::dest::dest_path(dir, &f.dest)
-            .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map(|m| m.len());
-        let on_disk_ok = on_disk.is_some() && on_disk == prev.size;
-        let (current, unchanged) = current_object(f, prev, s3).await;
-        if on_disk_ok && unchanged {
-            skipped.push((current, prev.clone()));
-        } else {
-            todo.push(current);
-        }
-    }
-    let proofs: Vec<_> = futures::stream::iter(&foreign)
-        .map(|(f, local)| adopt::prove(dir, local, f, s3))
-        .buffered(ADOPT_PROOFS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut adopted = Vec::new();
-    for ((f, _), proof) in foreign.into_iter().zip(proofs) {
-        match proof.record {
-            Some(record) => adopted.push((f, record)),
-            // Not the archive's bytes: fetched again, and only verified bytes replace them.
-            None => todo.push(f),
-        }
-    }
-    (todo, skipped, adopted)
-}
-
-/// The planned file as the archive holds it now, as far as this run can tell, and whether
-/// that is what an earlier run completed (`prev`): the plan's size and ETag, or, for a plan
-/// without an ETag (a listing that gave none), one HEAD. Then a stale size in the plan neither
-/// hides a replaced object nor re-fetches one already replaced.
-async fn current_object(f: &plan::PlanEntry, prev: &Entry, s3: &S3) -> (plan::PlanEntry, bool) {
-    let same_size = |size: Option<u64>| size.is_none_or(|s| Some(s) == prev.size);
-    let mut current = f.clone();
-    let unchanged = match (f.source, &f.etag, &prev.etag) {
-        (Source::Mast, _, _) => same_size(f.size),
-        (Source::S3, Some(now), Some(then)) => now == then && same_size(f.size),
-        (Source::S3, None, Some(then)) => {
-            let (Some(b), Some(k)) = (&f.bucket, &f.key) else {
-                return (current, false);
-            };
-            match s3.head(b, k).await {
-                Ok(Some(info)) => {
-                    // Fetch what the archive holds, not the planned size (which would fail on
-                    // the first answer and cost a second GET).
-                    current.size = Some(info.size);
-                    current.etag = info.etag;
-                    current.etag.as_deref() == Some(then) && same_size(current.size)
-                }
-                _ => false,
-            }
-        }
-        // An empty object has no bytes to differ in (and no GET ever told its ETag).
-        (Source::S3, _, None) => f.size == Some(0) && prev.size == Some(0),
-    };
-    (current, unchanged)
-}
-
-/// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
-const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
-
-/// The complete files recorded by the other manifests of DIR. Another shard may be writing one
-/// right now: its unfinished last line is ignored, and a manifest that cannot be read is passed
-/// over (its files are then fetched again, never skipped unchecked).
-fn recorded_elsewhere(dir: &Path, own_manifest: &str) -> BTreeMap<String, Entry> {
-    let mut found = BTreeMap::new();
-    for path in manifest::manifests_in(dir).unwrap_or_default() {
-        if path.file_name().is_some_and(|n| n == own_manifest) {
-            continue;
-        }
-        for e in manifest::read(&path).unwrap_or_default() {
-            if e.status.is_complete() {
-                found.insert(e.path.clone(), e);
-            }
-        }
-    }
-    found
 }

@@ -6,15 +6,16 @@
 //! - commands: `app` (the commands' order and exit codes; `plan` and `get`), `verify_cmd`
 //!   (the `verify` command), `cli` (flags -> validated config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
-//!   `verify`, `transfer` (the engine: scheduling, restarts, MAST downloads) and the part
-//!   protocol it drives (`parts`, `part_get`, `proof`, `resume`, `outcome`: the manifest
-//!   lines, the report, the summary), `progress` (what a run shows; the `Reporter` the engine
-//!   tells), `shard` (plan files read as a stream, sharded);
-//! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast` (catalog API; its JSON read and
-//!   written in `mast_rows`);
-//! - core: `input` (where selection items come from, @files
-//!   read), `item` (one item), `item_file` (the @file formats), `manifest`, `plan` (entries, layouts,
-//!   partition, formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
+//!   `complete` (what DIR already holds: `get`'s skip pass), `verify`, `transfer` (the engine:
+//!   scheduling, restarts, MAST downloads) and the part protocol it drives (`parts`,
+//!   `part_get`, `proof`, `resume`, `outcome`: the manifest lines, the report, the summary),
+//!   `progress` (what a run shows; the `Reporter` the engine tells), `shard` (plan files read
+//!   as a stream, sharded);
+//! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast`
+//!   (catalog API; its JSON read and written in `mast_rows`);
+//! - core: `input` (where selection items come from, @files read), `item` (one item),
+//!   `item_file` (the @file formats), `manifest`, `plan` (entries, layouts, partition,
+//!   formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
 //!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
 //!   against), `hashing` (the serial digests, read back), `fits`, `net` (what the HTTP clients
 //!   share: user agent, timeouts, Content-Range, the body-to-file loop), `retry`, `note` (notes
@@ -25,6 +26,7 @@ pub mod adopt;
 pub mod app;
 pub mod checksum;
 pub mod cli;
+pub mod complete;
 pub mod dest;
 pub mod fits;
 pub mod hashing;

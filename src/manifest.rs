@@ -151,7 +151,9 @@ pub(crate) enum ManifestError {
 }
 
 /// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
-/// A torn last line (crash mid-write) is ignored; any other bad line is an error.
+/// A torn last line (crash mid-write) is ignored; any other bad line is an error. Holds the
+/// whole manifest: for tests (runs read manifests through an [`Index`]).
+#[cfg(test)]
 pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     let file = File::open(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
@@ -302,6 +304,45 @@ impl Index {
         self.len() == 0
     }
 
+    /// The records of `path`, each with the file name of the manifest that holds it, in
+    /// manifest name order (the last line for the path in each).
+    pub(crate) fn lookup(
+        &self,
+        path: &str,
+        readers: &mut [BufReader<File>],
+    ) -> Result<Vec<(&str, Entry)>, ManifestError> {
+        let h = path_hash(path);
+        let start = self.records.partition_point(|r| r.0 < h);
+        let end = self.records.partition_point(|r| r.0 <= h);
+        let mut found = Vec::new();
+        for &(_, f, offset) in &self.records[start..end] {
+            let e = self.read_at(f, offset, readers)?;
+            if e.path == path {
+                let name = self.files[f as usize].file_name().and_then(|n| n.to_str());
+                found.push((name.unwrap_or_default(), e));
+            }
+        }
+        Ok(found)
+    }
+
+    fn read_at(
+        &self,
+        f: u32,
+        offset: u64,
+        readers: &mut [BufReader<File>],
+    ) -> Result<Entry, ManifestError> {
+        let path = &self.files[f as usize];
+        let reader = &mut readers[f as usize];
+        let read_err = |source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        };
+        reader.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        let mut line = String::new();
+        reader.read_line(&mut line).map_err(read_err)?;
+        parse(path, 0, line.trim())
+    }
+
     /// A reader for [`Index::group`], one per thread.
     pub(crate) fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
         self.files
@@ -325,23 +366,8 @@ impl Index {
         readers: &mut [BufReader<File>],
     ) -> Result<Vec<Vec<Entry>>, ManifestError> {
         let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        let mut line = String::new();
         for &(_, f, offset) in &self.records[self.groups[g]..self.groups[g + 1]] {
-            let path = &self.files[f as usize];
-            let reader = &mut readers[f as usize];
-            let read_err = |source| ManifestError::Read {
-                path: path.clone(),
-                source,
-            };
-            reader.seek(SeekFrom::Start(offset)).map_err(read_err)?;
-            line.clear();
-            reader.read_line(&mut line).map_err(read_err)?;
-            let e: Entry =
-                serde_json::from_str(line.trim()).map_err(|source| ManifestError::Parse {
-                    path: path.clone(),
-                    line: 0,
-                    source,
-                })?;
+            let e = self.read_at(f, offset, readers)?;
             by_path.entry(e.path.clone()).or_default().push(e);
         }
         Ok(by_path.into_values().collect())
@@ -356,7 +382,6 @@ pub(crate) struct Writer {
     manifest: File,
     /// Only with `--sha256`: without it no `SHA256SUMS` is written (nor an old one touched).
     sums: Option<File>,
-    entries: BTreeMap<String, Entry>,
     // Held for the writer's lifetime: the OS releases it if the process dies.
     _lock: File,
 }
@@ -373,8 +398,8 @@ fn open_append(path: &Path) -> Result<File, ManifestError> {
 }
 
 impl Writer {
-    /// Take the lock and load what an earlier run of this manifest recorded. `sums`: also
-    /// write `SHA256SUMS` (`--sha256`).
+    /// Take the lock (what earlier runs recorded is read through an [`Index`], not held).
+    /// `sums`: also write `SHA256SUMS` (`--sha256`).
     pub(crate) fn open(
         dir: &Path,
         shard: Option<(u32, u32)>,
@@ -420,14 +445,6 @@ impl Writer {
             path: manifest_path.clone(),
             source,
         })?;
-        let entries = if manifest_path.exists() {
-            read(&manifest_path)?
-                .into_iter()
-                .map(|e| (e.path.clone(), e))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
         Ok(Writer {
             dir: dir.to_path_buf(),
             manifest: open_append(&manifest_path)?,
@@ -438,14 +455,8 @@ impl Writer {
             },
             manifest_path,
             sums_path,
-            entries,
             _lock: lock,
         })
-    }
-
-    /// What an earlier run recorded for `path`.
-    pub(crate) fn previous(&self, path: &str) -> Option<&Entry> {
-        self.entries.get(path)
     }
 
     /// Record one file now: one `write` per line so that a crash leaves at most a torn last line,
@@ -472,36 +483,151 @@ impl Writer {
                     source,
                 })?;
         }
-        self.entries.insert(entry.path.clone(), entry);
         Ok(())
     }
 
-    /// Rewrite both files with one line per file, atomically.
+    /// Rewrite both files with one line per file, atomically: the last line for each path,
+    /// where it stands among the others (compaction drops superseded lines and never
+    /// reorders). Streams: 24 bytes a line are held (its path's hash and offset), so a
+    /// manifest of millions of files compacts in tens of megabytes.
     pub(crate) fn finish(&mut self) -> Result<(), ManifestError> {
-        let mut manifest = Vec::new();
-        let mut sums = String::new();
-        for e in self.entries.values() {
-            serde_json::to_writer(&mut manifest, e).expect("manifest entries serialize");
-            manifest.push(b'\n');
-            if let (true, Some(sha)) = (e.status.is_complete(), &e.sha256) {
-                sums.push_str(&format!("{sha}  {}\n", e.path));
+        let err = |source| ManifestError::Write {
+            path: self.manifest_path.clone(),
+            source,
+        };
+        let winners = last_lines(&self.manifest_path)?;
+        let tmp = crate::dest::replacement_path(&self.dir, &manifest_name_of(&self.manifest_path));
+        let sums_tmp = crate::dest::replacement_path(&self.dir, &manifest_name_of(&self.sums_path));
+        let written = (|| -> Result<(), ManifestError> {
+            let create = |p: &Path| {
+                File::create(p)
+                    .map(|f| io::BufWriter::with_capacity(1 << 20, f))
+                    .map_err(|source| ManifestError::Write {
+                        path: p.to_path_buf(),
+                        source,
+                    })
+            };
+            let mut out = create(&tmp)?;
+            let mut sums = self.sums.as_ref().map(|_| create(&sums_tmp)).transpose()?;
+            let sums_err = |source| ManifestError::Write {
+                path: self.sums_path.clone(),
+                source,
+            };
+            let mut next = winners.iter().peekable();
+            lines(&self.manifest_path, |offset, line| {
+                if next.next_if_eq(&&offset).is_none() {
+                    return Ok(());
+                }
+                out.write_all(line.as_bytes()).map_err(err)?;
+                if let Some(sums) = &mut sums {
+                    let e = parse(&self.manifest_path, 0, line.trim())?;
+                    if let (true, Some(sha)) = (e.status.is_complete(), &e.sha256) {
+                        writeln!(sums, "{sha}  {}", e.path).map_err(sums_err)?;
+                    }
+                }
+                Ok(())
+            })?;
+            if let Some(sums) = sums {
+                sums.into_inner().map_err(|e| sums_err(e.into_error()))?;
             }
-        }
-        match replace(&self.dir, &self.manifest_path, &manifest) {
+            out.into_inner()
+                .map_err(|e| err(e.into_error()))?
+                .sync_data()
+                .map_err(err)
+        })();
+        match written {
             // No room for the compacted copy: the appended lines are whole and read the same
             // (the last line for a path wins), so they stay as they are.
             Err(ManifestError::Write { source, .. }) if is_disk_full(&source) => {
-                let name = manifest_name_of(&self.manifest_path);
-                let _ = fs::remove_file(crate::dest::replacement_path(&self.dir, &name));
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&sums_tmp);
                 return Ok(());
             }
-            res => res?,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&sums_tmp);
+                return Err(e);
+            }
+            Ok(()) => fs::rename(&tmp, &self.manifest_path).map_err(err)?,
         }
-        if self.sums.is_none() {
+        if self.sums.is_some() {
+            fs::rename(&sums_tmp, &self.sums_path).map_err(|source| ManifestError::Write {
+                path: self.sums_path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Every line of a manifest with its byte offset (a torn last line included: the caller
+/// decides). Blank lines are passed over.
+fn lines(
+    path: &Path,
+    mut each: impl FnMut(u64, &str) -> Result<(), ManifestError>,
+) -> Result<(), ManifestError> {
+    let read_err = |source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
+    let mut line = String::new();
+    let mut offset = 0u64;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(read_err)?;
+        if n == 0 {
             return Ok(());
         }
-        replace(&self.dir, &self.sums_path, sums.as_bytes())
+        if !line.trim().is_empty() {
+            each(offset, &line)?;
+        }
+        offset += n as u64;
     }
+}
+
+fn parse(path: &Path, line: usize, text: &str) -> Result<Entry, ManifestError> {
+    serde_json::from_str(text).map_err(|source| ManifestError::Parse {
+        path: path.to_path_buf(),
+        line,
+        source,
+    })
+}
+
+/// The offsets of the lines that hold each path's last record, ascending. A line that does
+/// not parse (only a torn last line can be left: the writer cuts it on opening) is dropped.
+fn last_lines(path: &Path) -> Result<Vec<u64>, ManifestError> {
+    let mut last: Vec<(u128, u64)> = Vec::new();
+    lines(path, |offset, line| {
+        if let Ok(e) = serde_json::from_str::<PathOnly>(line.trim()) {
+            last.push((path_hash128(&e.path), offset));
+        }
+        Ok(())
+    })?;
+    // Sort by path, later lines first, keep the first of each path.
+    last.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    last.dedup_by_key(|r| r.0);
+    let mut offsets: Vec<u64> = last.into_iter().map(|r| r.1).collect();
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
+/// The one field compaction needs, read without building the entry.
+#[derive(Deserialize)]
+struct PathOnly<'a> {
+    #[serde(borrow)]
+    path: std::borrow::Cow<'a, str>,
+}
+
+/// 128 bits: two manifest paths that shared a hash would lose one record in compaction, so
+/// the hash is wide enough that millions of paths never do.
+fn path_hash128(path: &str) -> u128 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut a = DefaultHasher::new();
+    path.hash(&mut a);
+    let mut b = DefaultHasher::new();
+    (0x6d61_7374u32, path).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
 /// A write that failed because the disk is full (ENOSPC, or a quota).
@@ -537,20 +663,6 @@ fn trim_torn_tail(path: &Path) -> io::Result<()> {
     }
     let keep = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
     f.set_len(len - back + keep)
-}
-
-fn replace(dir: &Path, path: &Path, data: &[u8]) -> Result<(), ManifestError> {
-    let err = |source| ManifestError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = crate::dest::replacement_path(dir, &name);
-    fs::write(&tmp, data).map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
 }
 
 #[cfg(test)]
@@ -605,8 +717,14 @@ mod tests {
         w.finish().unwrap();
         let text = fs::read_to_string(dir.path().join("mastfetch-manifest.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 2);
+        // Each path's last line, where it stands: `a` was last written after `b`.
         let sums = fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
-        assert_eq!(sums, "aa  a\nbb  b\n");
+        assert_eq!(sums, "bb  b\naa  a\n");
+        let paths: Vec<Entry> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!((paths[0].status, paths[1].status), (Status::Ok, Status::Ok));
     }
 
     #[test]

@@ -83,6 +83,9 @@ pub struct Plan {
     pub incomplete: Option<String>,
     /// The folder the plan is for (`plan --dest`), when given: `dest` fields stay relative.
     pub dir: Option<String>,
+    /// For a plan whose files were streamed (decided on, written out) instead of held in
+    /// `files`: what they were.
+    pub streamed: Option<Tally>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -131,78 +134,87 @@ impl Plan {
     /// Add an entry unless its URI is already planned; a repeat with another destination is
     /// kept as a duplicate, one with a destination taken by another URI is a problem.
     pub(crate) fn push(&mut self, entry: PlanEntry, index: &mut PlanIndex) {
-        if let Err(e) = dest::safe_relative(&entry.dest) {
+        let files = std::mem::take(&mut self.files);
+        let admitted = self.admit(entry, index, |i| files.get(i as usize).cloned());
+        self.files = files;
+        self.files.extend(admitted);
+    }
+
+    /// The checks of [`Plan::push`] without holding the files: duplicates and problems are
+    /// kept, and a new file is handed back (it is the index's next file number) for the
+    /// caller to write out or decide on. `earlier(n)` gives file `n` back when a hash says
+    /// it may be a repeat, so that equal hashes of different strings never merge two files
+    /// (a stream that cannot give it back trusts the 64-bit hash).
+    pub(crate) fn admit(
+        &mut self,
+        entry: PlanEntry,
+        index: &mut PlanIndex,
+        earlier: impl Fn(u32) -> Option<PlanEntry>,
+    ) -> Option<PlanEntry> {
+        if let Some(message) = unplaceable(&entry.dest) {
             self.problems.push(Problem {
                 item: text::shown(&entry.uri),
-                message: text::escape(&e.to_string()).into_owned(),
+                message,
                 entry: None,
             });
-            return;
+            return None;
         }
-        if let Some(why) = dest::reserved(&entry.dest) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message: format!("destination {} is {why}", text::shown(&entry.dest)),
-                entry: None,
-            });
-            return;
-        }
-        let taken_by = |i: usize, files: &[PlanEntry]| {
-            if i == usize::MAX {
-                "a duplicate".to_string()
-            } else {
-                files[i].uri.clone()
-            }
+        let taken_by = |i: u32| match i {
+            DUPLICATE => "a duplicate".to_string(),
+            i => earlier(i).map_or("an earlier file of the plan".into(), |e| e.uri),
         };
         // A file where another needs a folder (`x` and `x/y`) would fail at rename time and
         // leave its temporary file behind; refuse the later one now, naming both.
-        let folder_clash = index
-            .folders
-            .get(&entry.dest)
-            .map(|&i| (entry.dest.clone(), i))
-            .or_else(|| {
-                folders_of(&entry.dest)
-                    .find_map(|f| index.by_dest.get(f).map(|&i| (f.to_string(), i)))
-            });
-        if let Some((folder, i)) = folder_clash {
+        if let Some((folder, i)) = index.folder_clash(&entry.dest, &earlier) {
             self.problems.push(Problem {
                 item: text::shown(&entry.uri),
                 message: format!(
                     "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
                     text::shown(&entry.dest),
-                    text::shown(&taken_by(i, &self.files))
+                    text::shown(&taken_by(i))
                 ),
                 entry: None,
             });
-            return;
+            return None;
         }
-        if let Some(&i) = index.by_uri.get(&entry.uri) {
-            let first_dest = self.files[i].dest.clone();
-            if first_dest != entry.dest && !index.by_dest.contains_key(&entry.dest) {
-                index.add_dest(&entry.dest, usize::MAX);
+        if let Some((i, first)) = index.same_uri(&entry.uri, &earlier) {
+            let first_dest = first.map(|f| f.dest);
+            let same_dest = first_dest.as_deref() == Some(entry.dest.as_str());
+            if !same_dest && index.dest_of(&entry.dest, &earlier).is_none() {
+                index.add_dest(&entry.dest, DUPLICATE);
+                let first_dest =
+                    first_dest.unwrap_or_else(|| format!("file {} of the plan", i + 1));
                 self.duplicates.push(Duplicate { entry, first_dest });
             }
-            return;
+            return None;
         }
-        if let Some(&i) = index.by_dest.get(&entry.dest) {
+        if let Some(i) = index.dest_of(&entry.dest, &earlier) {
             self.problems.push(Problem {
                 item: text::shown(&entry.uri),
                 message: format!(
                     "destination {} is already taken by {}",
                     text::shown(&entry.dest),
-                    text::shown(&taken_by(i, &self.files))
+                    text::shown(&taken_by(i))
                 ),
                 entry: None,
             });
-            return;
+            return None;
         }
-        index.by_uri.insert(entry.uri.clone(), self.files.len());
-        index.add_dest(&entry.dest, self.files.len());
-        self.files.push(entry);
+        let n = index.files;
+        index.files += 1;
+        index.by_uri.entry(hash(&entry.uri)).or_insert(n);
+        index.add_dest(&entry.dest, n);
+        Some(entry)
     }
 
-    pub(crate) fn total_bytes(&self) -> u64 {
-        self.files.iter().filter_map(|f| f.size).sum()
+    /// Files, bytes and where they come from: counted from the files, or, for a plan whose
+    /// files were streamed rather than held, as they were admitted.
+    pub(crate) fn tally(&self) -> Tally {
+        self.streamed.unwrap_or_else(|| {
+            let mut t = Tally::default();
+            self.files.iter().for_each(|f| t.add(f));
+            t
+        })
     }
 
     /// Keep shard `index` of `shards`: a deterministic partition balanced by bytes (the rule
@@ -227,24 +239,99 @@ impl Plan {
     }
 }
 
-/// Lookup tables used while a plan is being built.
+/// Why a destination cannot be used at all (outside DIR, or one of mastfetch's own names).
+fn unplaceable(dest: &str) -> Option<String> {
+    if let Err(e) = dest::safe_relative(dest) {
+        return Some(text::escape(&e.to_string()).into_owned());
+    }
+    dest::reserved(dest).map(|why| format!("destination {} is {why}", text::shown(dest)))
+}
+
+/// What a summary says of a plan's files.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub files: usize,
+    pub bytes: u64,
+    pub from_s3: usize,
+    pub exclusive: usize,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, f: &PlanEntry) {
+        self.files += 1;
+        self.bytes += f.size.unwrap_or(0);
+        self.from_s3 += usize::from(f.source == Source::S3);
+        self.exclusive += usize::from(f.is_exclusive());
+    }
+}
+
+/// A destination taken by a duplicate (a repeat of a URI), not by a file of its own.
+const DUPLICATE: u32 = u32::MAX;
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Lookup tables used while a plan is being built: hashes of URIs, destinations and the
+/// folders destinations need, to file numbers (about 40 bytes a file, not the strings), so a
+/// plan of millions of files can be checked as it streams. A hash hit is confirmed against
+/// the earlier file when the caller can give it back.
 #[derive(Default)]
 pub(crate) struct PlanIndex {
-    by_uri: HashMap<String, usize>,
-    by_dest: HashMap<String, usize>,
-    /// Every folder some planned destination needs, with that file (`usize::MAX`: a duplicate).
-    folders: HashMap<String, usize>,
+    by_uri: HashMap<u64, u32>,
+    by_dest: HashMap<u64, u32>,
+    /// Every folder some planned destination needs, with that file ([`DUPLICATE`]: a duplicate).
+    folders: HashMap<u64, u32>,
+    files: u32,
 }
 
 impl PlanIndex {
-    fn add_dest(&mut self, dest: &str, i: usize) {
-        self.by_dest.insert(dest.to_string(), i);
+    fn add_dest(&mut self, dest: &str, i: u32) {
+        self.by_dest.entry(hash(dest)).or_insert(i);
         for f in folders_of(dest) {
-            if self.folders.contains_key(f) {
+            if self.folders.contains_key(&hash(f)) {
                 break; // its own folders are there too
             }
-            self.folders.insert(f.to_string(), i);
+            self.folders.insert(hash(f), i);
         }
+    }
+
+    /// The earlier file with this URI (and that file, when it can be given back).
+    fn same_uri(
+        &self,
+        uri: &str,
+        earlier: &impl Fn(u32) -> Option<PlanEntry>,
+    ) -> Option<(u32, Option<PlanEntry>)> {
+        let &i = self.by_uri.get(&hash(uri))?;
+        match earlier(i) {
+            Some(e) if e.uri != uri => None,
+            first => Some((i, first)),
+        }
+    }
+
+    /// The file (or duplicate) that already has this destination.
+    fn dest_of(&self, dest: &str, earlier: &impl Fn(u32) -> Option<PlanEntry>) -> Option<u32> {
+        let &i = self.by_dest.get(&hash(dest))?;
+        let differs = i != DUPLICATE && earlier(i).is_some_and(|e| e.dest != dest);
+        (!differs).then_some(i)
+    }
+
+    /// A file that needs `dest` as a folder, or one that sits where `dest` needs a folder.
+    fn folder_clash(
+        &self,
+        dest: &str,
+        earlier: &impl Fn(u32) -> Option<PlanEntry>,
+    ) -> Option<(String, u32)> {
+        if let Some(&i) = self.folders.get(&hash(dest)) {
+            let prefix = format!("{dest}/");
+            if i == DUPLICATE || earlier(i).is_none_or(|e| e.dest.starts_with(&prefix)) {
+                return Some((dest.to_string(), i));
+            }
+        }
+        folders_of(dest).find_map(|f| self.dest_of(f, earlier).map(|i| (f.to_string(), i)))
     }
 }
 
@@ -265,38 +352,12 @@ pub enum Format {
 /// Print the plan in `format`. `curl` needs the MAST base URL for token-bearing requests.
 pub(crate) fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
     match format {
-        Format::Jsonl => {
+        Format::Jsonl | Format::Urls | Format::Csv => {
+            let mut rows = Rows::new(out, format)?;
             for f in &plan.files {
-                serde_json::to_writer(&mut *out, f)?;
-                out.write_all(b"\n")?;
+                rows.row(f)?;
             }
-        }
-        Format::Urls => {
-            for f in &plan.files {
-                writeln!(out, "{}", f.url)?;
-            }
-        }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
-            w.write_record([
-                "uri", "filename", "source", "bucket", "key", "url", "size", "etag", "access",
-                "dest",
-            ])?;
-            for f in &plan.files {
-                w.write_record([
-                    f.uri.as_str(),
-                    &f.filename,
-                    f.source.as_str(),
-                    f.bucket.as_deref().unwrap_or(""),
-                    f.key.as_deref().unwrap_or(""),
-                    &f.url,
-                    &f.size.map(|s| s.to_string()).unwrap_or_default(),
-                    f.etag.as_deref().unwrap_or(""),
-                    f.access.as_deref().unwrap_or(""),
-                    &f.dest,
-                ])?;
-            }
-            w.flush()?;
+            rows.finish()?;
         }
         Format::Table => {
             let width = plan
@@ -325,6 +386,65 @@ pub(crate) fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io
         Format::Curl => write_curl(out, plan)?,
     }
     Ok(())
+}
+
+/// The formats written a row at a time, so a plan can be printed while it is listed.
+pub(crate) enum Rows<'a> {
+    Jsonl(&'a mut dyn Write),
+    Urls(&'a mut dyn Write),
+    Csv(Box<csv::Writer<&'a mut dyn Write>>),
+}
+
+impl<'a> Rows<'a> {
+    /// Whether `format` can be written as rows come (a table needs its width, a script its
+    /// whole list first).
+    pub(crate) fn streams(format: Format) -> bool {
+        matches!(format, Format::Jsonl | Format::Urls | Format::Csv)
+    }
+
+    pub(crate) fn new(out: &'a mut dyn Write, format: Format) -> io::Result<Rows<'a>> {
+        Ok(match format {
+            Format::Urls => Rows::Urls(out),
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                w.write_record([
+                    "uri", "filename", "source", "bucket", "key", "url", "size", "etag", "access",
+                    "dest",
+                ])?;
+                Rows::Csv(Box::new(w))
+            }
+            _ => Rows::Jsonl(out),
+        })
+    }
+
+    pub(crate) fn row(&mut self, f: &PlanEntry) -> io::Result<()> {
+        match self {
+            Rows::Jsonl(out) => {
+                serde_json::to_writer(&mut **out, f)?;
+                out.write_all(b"\n")
+            }
+            Rows::Urls(out) => writeln!(out, "{}", f.url),
+            Rows::Csv(w) => Ok(w.write_record([
+                f.uri.as_str(),
+                &f.filename,
+                f.source.as_str(),
+                f.bucket.as_deref().unwrap_or(""),
+                f.key.as_deref().unwrap_or(""),
+                &f.url,
+                &f.size.map(|s| s.to_string()).unwrap_or_default(),
+                f.etag.as_deref().unwrap_or(""),
+                f.access.as_deref().unwrap_or(""),
+                &f.dest,
+            ])?),
+        }
+    }
+
+    pub(crate) fn finish(self) -> io::Result<()> {
+        match self {
+            Rows::Jsonl(out) | Rows::Urls(out) => out.flush(),
+            Rows::Csv(mut w) => w.flush(),
+        }
+    }
 }
 
 /// Quote a string for bash in single quotes.
@@ -498,13 +618,13 @@ mod tests {
                 &mut idx,
             );
         }
-        let total = full.total_bytes();
+        let total = full.tally().bytes;
         let mut seen = std::collections::HashSet::new();
         let mut largest = 0;
         for k in 0..8 {
             let mut s = full.clone();
             s.shard(8, k);
-            largest = largest.max(s.total_bytes());
+            largest = largest.max(s.tally().bytes);
             for f in &s.files {
                 assert!(seen.insert(f.uri.clone()), "{} in two shards", f.uri);
             }

@@ -440,67 +440,96 @@ impl Resolver<'_> {
         origin: &str,
         from_query: bool,
     ) -> Result<Slot, ResolveError> {
-        let objs = self.s3.list(bucket, prefix, false).await?;
-        let listed = objs.len();
         let mut entries = Vec::new();
-        for o in objs {
-            if o.key.ends_with('/') {
-                continue; // folder markers
-            }
-            let filename = o.key.rsplit('/').next().unwrap_or(&o.key).to_string();
-            let product = names::uri_for_key(&o.key);
-            let obs_id = product
-                .as_ref()
-                .and_then(|p| names::obs_id_at(&p.collection, &p.filename, &o.key));
-            let filter = Query {
-                // Guide stars are left out of queries, not out of an explicit prefix.
-                include_guidestars: !from_query || self.query.include_guidestars,
-                obs_id: if from_query {
-                    self.query.obs_id.clone()
-                } else {
-                    None
-                },
-                ..self.query.clone()
-            };
-            if !filter.accepts_filename(&filename, obs_id.as_deref()) {
-                continue;
-            }
-            let collection = product.as_ref().map_or_else(
-                || o.key.split('/').next().unwrap_or("").to_ascii_uppercase(),
-                |p| p.collection.clone(),
-            );
-            let uri = product
-                .as_ref()
-                .map_or_else(|| format!("s3://{bucket}/{}", o.key), |p| p.uri.clone());
-            entries.push(PlanEntry {
-                dest: self.placement_dest(&collection, obs_id.as_deref(), &filename, Some(&o.key)),
-                uri,
-                filename,
-                source: Source::S3,
-                bucket: Some(bucket.to_string()),
-                url: self.s3.url(bucket, &o.key),
-                key: Some(o.key),
-                size: Some(o.size),
-                etag: o.etag,
-                access: Some("PUBLIC".into()),
-            });
+        let problem = self
+            .list_prefix_each(bucket, prefix, origin, from_query, |e| entries.push(e))
+            .await?;
+        Ok(problem.map_or(Slot::Many(entries), Slot::Problem))
+    }
+
+    /// Each file under a prefix as its listing page arrives (a page is held, not the
+    /// listing); the problem to report when an explicit prefix gave none.
+    pub(crate) async fn list_prefix_each(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        origin: &str,
+        from_query: bool,
+        mut each: impl FnMut(PlanEntry),
+    ) -> Result<Option<Problem>, ResolveError> {
+        let (mut listed, mut given) = (0usize, 0usize);
+        self.s3
+            .list_each(bucket, prefix, false, |o| {
+                listed += 1;
+                if let Some(e) = self.listed_entry(bucket, o, from_query) {
+                    given += 1;
+                    each(e);
+                }
+            })
+            .await?;
+        if given > 0 || from_query {
+            return Ok(None);
         }
-        if entries.is_empty() && !from_query {
-            let message = if listed == 0 {
-                "no objects under this prefix".to_string()
+        let message = if listed == 0 {
+            "no objects under this prefix".to_string()
+        } else {
+            format!(
+                "none of the {listed} objects under this prefix pass --suffix/--match/--exclude"
+            )
+        };
+        Ok(Some(Problem {
+            item: format!(
+                "{origin}: {}",
+                crate::text::shown(&format!("s3://{bucket}/{prefix}"))
+            ),
+            message,
+            entry: None,
+        }))
+    }
+
+    /// The plan entry of one listed object, unless it is a folder marker or the filters
+    /// leave it out.
+    fn listed_entry(&self, bucket: &str, o: ObjectInfo, from_query: bool) -> Option<PlanEntry> {
+        if o.key.ends_with('/') {
+            return None; // folder markers
+        }
+        let filename = o.key.rsplit('/').next().unwrap_or(&o.key).to_string();
+        let product = names::uri_for_key(&o.key);
+        let obs_id = product
+            .as_ref()
+            .and_then(|p| names::obs_id_at(&p.collection, &p.filename, &o.key));
+        let filter = Query {
+            // Guide stars are left out of queries, not out of an explicit prefix.
+            include_guidestars: !from_query || self.query.include_guidestars,
+            obs_id: if from_query {
+                self.query.obs_id.clone()
             } else {
-                format!("none of the {listed} objects under this prefix pass --suffix/--match/--exclude")
-            };
-            return Ok(Slot::Problem(Problem {
-                item: format!(
-                    "{origin}: {}",
-                    crate::text::shown(&format!("s3://{bucket}/{prefix}"))
-                ),
-                message,
-                entry: None,
-            }));
+                None
+            },
+            ..self.query.clone()
+        };
+        if !filter.accepts_filename(&filename, obs_id.as_deref()) {
+            return None;
         }
-        Ok(Slot::Many(entries))
+        let collection = product.as_ref().map_or_else(
+            || o.key.split('/').next().unwrap_or("").to_ascii_uppercase(),
+            |p| p.collection.clone(),
+        );
+        let uri = product
+            .as_ref()
+            .map_or_else(|| format!("s3://{bucket}/{}", o.key), |p| p.uri.clone());
+        Some(PlanEntry {
+            dest: self.placement_dest(&collection, obs_id.as_deref(), &filename, Some(&o.key)),
+            uri,
+            filename,
+            source: Source::S3,
+            bucket: Some(bucket.to_string()),
+            url: self.s3.url(bucket, &o.key),
+            key: Some(o.key),
+            size: Some(o.size),
+            etag: o.etag,
+            access: Some("PUBLIC".into()),
+        })
     }
 }
 

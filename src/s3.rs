@@ -302,7 +302,6 @@ impl S3 {
     }
 
     /// Every object under `prefix`; with `shallow`, only the direct children of that folder.
-    /// One paginated ListObjectsV2, each page retried on its own.
     pub(crate) async fn list(
         &self,
         bucket: &str,
@@ -310,6 +309,21 @@ impl S3 {
         shallow: bool,
     ) -> Result<Vec<ObjectInfo>, S3Error> {
         let mut out = Vec::new();
+        self.list_each(bucket, prefix, shallow, |o| out.push(o))
+            .await?;
+        Ok(out)
+    }
+
+    /// Each object under `prefix`, page by page as S3 answers (a page is held, not the
+    /// listing: millions of keys stream through). One paginated ListObjectsV2, each page
+    /// retried on its own.
+    pub(crate) async fn list_each(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        shallow: bool,
+        mut each: impl FnMut(ObjectInfo),
+    ) -> Result<(), S3Error> {
         let mut token: Option<String> = None;
         loop {
             let page = self
@@ -335,7 +349,7 @@ impl S3 {
                 .await?;
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
-                out.push(ObjectInfo {
+                each(ObjectInfo {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     etag: obj.e_tag().map(normalize_etag).filter(|e| !e.is_empty()),
@@ -345,7 +359,7 @@ impl S3 {
             }
             token = page.next_continuation_token().map(str::to_string);
             if !page.is_truncated().unwrap_or(false) || token.is_none() {
-                return Ok(out);
+                return Ok(());
             }
         }
     }

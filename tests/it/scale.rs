@@ -580,3 +580,82 @@ fn two_shards_share_a_folder_at_once_and_json_events_include_progress() {
     assert!(files.iter().all(|f| f["status"] == "skipped"));
     assert_eq!(events.last().unwrap()["bytes_transferred"], 0);
 }
+
+/// `get @plan.jsonl` reads the plan as a stream (issue 14): repeats and clashes are reported
+/// as `plan` would, the first run fetches each file once, and a rerun records every file
+/// skipped (read back from the plan row by row) with no GET; the manifest compacts to one
+/// line per file.
+#[test]
+fn a_streamed_plan_file_reports_repeats_and_reruns_without_a_get() {
+    let s3 = TestS3::start(&[BUCKET]);
+    seed(&s3, 40);
+    let dir = tempfile::tempdir().unwrap();
+    let plan_path = dir.path().join("plan.jsonl");
+    let plan = write_plan(&s3, &plan_path);
+    // One URI again with another destination (a duplicate), one destination again under
+    // another URI (a clash, not planned), one unsafe destination.
+    let mut again = plan[3].clone();
+    again.dest = format!("copies/{}", again.dest);
+    let mut clash = plan[5].clone();
+    clash.uri = "s3://stpubdata/elsewhere.dat".into();
+    clash.dest = plan[6].dest.clone();
+    let mut unsafe_row = plan[7].clone();
+    unsafe_row.uri = "s3://stpubdata/escape.dat".into();
+    unsafe_row.dest = "../escape.dat".into();
+    let mut text = std::fs::read_to_string(&plan_path).unwrap();
+    for row in [&again, &clash, &unsafe_row] {
+        text.push_str(&serde_json::to_string(row).unwrap());
+        text.push('\n');
+    }
+    std::fs::write(&plan_path, text).unwrap();
+    let dest = dir.path().join("mirror");
+    let get = || {
+        util::mastfetch()
+            .args(["get", &format!("@{}", plan_path.display()), "--dest"])
+            .arg(&dest)
+            .args(["--s3-only", "--json", "--no-progress"])
+            .args(["--endpoint-url", &s3.endpoint])
+            .output()
+            .unwrap()
+    };
+    let first = get();
+    assert_eq!(code(&first), 1, "two rows not planned: {}", stderr(&first));
+    let err = stderr(&first);
+    assert!(err.contains("is already taken by"), "{err}");
+    assert!(err.contains("escape.dat"), "{err}");
+    let s = summary(&first);
+    assert_eq!(
+        (s["ok"].as_u64(), s["duplicate"].as_u64()),
+        (Some(40), Some(1)),
+        "{s}"
+    );
+    assert_eq!(object_gets(&s3).len(), 40);
+    assert!(!dir.path().join("escape.dat").exists());
+
+    let gets_before = object_gets(&s3).len();
+    let second = get();
+    assert_eq!(code(&second), 1, "{}", stderr(&second));
+    let s = summary(&second);
+    assert_eq!(s["skipped"].as_u64(), Some(40), "{s}");
+    assert_eq!(
+        object_gets(&s3).len(),
+        gets_before,
+        "a rerun fetches nothing"
+    );
+    let skipped: BTreeSet<String> = jsonl(&stdout(&second))
+        .iter()
+        .filter(|e| e["event"] == "file" && e["status"] == "skipped")
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    let planned: BTreeSet<String> = plan.iter().map(|p| p.dest.clone()).collect();
+    assert_eq!(skipped, planned, "each planned file reported skipped once");
+    let manifest = std::fs::read_to_string(dest.join("mastfetch-manifest.jsonl")).unwrap();
+    let lines = jsonl(&manifest);
+    assert_eq!(lines.len(), 41, "one line per file and the duplicate");
+    let paths: BTreeSet<&str> = lines.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths.len(), 41);
+    assert!(lines
+        .iter()
+        .filter(|l| l["path"] != again.dest.as_str())
+        .all(|l| l["status"] == "skipped"));
+}
