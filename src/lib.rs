@@ -3,8 +3,9 @@
 //! The library holds everything; `main.rs` only parses, runs and maps the outcome to an exit
 //! code. Modules, in layers; each uses only the layers below it (and, within a layer, never in
 //! a cycle):
-//! - commands: `app` (the commands' order and exit codes; `plan` and `get`), `verify_cmd`
-//!   (the `verify` command), `cli` (flags -> validated config);
+//! - commands: `app` (the commands dispatched, their exit codes), `get_cmd` and `verify_cmd`
+//!   (those commands), `planning` (what `plan` and `get` share), `cli` (flags -> validated
+//!   config);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `complete` (what DIR already holds: `get`'s skip pass), `verify`, `transfer` (the engine:
 //!   scheduling, restarts, MAST downloads) and the part protocol it drives (`parts`,
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod complete;
 pub mod dest;
 pub mod fits;
+pub mod get_cmd;
 pub mod hashing;
 pub mod https;
 pub mod input;
@@ -44,6 +46,7 @@ pub mod outcome;
 pub mod part_get;
 pub mod parts;
 pub mod plan;
+pub mod planning;
 pub mod progress;
 pub mod proof;
 pub mod query;
