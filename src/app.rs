@@ -32,7 +32,15 @@ pub async fn run(cli: Cli) -> Result<u8> {
 }
 
 async fn plan_cmd(args: PlanArgs) -> Result<u8> {
-    let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let mut cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let for_bucket = args
+        .dest
+        .as_ref()
+        .is_some_and(|d| d.to_string_lossy().starts_with("s3://"));
+    if for_bucket && args.run.layout.is_none() {
+        // The plan `get --dest s3://...` would make: the archive's keys.
+        cfg.layout = crate::plan::Layout::Mirror;
+    }
     // stdout holds the plan: notes go to stderr only.
     note::set_wait_notes(note::Options {
         json: false,

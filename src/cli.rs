@@ -133,9 +133,10 @@ pub struct SourceArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// nested: DIR/<COLLECTION>/<obs_id>/<file>; flat: DIR/<file>; mirror: DIR/<s3 key>.
-    #[arg(long, value_enum, default_value_t = Layout::Nested)]
-    pub layout: Layout,
+    /// nested: DIR/<COLLECTION>/<obs_id>/<file>; flat: DIR/<file>; mirror: DIR/<s3 key>
+    /// [default: nested for a folder, mirror for an s3:// destination].
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
     /// Requests in flight, shared by all files and parts ("auto" or a number).
     #[arg(long, default_value = "auto")]
     pub jobs: String,
@@ -197,9 +198,20 @@ pub struct GetArgs {
     pub sources: SourceArgs,
     #[command(flatten)]
     pub run: RunArgs,
-    /// Destination folder.
+    /// Destination folder, or s3://BUCKET/PREFIX/ (server-side copies into your bucket,
+    /// signed with the standard AWS credential chain).
     #[arg(long, default_value = ".")]
     pub dest: PathBuf,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
+    /// Objects up to this size are copied with one CopyObject, larger ones in parallel
+    /// UploadPartCopy parts (S3 allows CopyObject up to 5 GB) [default: 512MiB].
+    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
+    pub copy_threshold: Option<u64>,
+    /// UploadPartCopy part size, 5MiB to 5GiB (grown for objects that would need more than
+    /// 10,000 parts) [default: 128MiB].
+    #[arg(long, value_parser = parse_size, help_heading = "Bucket destination")]
+    pub copy_part_size: Option<u64>,
     /// Plan only, print it like `plan`.
     #[arg(long)]
     pub dry_run: bool,
@@ -215,6 +227,17 @@ pub struct GetArgs {
     pub format: Option<Format>,
 }
 
+/// Flags of an `s3://` destination (get) or mirror (verify).
+#[derive(Debug, Clone, Args)]
+pub struct BucketArgs {
+    /// S3 endpoint of the destination bucket, when it is not --endpoint-url's.
+    #[arg(long, value_name = "URL", help_heading = "Bucket destination")]
+    pub dest_endpoint_url: Option<String>,
+    /// Region of the destination bucket, when it is not --region.
+    #[arg(long, help_heading = "Bucket destination")]
+    pub dest_region: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum VerifyFormat {
     Table,
@@ -223,7 +246,7 @@ pub enum VerifyFormat {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The mirror folder (holding mastfetch-manifest*.jsonl).
+    /// The mirror folder (holding mastfetch-manifest*.jsonl), or s3://BUCKET/PREFIX/.
     #[arg(default_value = ".")]
     pub dir: PathBuf,
     /// Also ask the archive whether each file is still current (reports `stale`). Implied for a
@@ -247,6 +270,8 @@ pub struct VerifyArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub sources: SourceArgs,
+    #[command(flatten)]
+    pub bucket: BucketArgs,
 }
 
 /// `16MiB`, `8MB`, `1048576`.
@@ -373,6 +398,8 @@ pub(crate) struct VerifyConfig {
     /// archive may need a request, requests too.
     pub budgets: Budgets,
     pub retry: crate::retry::RetryPolicy,
+    /// The flags of an `s3://` mirror.
+    pub bucket: BucketArgs,
     sources: SourceArgs,
 }
 
@@ -388,6 +415,7 @@ impl VerifyConfig {
             quiet: args.quiet,
             budgets: Budgets::new(jobs, jobs),
             retry: crate::retry::RetryPolicy::default(),
+            bucket: args.bucket.clone(),
             sources: args.sources.clone(),
         }
     }
@@ -459,6 +487,60 @@ pub(crate) fn s3_options(src: &SourceArgs) -> Result<S3Options, ConfigError> {
         endpoint_url: src.endpoint_url.clone().filter(|s| !s.is_empty()),
         sign: src.sign,
     })
+}
+
+/// The `s3://` destination of `get --dest` or `verify`, signed, with its endpoint and region
+/// (the source's unless `--dest-endpoint-url`/`--dest-region` say otherwise); `None` for a
+/// folder, where the bucket flags must not be given.
+pub(crate) fn dest_options(
+    dest: &std::path::Path,
+    src: &SourceArgs,
+    b: &BucketArgs,
+) -> Result<Option<crate::bucket::DestOptions>, ConfigError> {
+    let text = dest.to_string_lossy();
+    let url = crate::bucket::DestUrl::parse(&text).map_err(|m| flag("dest", m))?;
+    let Some(url) = url else {
+        if b.dest_endpoint_url.is_some() || b.dest_region.is_some() {
+            return Err(flag(
+                "dest-endpoint-url",
+                "--dest-endpoint-url and --dest-region are for an s3://BUCKET/PREFIX/ destination",
+            ));
+        }
+        return Ok(None);
+    };
+    let endpoint = b.dest_endpoint_url.clone().or(src.endpoint_url.clone());
+    let check = SourceArgs {
+        endpoint_url: endpoint.clone(),
+        ..src.clone()
+    };
+    s3_options(&check).map_err(|_| {
+        flag(
+            "dest-endpoint-url",
+            "not an http:// or https:// URL with a host",
+        )
+    })?;
+    Ok(Some(crate::bucket::DestOptions {
+        url,
+        region: b.dest_region.clone().unwrap_or_else(|| src.region.clone()),
+        endpoint_url: endpoint.filter(|s| !s.is_empty()),
+    }))
+}
+
+/// `get --copy-threshold` and `--copy-part-size`, defaulted and checked against S3's limits.
+pub(crate) fn copy_sizes(args: &GetArgs) -> Result<(u64, u64), ConfigError> {
+    // S3's bounds on a part; the threshold may be anything up to CopyObject's 5 GB.
+    let part_size = args.copy_part_size.unwrap_or(crate::copy::COPY_PART_SIZE);
+    if !(5 << 20..=5 << 30).contains(&part_size) {
+        return Err(flag(
+            "copy-part-size",
+            "must be 5MiB to 5GiB (S3's part bounds)",
+        ));
+    }
+    let threshold = args.copy_threshold.unwrap_or(crate::copy::COPY_THRESHOLD);
+    if threshold > 5_000_000_000 {
+        return Err(flag("copy-threshold", "CopyObject copies at most 5 GB"));
+    }
+    Ok((threshold, part_size))
 }
 
 /// The shard index from the flag or the batch scheduler's environment.
@@ -574,7 +656,7 @@ impl Config {
             token_file: src.token_file.clone(),
             s3_only: src.s3_only,
             mast_only: src.mast_only,
-            layout: run.layout,
+            layout: run.layout.unwrap_or(Layout::Nested),
             budgets: Budgets::new(parse_jobs(&run.jobs)?, cores()),
             part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),

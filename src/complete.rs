@@ -32,7 +32,6 @@ const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
 pub(crate) struct Known {
     dir: PathBuf,
     index: Index,
-    readers: RefCell<Vec<BufReader<File>>>,
     /// The file name of this run's own manifest: its record of a file comes first.
     own: String,
 }
@@ -57,11 +56,9 @@ impl Known {
     pub(crate) fn open(dir: &Path, own: &str) -> Result<Known> {
         let index = Index::build(dir)
             .with_context(|| format!("cannot read the manifests of {}", dir.display()))?;
-        let readers = index.open()?;
         Ok(Known {
             dir: dir.to_path_buf(),
             index,
-            readers: RefCell::new(readers),
             own: own.to_string(),
         })
     }
@@ -70,10 +67,7 @@ impl Known {
     /// the last other manifest's in name order. A manifest that cannot be read here is passed
     /// over: its files are fetched again, never skipped unchecked.
     fn previous(&self, f: &PlanEntry) -> Option<Entry> {
-        let found = self
-            .index
-            .lookup(&f.dest, &mut self.readers.borrow_mut())
-            .unwrap_or_default();
+        let found = self.index.lookup(&f.dest).unwrap_or_default();
         let complete: Vec<_> = found
             .into_iter()
             .filter(|(_, e)| e.status.is_complete() && e.uri == f.uri)

@@ -8,13 +8,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
+use crate::bucket::{Bucket, DestOptions};
 use crate::checksum;
 use crate::cli::{Config, GetArgs};
 use crate::complete::{self, Known, Skipped};
 use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
+use crate::mirror;
 use crate::note;
 use crate::outcome::{Summary, EXCLUDED_MESSAGE};
 use crate::plan::{self, Plan, Source};
@@ -26,15 +28,61 @@ use crate::text;
 use crate::transfer::Engine;
 
 pub(crate) async fn get_cmd(args: GetArgs) -> Result<u8> {
+    let mut cfg = Config::new(&args.selection, &args.sources, &args.run)?;
+    let bucket = crate::cli::dest_options(&args.dest, &args.sources, &args.bucket)?;
+    if bucket.is_some() && args.run.layout.is_none() {
+        // A bucket of one's own mirrors the archive's keys by default, as `aws s3 sync` would.
+        cfg.layout = plan::Layout::Mirror;
+    }
     if args.dry_run {
-        let cfg = Config::new(&args.selection, &args.sources, &args.run)?;
         note::set_wait_notes(note::Options {
             json: false,
             ..cfg.progress
         });
         return show_plan(&cfg, args.format, Some(&args.dest)).await;
     }
+    if let Some(dest) = bucket {
+        note::set_wait_notes(cfg.progress);
+        return get_bucket(&cfg, &args, dest).await;
+    }
     Ok(get(&args, None).await?.exit_code())
+}
+
+/// `get --dest s3://BUCKET/PREFIX/`: the same plan, copied server-side into the user's bucket
+/// (`mirror`), MAST-only products streamed there.
+async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u8> {
+    if args.sha256 {
+        bail!(
+            "--sha256 needs every byte, which a copy into a bucket never brings here; the \
+             manifest records each copy's CRC-64/NVME as S3 states it"
+        );
+    }
+    let (threshold, part_size) = crate::cli::copy_sizes(args)?;
+    let src = sources(cfg).await?;
+    let bucket = Bucket::connect(&dest, cfg.retry).await;
+    let plan = make_plan(cfg, &src).await?;
+    if !cfg.progress.quiet {
+        eprintln!("mastfetch: copying into {} (server-side)", dest.url);
+    }
+    summarize(&plan, &src, cfg.progress);
+    let needs_token = plan
+        .files
+        .iter()
+        .any(|f| f.source == Source::Mast && f.is_exclusive());
+    let mast = mast_downloads(cfg, needs_token).await?;
+    let settings = mirror::Settings {
+        requests: cfg.budgets.requests,
+        listings: cfg.budgets.listings,
+        retry: cfg.retry,
+        verify: cfg.verify,
+        force: args.force,
+        shard: cfg.shard,
+        threshold,
+        part_size,
+        progress: cfg.progress,
+    };
+    let bad = mirror::get(&plan, &src.s3, bucket, mast, &settings).await?;
+    Ok(u8::from(bad || plan_code(&plan) > 0))
 }
 
 /// `get` (not `--dry-run`): plan, record what is already complete, fetch the rest. `report` is

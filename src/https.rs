@@ -298,6 +298,29 @@ impl MastHttps {
         Ok((have, crc, sha))
     }
 
+    /// Open one product's download (the whole file, with the token where it may go), for a
+    /// caller that streams the body elsewhere (`copy`, into a bucket). Not retried here: the
+    /// caller starts the stream over.
+    pub(crate) async fn open(&self, url: &str) -> Result<reqwest::Response, HttpsError> {
+        let url = Url::parse(url).map_err(|_| HttpsError::Request {
+            url: url.to_string(),
+            what: "not a URL",
+            source: None,
+        })?;
+        let what = format!("GET {url}");
+        let resp = crate::retry::noting(&what, self.request(&url)?.send())
+            .await
+            .map_err(|e| HttpsError::Request {
+                url: url.to_string(),
+                what: "no answer",
+                source: Some(e),
+            })?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp),
+            s => Err(self.refused(&url, s)),
+        }
+    }
+
     /// One request from byte `have` on, appending what arrives.
     async fn fetch_once(
         &self,

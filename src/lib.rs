@@ -11,9 +11,11 @@
 //!   scheduling, restarts, MAST downloads) and the part protocol it drives (`parts`,
 //!   `part_get`, `proof`, `resume`, `outcome`: the manifest lines, the report, the summary),
 //!   `progress` (what a run shows; the `Reporter` the engine tells), `shard` (plan files read
-//!   as a stream, sharded);
+//!   as a stream, sharded), `mirror` (a run into the user's bucket), `copy` (its server-side
+//!   copy engine) and `mast_stream` (MAST-only products streamed into it);
 //! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast`
-//!   (catalog API; its JSON read and written in `mast_rows`);
+//!   (catalog API; its JSON read and written in `mast_rows`), `bucket` (the user's
+//!   destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
 //!   `item_file` (the @file formats), `manifest`, `plan` (entries, layouts, partition,
 //!   formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
@@ -25,9 +27,11 @@
 
 pub mod adopt;
 pub mod app;
+pub mod bucket;
 pub mod checksum;
 pub mod cli;
 pub mod complete;
+pub mod copy;
 pub mod dest;
 pub mod fits;
 pub mod get_cmd;
@@ -39,6 +43,8 @@ pub mod item_file;
 pub mod manifest;
 pub mod mast;
 pub mod mast_rows;
+pub mod mast_stream;
+pub mod mirror;
 pub mod names;
 pub mod net;
 pub mod note;

@@ -69,6 +69,10 @@ pub(crate) struct Entry {
     /// CRC-64/NVME of the local file, base64 of its 8 big-endian bytes: what `verify` re-checks.
     #[serde(default)]
     pub crc64nvme: Option<String>,
+    /// The copy's own ETag, for a bucket destination (`get --dest s3://`): what a listing of
+    /// the destination is compared with on a rerun. Absent for local files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_etag: Option<String>,
     pub access: Option<String>,
     pub status: Status,
     pub message: Option<String>,
@@ -89,6 +93,7 @@ impl Entry {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: p.access.clone(),
             status,
             // Messages quote inputs and servers; the manifest is read in terminals too.
@@ -209,6 +214,10 @@ pub(crate) fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
 /// [`read`]; a path recorded by several manifests has several records.
 pub(crate) struct Index {
     files: Vec<PathBuf>,
+    /// The manifests as they were indexed: records are read back through these (positional
+    /// reads, any thread), so a manifest another shard replaces meanwhile (its compaction
+    /// renames a new file into place) cannot shift the offsets under us.
+    handles: Vec<File>,
     /// (hash of the path, manifest, byte offset of the line), sorted.
     records: Vec<(u64, u32, u64)>,
     /// Where each path's records start in `records` (the last is its end).
@@ -235,12 +244,16 @@ impl Index {
         })?;
         let mut records = Vec::new();
         let mut torn = Vec::new();
+        let mut handles = Vec::with_capacity(files.len());
         for (f, path) in files.iter().enumerate() {
             let read_err = |source| ManifestError::Read {
                 path: path.clone(),
                 source,
             };
-            let mut reader = BufReader::with_capacity(1 << 20, File::open(path).map_err(read_err)?);
+            let handle = File::open(path).map_err(read_err)?;
+            let mut reader =
+                BufReader::with_capacity(1 << 20, handle.try_clone().map_err(read_err)?);
+            handles.push(handle);
             let mut line = String::new();
             let (mut offset, mut number) = (0u64, 0usize);
             let mut bad = None;
@@ -289,6 +302,7 @@ impl Index {
         groups.push(records.len());
         Ok(Index {
             files,
+            handles,
             records,
             groups,
             torn,
@@ -306,17 +320,13 @@ impl Index {
 
     /// The records of `path`, each with the file name of the manifest that holds it, in
     /// manifest name order (the last line for the path in each).
-    pub(crate) fn lookup(
-        &self,
-        path: &str,
-        readers: &mut [BufReader<File>],
-    ) -> Result<Vec<(&str, Entry)>, ManifestError> {
+    pub(crate) fn lookup(&self, path: &str) -> Result<Vec<(&str, Entry)>, ManifestError> {
         let h = path_hash(path);
         let start = self.records.partition_point(|r| r.0 < h);
         let end = self.records.partition_point(|r| r.0 <= h);
         let mut found = Vec::new();
         for &(_, f, offset) in &self.records[start..end] {
-            let e = self.read_at(f, offset, readers)?;
+            let e = self.read_at(f, offset)?;
             if e.path == path {
                 let name = self.files[f as usize].file_name().and_then(|n| n.to_str());
                 found.push((name.unwrap_or_default(), e));
@@ -325,53 +335,50 @@ impl Index {
         Ok(found)
     }
 
-    fn read_at(
-        &self,
-        f: u32,
-        offset: u64,
-        readers: &mut [BufReader<File>],
-    ) -> Result<Entry, ManifestError> {
+    fn read_at(&self, f: u32, offset: u64) -> Result<Entry, ManifestError> {
         let path = &self.files[f as usize];
-        let reader = &mut readers[f as usize];
-        let read_err = |source| ManifestError::Read {
-            path: path.clone(),
-            source,
-        };
-        reader.seek(SeekFrom::Start(offset)).map_err(read_err)?;
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(read_err)?;
+        let line =
+            line_at(&self.handles[f as usize], offset).map_err(|source| ManifestError::Read {
+                path: path.clone(),
+                source,
+            })?;
         parse(path, 0, line.trim())
-    }
-
-    /// A reader for [`Index::group`], one per thread.
-    pub(crate) fn open(&self) -> Result<Vec<BufReader<File>>, ManifestError> {
-        self.files
-            .iter()
-            .map(|p| {
-                File::open(p)
-                    .map(|f| BufReader::with_capacity(64 << 10, f))
-                    .map_err(|source| ManifestError::Read {
-                        path: p.clone(),
-                        source,
-                    })
-            })
-            .collect()
     }
 
     /// The records of group `g`, split by path (equal hashes of different paths are rare but
     /// possible): each inner list is one path's records, manifests in name order.
-    pub(crate) fn group(
-        &self,
-        g: usize,
-        readers: &mut [BufReader<File>],
-    ) -> Result<Vec<Vec<Entry>>, ManifestError> {
+    pub(crate) fn group(&self, g: usize) -> Result<Vec<Vec<Entry>>, ManifestError> {
         let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for &(_, f, offset) in &self.records[self.groups[g]..self.groups[g + 1]] {
-            let e = self.read_at(f, offset, readers)?;
+            let e = self.read_at(f, offset)?;
             by_path.entry(e.path.clone()).or_default().push(e);
         }
         Ok(by_path.into_values().collect())
     }
+}
+
+/// The line that starts at `offset`, by positional reads (no shared file position).
+fn line_at(file: &File, offset: u64) -> io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        let n = file.read_at(&mut buf[len..], offset + len as u64)?;
+        let newline = buf[len..len + n].iter().position(|&b| b == b'\n');
+        len += n;
+        if let Some(i) = newline {
+            buf.truncate(len - n + i);
+            break;
+        }
+        if n == 0 {
+            buf.truncate(len);
+            break;
+        }
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+    }
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.
@@ -697,6 +704,7 @@ mod tests {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: Some("PUBLIC".into()),
             status,
             message: None,

@@ -22,7 +22,7 @@ use crate::note::{self, emit, Options};
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
 const LINE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Default, Clone, Copy)]
-struct Counts {
+pub(crate) struct Counts {
     pub ok: u64,
     pub skipped: u64,
     pub failed: u64,
@@ -183,21 +183,21 @@ impl Progress {
     }
 
     /// Bytes received from the network and written at their place.
-    fn transferred(&self, n: u64) {
+    pub(crate) fn transferred(&self, n: u64) {
         self.transferred.fetch_add(n, Ordering::Relaxed);
         self.done(n);
     }
 
     /// Bytes that count as done without a transfer (resumed parts), or that no longer do
     /// (a restarted file gives back what it had).
-    fn done(&self, n: u64) {
+    pub(crate) fn done(&self, n: u64) {
         self.done_bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
         }
     }
 
-    fn undone(&self, n: u64) {
+    pub(crate) fn undone(&self, n: u64) {
         self.done_bytes.fetch_sub(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_position(bar.position().saturating_sub(n));
@@ -205,7 +205,7 @@ impl Progress {
     }
 
     /// A file reached its final state in this run.
-    fn file(&self, ev: &FileEvent<'_>) {
+    pub(crate) fn file(&self, ev: &FileEvent<'_>) {
         {
             let mut c = self.counts.lock().unwrap();
             match ev.status {
@@ -263,9 +263,10 @@ impl Progress {
         *self.counts.lock().unwrap()
     }
 
-    /// Stop the bar and ticker and print the summary line (the counts shown, not the exit code:
-    /// that is the engine's `Summary`).
-    pub(crate) fn finish(&self) {
+    /// Stop the bar and ticker and print the summary line; returns the counts shown. (A `get`
+    /// into DIR takes its exit code from the engine's `Summary`; the bucket mirror, `mirror`,
+    /// still from these.)
+    pub(crate) fn finish(&self) -> Counts {
         if let Some(h) = self.ticker.lock().unwrap().take() {
             h.abort();
         }
@@ -321,6 +322,7 @@ impl Progress {
                 "bytes_per_second": if secs > 0.0 { transferred as f64 / secs } else { 0.0 },
             }));
         }
+        c
     }
 }
 

@@ -250,28 +250,22 @@ pub(crate) fn verify_local(
     let failed = Mutex::new(None);
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1).min(index.len().max(1)) {
-            s.spawn(|| {
-                let mut readers = match index.open() {
-                    Ok(r) => r,
+            s.spawn(|| loop {
+                let g = next.fetch_add(1, Ordering::Relaxed);
+                if g >= index.len() {
+                    return;
+                }
+                let paths = match index.group(g) {
+                    Ok(p) => p,
                     Err(e) => return *failed.lock().unwrap() = Some(e),
                 };
-                loop {
-                    let g = next.fetch_add(1, Ordering::Relaxed);
-                    if g >= index.len() {
-                        return;
+                for records in paths {
+                    if records.iter().all(|e| e.status == Status::Duplicate) {
+                        continue;
                     }
-                    let paths = match index.group(g, &mut readers) {
-                        Ok(p) => p,
-                        Err(e) => return *failed.lock().unwrap() = Some(e),
-                    };
-                    for records in paths {
-                        if records.iter().all(|e| e.status == Status::Duplicate) {
-                            continue;
-                        }
-                        let (f, matched) = check_file(dir, &records);
-                        let kept = keep_records.then(|| Box::new(matched.clone()));
-                        out.lock().unwrap().push((f, kept));
-                    }
+                    let (f, matched) = check_file(dir, &records);
+                    let kept = keep_records.then(|| Box::new(matched.clone()));
+                    out.lock().unwrap().push((f, kept));
                 }
             });
         }
@@ -367,6 +361,7 @@ mod tests {
             checksum: None,
             verified: None,
             crc64nvme: None,
+            copy_etag: None,
             access: None,
             status: Status::Ok,
             message: None,

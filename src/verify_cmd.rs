@@ -14,9 +14,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use crate::adopt;
+use crate::bucket::{Bucket, DestOptions};
 use crate::cli::{Cli, Command, GetArgs, VerifyConfig, VerifyFormat};
 use crate::manifest::{self, Entry};
 use crate::mast::Mast;
+use crate::mirror;
 use crate::note;
 use crate::plan;
 use crate::resolve::Resolver;
@@ -38,6 +40,9 @@ pub(crate) struct Repair {
 }
 
 pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
+    if let Some(dest) = crate::cli::dest_options(&cfg.dir, cfg.sources(), &cfg.bucket)? {
+        return verify_bucket(&cfg, dest).await.map(Verified::Done);
+    }
     let dir = &cfg.dir;
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
@@ -89,6 +94,35 @@ pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
         return repair(&cfg, &findings, &matched);
     }
     Ok(Verified::Done(code.max(u8::from(torn > 0))))
+}
+
+/// `verify s3://BUCKET/PREFIX/`: each recorded copy as the bucket states it (one HEAD each),
+/// and with `--remote` against the archive.
+async fn verify_bucket(cfg: &VerifyConfig, dest: DestOptions) -> Result<u8> {
+    if cfg.repair || cfg.write_manifest {
+        bail!(
+            "--repair and --write-manifest are for folders; for a bucket, `get --dest {}` \
+             copies again what is missing or altered",
+            dest.url
+        );
+    }
+    let bucket = Bucket::connect(&dest, cfg.retry).await;
+    let (mut findings, entries) = mirror::verify(&bucket, cfg.budgets.requests).await?;
+    if cfg.remote {
+        let s3 = S3::connect(&cfg.s3()?, cfg.retry, cfg.budgets.requests).await;
+        let stale = verify::verify_remote(&s3, &entries)
+            .await
+            .context("checking the archive failed")?;
+        for s in stale {
+            if let Some(f) = findings.iter_mut().find(|f| f.path == s.path) {
+                if f.status == Verdict::Ok {
+                    *f = s;
+                }
+            }
+        }
+    }
+    findings.sort_by(|a, b| a.path.cmp(&b.path));
+    report_findings(&findings, cfg.format, cfg.quiet)
 }
 
 /// `--remote`: the files whose record matched on disk compared with the archive's objects now;

@@ -7,6 +7,7 @@ mod s3server;
 mod util;
 
 mod adopt;
+mod bucket;
 mod full;
 mod get;
 mod hostile;

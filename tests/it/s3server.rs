@@ -36,7 +36,12 @@ pub const ACCESS_KEY: &str = "AKIDTEST";
 pub const SECRET_KEY: &str = "secret";
 
 /// A public bucket, like `stpubdata`: anyone may read and list, only signed requests may write.
-struct PublicRead;
+/// A private bucket (a user's own, [`TestS3::private_bucket`]) wants a signature for every
+/// operation, reads included; one listed in `read_only` refuses writes even when signed (a
+/// destination the credentials may not write).
+struct PublicRead {
+    state: Arc<Mutex<State>>,
+}
 
 #[async_trait::async_trait]
 impl S3Access for PublicRead {
@@ -45,10 +50,26 @@ impl S3Access for PublicRead {
             cx.s3_op().name(),
             "GetObject" | "HeadObject" | "ListObjects" | "ListObjectsV2" | "HeadBucket"
         );
-        if read || cx.credentials().is_some() {
+        let bucket = match cx.s3_path() {
+            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => {
+                bucket.to_string()
+            }
+            s3s::path::S3Path::Root => String::new(),
+        };
+        let (private, read_only) = {
+            let st = self.state.lock().unwrap();
+            (st.private.contains(&bucket), st.read_only.contains(&bucket))
+        };
+        if read_only && !read {
+            return Err(s3s::s3_error!(AccessDenied, "this user may not write here"));
+        }
+        if (read && !private) || cx.credentials().is_some() {
             Ok(())
         } else {
-            Err(s3s::s3_error!(AccessDenied, "anonymous writes are denied"))
+            Err(s3s::s3_error!(
+                AccessDenied,
+                "anonymous requests are denied"
+            ))
         }
     }
 }
@@ -131,6 +152,18 @@ struct State {
     ignore_part_number: bool,
     refuse_part_number: bool,
     refuse_head: bool,
+    /// Buckets that want a signature for every operation.
+    private: std::collections::HashSet<String>,
+    /// Buckets that refuse every write.
+    read_only: std::collections::HashSet<String>,
+    /// Object body bytes received from clients (PUT, UploadPart), by `/bucket/key`.
+    received: HashMap<String, u64>,
+    /// Object body bytes sent to clients (GET), by `/bucket/key`.
+    sent: HashMap<String, u64>,
+    /// Multipart uploads in progress: (bucket, key, upload id), for ListMultipartUploads.
+    uploads: Vec<(String, String, String)>,
+    /// Replace the object at this key with these bytes when a copy of it is first asked for.
+    replace_on_copy: Option<(String, Vec<u8>)>,
 }
 
 #[derive(Clone)]
@@ -267,6 +300,15 @@ impl Layer {
                 st.refuse_part_number,
             )
         };
+        let bucket = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if let Some(resp) = self.early(&req, &logged, &bucket) {
+            return Ok(resp);
+        }
         if let (true, Some(d)) = (is_list, list_delay) {
             tokio::time::sleep(d).await;
         }
@@ -333,7 +375,23 @@ impl Layer {
             .headers()
             .get("x-amz-checksum-mode")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"ENABLED"));
-        let resp = self.inner.call(req.map(Body::from)).await?;
+        let copying = req.headers().contains_key("x-amz-copy-source");
+        let req = if logged.method == "PUT" && !copying {
+            // Object bytes a client sends (PutObject, UploadPart), counted as they arrive.
+            let (state, p) = (self.state.clone(), path.clone());
+            req.map(move |b| {
+                Body::http_body(http_body_util::BodyExt::map_frame(b, move |f| {
+                    if let Some(d) = f.data_ref() {
+                        *state.lock().unwrap().received.entry(p.clone()).or_default() +=
+                            d.len() as u64;
+                    }
+                    f
+                }))
+            })
+        } else {
+            req.map(Body::from)
+        };
+        let resp = self.inner.call(req).await?;
         let resp = match &meta {
             Some(m) if resp.status().is_success() => {
                 let (mut parts, body) = resp.into_parts();
@@ -376,6 +434,7 @@ impl Layer {
             }
             _ => resp,
         };
+        let resp = self.after(resp, &logged, &bucket, copying, whole).await;
         if is_get {
             let mut st = self.state.lock().unwrap();
             if let Some(r) = st.replace.as_mut() {
@@ -386,6 +445,7 @@ impl Layer {
                         std::fs::write(&file, &r.data).unwrap();
                         st.replace = None;
                         st.meta.remove(&path);
+                        let _ = std::fs::remove_file(internal_info(&self.root, &path));
                     }
                 }
             }
@@ -407,7 +467,11 @@ impl Layer {
             return Ok(http::Response::from_parts(parts, body));
         }
         let Some(limit) = truncate else {
-            return Ok(resp);
+            return Ok(if is_get {
+                self.count_sent(resp, &path)
+            } else {
+                resp
+            });
         };
         let (parts, body) = resp.into_parts();
         let mut sent = 0usize;
@@ -443,6 +507,352 @@ impl Layer {
     }
 }
 
+/// s3s-fs's own record of an object (`/bucket/key`): where it keeps the object's ETag.
+fn internal_info(root: &std::path::Path, path: &str) -> PathBuf {
+    use base64::Engine as _;
+    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let (bucket, key) = path.trim_start_matches('/').split_once('/').unwrap();
+    root.join(format!(
+        ".bucket-{}.object-{}.internal.json",
+        enc(bucket),
+        enc(key)
+    ))
+}
+
+fn query_has(query: &str, name: &str) -> bool {
+    query
+        .split('&')
+        .any(|kv| kv == name || kv.starts_with(&format!("{name}=")))
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let v = kv.strip_prefix(&format!("{name}="))?;
+        Some(
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned(),
+        )
+    })
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl Layer {
+    /// Answers this layer gives itself: ListMultipartUploads (s3s-fs has none) and
+    /// `x-amz-copy-source-if-match` judged against the ETag this layer publishes, as S3 does.
+    fn early(
+        &self,
+        req: &http::Request<Incoming>,
+        logged: &Logged,
+        bucket: &str,
+    ) -> Option<HttpResponse> {
+        let private = self.state.lock().unwrap().private.contains(bucket);
+        let bucket_path = logged.path.trim_matches('/') == bucket;
+        if logged.method == "GET" && bucket_path && query_has(&logged.query, "uploads") {
+            // A signature is checked by s3s for what it serves; here its presence is.
+            if private && !req.headers().contains_key("authorization") {
+                return Some(xml_error(403, "AccessDenied"));
+            }
+            let prefix = query_value(&logged.query, "prefix").unwrap_or_default();
+            let st = self.state.lock().unwrap();
+            let mut body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListMultipartUploadsResult \
+                 xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>{bucket}</Bucket>\
+                 <IsTruncated>false</IsTruncated>"
+            );
+            for (_, key, id) in st
+                .uploads
+                .iter()
+                .filter(|(b, k, _)| b == bucket && k.starts_with(&prefix))
+            {
+                body.push_str(&format!(
+                    "<Upload><Key>{}</Key><UploadId>{id}</UploadId>\
+                     <Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload>",
+                    xml_escape(key)
+                ));
+            }
+            body.push_str("</ListMultipartUploadsResult>");
+            return Some(
+                http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/xml")
+                    .body(Body::from(body))
+                    .unwrap(),
+            );
+        }
+        let source = req.headers().get("x-amz-copy-source")?.to_str().ok()?;
+        let want = req
+            .headers()
+            .get("x-amz-copy-source-if-match")?
+            .to_str()
+            .ok()?;
+        let source = percent_encoding::percent_decode_str(source.split('?').next()?)
+            .decode_utf8_lossy()
+            .into_owned();
+        let src_path = format!("/{}", source.trim_start_matches('/'));
+        let reprocess = {
+            let mut st = self.state.lock().unwrap();
+            match st.replace_on_copy.take() {
+                Some((k, data)) if src_path.ends_with(&k) => Some(data),
+                other => {
+                    st.replace_on_copy = other;
+                    None
+                }
+            }
+        };
+        if let Some(data) = reprocess {
+            // The archive reprocessed the object just before this copy request arrived.
+            std::fs::write(self.root.join(src_path.trim_start_matches('/')), data).unwrap();
+            self.state.lock().unwrap().meta.remove(&src_path);
+            let _ = std::fs::remove_file(internal_info(&self.root, &src_path));
+        }
+        let data = std::fs::read(self.root.join(src_path.trim_start_matches('/'))).ok()?;
+        let etag = self
+            .state
+            .lock()
+            .unwrap()
+            .meta
+            .get(&src_path)
+            .map_or_else(|| md5_hex(&data), |m| m.etag.clone());
+        (want.trim_matches('"') != etag).then(|| xml_error(412, "PreconditionFailed"))
+    }
+
+    /// What S3 adds that s3s-fs does not, for private (destination) buckets: the full-object
+    /// CRC-64/NVME S3 computes for every new object (on HEAD/GET with checksum mode and in
+    /// CopyObject/CompleteMultipartUpload results), and the record of uploads in progress.
+    async fn after(
+        &self,
+        resp: HttpResponse,
+        logged: &Logged,
+        bucket: &str,
+        copying: bool,
+        whole: bool,
+    ) -> HttpResponse {
+        if !self.state.lock().unwrap().private.contains(bucket) || !resp.status().is_success() {
+            return resp;
+        }
+        let file = self.root.join(logged.path.trim_start_matches('/'));
+        let crc = || std::fs::read(&file).ok().map(|d| crc64nvme_b64(&d));
+        let key = logged
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .map_or(String::new(), |(_, k)| k.to_string());
+        let q = &logged.query;
+        let upload_id = query_value(q, "uploadId");
+        match (logged.method.as_str(), upload_id) {
+            ("HEAD" | "GET", None) if whole && !logged.is_list() => {
+                let asked = logged
+                    .headers
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case("x-amz-checksum-mode: ENABLED"));
+                let (mut parts, body) = resp.into_parts();
+                let stale: Vec<_> = parts
+                    .headers
+                    .keys()
+                    .filter(|k| k.as_str().starts_with("x-amz-checksum"))
+                    .cloned()
+                    .collect();
+                for k in stale {
+                    parts.headers.remove(k);
+                }
+                if let (true, Some(c)) = (asked, crc()) {
+                    parts
+                        .headers
+                        .insert("x-amz-checksum-crc64nvme", c.parse().unwrap());
+                    parts
+                        .headers
+                        .insert("x-amz-checksum-type", "FULL_OBJECT".parse().unwrap());
+                }
+                http::Response::from_parts(parts, body)
+            }
+            ("POST", None) if query_has(q, "uploads") => {
+                let (parts, text) = collect(resp).await;
+                if let Some(id) = between(&text, "<UploadId>", "</UploadId>") {
+                    let up = (bucket.to_string(), key, id.to_string());
+                    self.state.lock().unwrap().uploads.push(up);
+                }
+                rebuild(parts, text)
+            }
+            ("POST", Some(id)) => {
+                let (parts, text) = collect(resp).await;
+                let end = "</CompleteMultipartUploadResult>";
+                if !text.contains(end) {
+                    return rebuild(parts, text);
+                }
+                self.state.lock().unwrap().uploads.retain(|u| u.2 != id);
+                rebuild(parts, with_checksum(&text, end, crc()))
+            }
+            ("DELETE", Some(id)) => {
+                self.state.lock().unwrap().uploads.retain(|u| u.2 != id);
+                resp
+            }
+            ("GET", None) if logged.is_list() => {
+                let (parts, text) = collect(resp).await;
+                let text = self.list_etags(bucket, &text);
+                rebuild(parts, text)
+            }
+            ("PUT", None) if copying => {
+                let (parts, text) = collect(resp).await;
+                rebuild(parts, with_checksum(&text, "</CopyObjectResult>", crc()))
+            }
+            _ => resp,
+        }
+    }
+
+    /// S3 states each object's ETag in a listing (s3s-fs does not): s3s-fs's own record of it
+    /// where it keeps one (copies, multipart uploads), else the MD5 of the bytes.
+    fn list_etags(&self, bucket: &str, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(i) = rest.find("</Key>") {
+            let (head, tail) = rest.split_at(i + "</Key>".len());
+            out.push_str(head);
+            rest = tail;
+            let Some(key) = head.rfind("<Key>").map(|k| &head[k + 5..head.len() - 6]) else {
+                continue;
+            };
+            if !head.ends_with("</Key>") || tail.trim_start().starts_with("<ETag>") {
+                continue;
+            }
+            let key = key
+                .replace("&amp;", "&")
+                .replace("&lt;", "<")
+                .replace("&gt;", ">");
+            let path = format!("/{bucket}/{key}");
+            let recorded = std::fs::read(internal_info(&self.root, &path))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["e_tag"].as_str().map(str::to_string));
+            let etag = recorded.or_else(|| {
+                std::fs::read(self.root.join(bucket).join(&key))
+                    .ok()
+                    .map(|d| md5_hex(&d))
+            });
+            if let Some(e) = etag {
+                out.push_str(&format!("<ETag>&quot;{e}&quot;</ETag>"));
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Count the object bytes a GET sends as they go out.
+    fn count_sent(&self, resp: HttpResponse, path: &str) -> HttpResponse {
+        let (state, p) = (self.state.clone(), path.to_string());
+        resp.map(move |b| {
+            Body::http_body(http_body_util::BodyExt::map_frame(b, move |f| {
+                if let Some(d) = f.data_ref() {
+                    *state.lock().unwrap().sent.entry(p.clone()).or_default() += d.len() as u64;
+                }
+                f
+            }))
+        })
+    }
+}
+
+async fn collect(resp: HttpResponse) -> (http::response::Parts, String) {
+    let (parts, body) = resp.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (parts, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn rebuild(mut parts: http::response::Parts, text: String) -> HttpResponse {
+    // The body is now whole: its length, not chunks (s3s streams CompleteMultipartUpload's).
+    parts.headers.remove("transfer-encoding");
+    parts.headers.insert("content-length", text.len().into());
+    http::Response::from_parts(parts, Body::from(text))
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    let len = text[start..].find(close)?;
+    Some(&text[start..start + len])
+}
+
+fn with_checksum(text: &str, end: &str, crc: Option<String>) -> String {
+    match crc {
+        Some(c) => text.replacen(
+            end,
+            &format!("<ChecksumCRC64NVME>{c}</ChecksumCRC64NVME><ChecksumType>FULL_OBJECT</ChecksumType>{end}"),
+            1,
+        ),
+        None => text.to_string(),
+    }
+}
+
+impl TestS3 {
+    /// Make `name` a bucket of one's own: every operation needs a signature, reads too.
+    pub fn private_bucket(&self, name: &str) {
+        std::fs::create_dir_all(self.root.join(name)).unwrap();
+        self.state.lock().unwrap().private.insert(name.to_string());
+    }
+
+    /// Replace the archive object at `key` with `data` the moment a copy of it is asked for
+    /// (before the copy's `x-amz-copy-source-if-match` is judged): reprocessed mid-run.
+    pub fn replace_on_copy(&self, key: &str, data: Vec<u8>) {
+        self.state.lock().unwrap().replace_on_copy = Some((key.to_string(), data));
+    }
+
+    /// Overwrite an object as a client's PUT would: new bytes, and a new (MD5) ETag.
+    pub fn overwrite(&self, bucket: &str, key: &str, data: &[u8]) {
+        self.put(bucket, key, data);
+        let _ = std::fs::remove_file(internal_info(&self.root, &format!("/{bucket}/{key}")));
+    }
+
+    /// Refuse every write to `name`, signed or not (credentials without s3:PutObject there).
+    pub fn read_only(&self, name: &str, on: bool) {
+        let mut st = self.state.lock().unwrap();
+        if on {
+            st.read_only.insert(name.to_string());
+        } else {
+            st.read_only.remove(name);
+        }
+    }
+
+    /// Object body bytes received from clients (PUT, UploadPart) into `bucket`, by key.
+    pub fn received(&self, bucket: &str) -> HashMap<String, u64> {
+        by_key(&self.state.lock().unwrap().received, bucket)
+    }
+
+    /// Object body bytes sent to clients (GET) from `bucket`, by key.
+    pub fn sent(&self, bucket: &str) -> HashMap<String, u64> {
+        by_key(&self.state.lock().unwrap().sent, bucket)
+    }
+
+    /// Multipart uploads in progress in `bucket`: (key, upload id).
+    pub fn uploads(&self, bucket: &str) -> Vec<(String, String)> {
+        let st = self.state.lock().unwrap();
+        st.uploads
+            .iter()
+            .filter(|u| u.0 == bucket)
+            .map(|u| (u.1.clone(), u.2.clone()))
+            .collect()
+    }
+
+    pub fn reset_counts(&self) {
+        let mut st = self.state.lock().unwrap();
+        st.received.clear();
+        st.sent.clear();
+    }
+}
+
+fn by_key(counts: &HashMap<String, u64>, bucket: &str) -> HashMap<String, u64> {
+    let prefix = format!("/{bucket}/");
+    counts
+        .iter()
+        .filter_map(|(p, n)| Some((p.strip_prefix(&prefix)?.to_string(), *n)))
+        .collect()
+}
+
 impl TestS3 {
     /// Start a server on 127.0.0.1:<free port> serving an empty temporary root with `buckets`.
     pub fn start(buckets: &[&str]) -> TestS3 {
@@ -466,7 +876,9 @@ impl TestS3 {
                 let fs = s3s_fs::FileSystem::new(&root2).unwrap();
                 let mut builder = S3ServiceBuilder::new(fs);
                 builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-                builder.set_access(PublicRead);
+                builder.set_access(PublicRead {
+                    state: state2.clone(),
+                });
                 let service = builder.build();
                 let layer = Layer {
                     inner: service,
@@ -554,6 +966,14 @@ impl TestS3 {
 
     /// Set (or overwrite, e.g. with a lie) what the server publishes about an object.
     pub fn set_meta(&self, bucket: &str, key: &str, meta: Meta) {
+        // s3s-fs judges `x-amz-copy-source-if-match` (and gives a copy its ETag) from its own
+        // record of the object: it must hold the ETag this layer publishes.
+        let info = serde_json::json!({ "e_tag": meta.etag });
+        std::fs::write(
+            internal_info(&self.root, &format!("/{bucket}/{key}")),
+            info.to_string(),
+        )
+        .unwrap();
         self.state
             .lock()
             .unwrap()
