@@ -8,7 +8,8 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, Config, PlanArgs, VerifyConfig};
+use crate::cli::{Cli, Command, PlanArgs};
+use crate::config::{Config, VerifyConfig};
 pub use crate::get_cmd::get;
 use crate::get_cmd::get_cmd;
 use crate::note;

@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::bucket::{Bucket, DestOptions};
 use crate::checksum;
-use crate::cli::{Config, GetArgs};
+use crate::cli::GetArgs;
 use crate::complete::{self, Known, Skipped};
+use crate::config::Config;
 use crate::https::MastHttps;
 use crate::manifest::{self, Entry, Status};
 use crate::mirror;
@@ -29,7 +30,7 @@ use crate::transfer::Engine;
 
 pub(crate) async fn get_cmd(args: GetArgs) -> Result<u8> {
     let mut cfg = Config::new(&args.selection, &args.sources, &args.run)?;
-    let bucket = crate::cli::dest_options(&args.dest, &args.sources, &args.bucket)?;
+    let bucket = crate::config::dest_options(&args.dest, &args.sources, &args.bucket)?;
     if bucket.is_some() && args.run.layout.is_none() {
         // A bucket of one's own mirrors the archive's keys by default, as `aws s3 sync` would.
         cfg.layout = plan::Layout::Mirror;
@@ -57,7 +58,7 @@ async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u
              manifest records each copy's CRC-64/NVME as S3 states it"
         );
     }
-    let (threshold, part_size) = crate::cli::copy_sizes(args)?;
+    let (threshold, part_size) = crate::config::copy_sizes(args)?;
     let src = sources(cfg).await?;
     let bucket = Bucket::connect(&dest, cfg.retry).await;
     let plan = make_plan(cfg, &src).await?;
@@ -211,7 +212,7 @@ pub(crate) async fn mast_downloads(
     if cfg.s3_only {
         return Ok(None);
     }
-    let token = crate::cli::load_token(cfg.token_file.as_deref(), needs_token)
+    let token = crate::config::load_token(cfg.token_file.as_deref(), needs_token)
         .context("cannot read the MAST token")?;
     let m = MastHttps::new(cfg.mast_url.clone(), token, cfg.retry)
         .context("cannot set up the MAST download client")?;

@@ -4,8 +4,8 @@
 //! code. Modules, in layers; each uses only the layers below it (and, within a layer, never in
 //! a cycle):
 //! - commands: `app` (the commands dispatched, their exit codes), `get_cmd` and `verify_cmd`
-//!   (those commands), `planning` (what `plan` and `get` share), `cli` (flags -> validated
-//!   config);
+//!   (those commands), `planning` (what `plan` and `get` share), `cli` (the raw flags), `config`
+//!   (the validated configuration built from them);
 //! - planning and the engine: `resolve` (selection -> plan), `adopt` (mirrors other tools made),
 //!   `complete` (what DIR already holds: `get`'s skip pass), `verify`, `transfer` (the engine:
 //!   scheduling, restarts, MAST downloads) and the part protocol it drives (`parts`,
@@ -31,6 +31,7 @@ pub mod bucket;
 pub mod checksum;
 pub mod cli;
 pub mod complete;
+pub mod config;
 pub mod copy;
 pub mod dest;
 pub mod fits;

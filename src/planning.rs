@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::input;
 use crate::mast::Mast;
 use crate::note;

@@ -15,7 +15,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::adopt;
 use crate::bucket::{Bucket, DestOptions};
-use crate::cli::{Cli, Command, GetArgs, VerifyConfig, VerifyFormat};
+use crate::cli::{Cli, Command, GetArgs, VerifyFormat};
+use crate::config::VerifyConfig;
 use crate::manifest::{self, Entry};
 use crate::mast::Mast;
 use crate::mirror;
@@ -40,7 +41,7 @@ pub(crate) struct Repair {
 }
 
 pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
-    if let Some(dest) = crate::cli::dest_options(&cfg.dir, cfg.sources(), &cfg.bucket)? {
+    if let Some(dest) = crate::config::dest_options(&cfg.dir, cfg.sources(), &cfg.bucket)? {
         return verify_bucket(&cfg, dest).await.map(Verified::Done);
     }
     let dir = &cfg.dir;
