@@ -304,39 +304,51 @@ pub(crate) async fn stream_plan(
         }
     }
     held.extend(pending.settle(&known.dir, resolver.s3, &mut split).await);
-    split.skipped = if held.is_empty() {
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-    } else {
-        // Rare (rows without an ETag, rows that were not plan rows): hold every skipped file
-        // so that they are recorded alike.
-        let mut all = Vec::new();
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-        .for_each(known, |f, prev| {
-            all.push((f, prev));
-            Ok(())
-        })?;
-        all.extend(held);
-        Skipped::Held(all)
-    };
+    split.skipped = skipped_files(path, skipped, held, known)?;
     plan.streamed = Some(tally);
+    say_when_empty(&mut plan, name, total, (index, shards));
+    Ok((plan, split))
+}
+
+/// The files a streamed plan skips: kept as row offsets, unless some had to be held (rows
+/// without an ETag, rows that were not plan rows), when all are held so they are recorded
+/// alike (rare).
+fn skipped_files(
+    path: &Path,
+    offsets: Vec<u64>,
+    held: Vec<(PlanEntry, Entry)>,
+    known: &Known,
+) -> Result<Skipped> {
+    let rows = Skipped::Rows {
+        plan: path.to_path_buf(),
+        offsets,
+    };
+    if held.is_empty() {
+        return Ok(rows);
+    }
+    let mut all = Vec::new();
+    rows.for_each(known, |f, prev| {
+        all.push((f, prev));
+        Ok(())
+    })?;
+    all.extend(held);
+    Ok(Skipped::Held(all))
+}
+
+/// A streamed plan that matched nothing is a problem; a shard that received nothing says so.
+fn say_when_empty(plan: &mut Plan, name: &str, total: usize, (index, shards): (u32, u32)) {
+    let files = plan.streamed.map_or(0, |t| t.files);
     if total == 0 {
         plan.problems.push(Problem {
             item: name.to_string(),
             message: "the selection matched nothing".into(),
             entry: None,
         });
-    } else if tally.files == 0 && plan.duplicates.is_empty() && shards > 1 {
+    } else if files == 0 && plan.duplicates.is_empty() && shards > 1 {
         plan.notes.push(format!(
             "shard {index} of {shards} received none of the plan's {total} files; nothing to do here"
         ));
     }
-    Ok((plan, split))
 }
 
 /// The state of one streamed pass over a plan file.
