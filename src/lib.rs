@@ -14,7 +14,8 @@
 //!   as a stream, sharded), `mirror` (a run into the user's bucket), `copy` (its server-side
 //!   copy engine) and `mast_stream` (MAST-only products streamed into it);
 //! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast`
-//!   (catalog API; its JSON read and written in `mast_rows`), `bucket` (the user's
+//!   (catalog API; its JSON read and written in `mast_rows`, `path_lookup` in
+//!   `mast_lookup`), `bucket` (the user's
 //!   destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
 //!   `item_file` (the @file formats), `manifest`, `plan` (entries, layouts, partition,
@@ -43,6 +44,7 @@ pub mod item;
 pub mod item_file;
 pub mod manifest;
 pub mod mast;
+pub mod mast_lookup;
 pub mod mast_rows;
 pub mod mast_stream;
 pub mod mirror;

@@ -1,12 +1,12 @@
 //! The MAST catalog API: observation and product queries, and the URI -> cloud key lookup.
 //!
 //! Owns the `invoke` protocol (a form-encoded JSON request; `EXECUTING` answers polled with the
-//! identical request; paging until `page == pagesFiltered`; retries of transient failures), the
-//! product listing a few observations per `Mast.Caom.Products` request in parallel, and the
-//! batched `path_lookup`. What the JSON says (the filters a [`Query`] becomes, the tolerant
-//! reading of rows and lookup answers) is `mast_rows`'. It sends no token: the catalog is public, and the token
-//! belongs to `https` alone. It neither decides where a file comes from (`resolve`) nor
-//! downloads anything (`https`).
+//! identical request; paging until `page == pagesFiltered`; retries of transient failures) and
+//! the product listing a few observations per `Mast.Caom.Products` request in parallel; the
+//! batched `path_lookup` is `mast_lookup`'s. What the JSON says (the filters a [`Query`]
+//! becomes, the tolerant reading of rows and lookup answers) is `mast_rows`'. It sends no
+//! token: the catalog is public, and the token belongs to `https` alone. It neither decides
+//! where a file comes from (`resolve`) nor downloads anything (`https`).
 //!
 //! Choices worth knowing:
 //! - `--program N` is read as a JWST program, as the `s3` catalog reads it
@@ -23,7 +23,7 @@
 //!   (observations sorted by `obs_id`, then `obsid`), and returned sorted by `dataURI`, so the
 //!   plan does not depend on the order MAST answers in.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,8 +35,8 @@ use reqwest::Url;
 use serde_json::{json, Value};
 
 use crate::mast_rows::{
-    describe_row, id_field, instrument_matches, int_field, observation_filters, parse_lookup,
-    parse_page, parse_product_row, str_field, LookupMap, Page,
+    describe_row, id_field, instrument_matches, int_field, observation_filters, parse_page,
+    parse_product_row, str_field, Page,
 };
 use crate::net::{self, ReadFault};
 use crate::query::{ProductRow, Query};
@@ -64,7 +64,7 @@ pub(crate) const PATH_LOOKUP_BATCH: usize = 40;
 
 const OBSERVATIONS: &str = "Mast.Caom.Filtered";
 const PRODUCTS: &str = "Mast.Caom.Products";
-const PATH_LOOKUP: &str = "path_lookup";
+pub(crate) const PATH_LOOKUP: &str = "path_lookup";
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MastError {
@@ -166,19 +166,19 @@ pub(crate) struct MastStats {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     observations: AtomicU64,
     products: AtomicU64,
-    path_lookups: AtomicU64,
-    failed_path_lookups: AtomicU64,
+    pub(crate) path_lookups: AtomicU64,
+    pub(crate) failed_path_lookups: AtomicU64,
 }
 
 pub(crate) struct Mast {
     pub base: Url,
-    client: reqwest::Client,
-    retry: RetryPolicy,
-    parallel: usize,
-    counters: Counters,
+    pub(crate) client: reqwest::Client,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) parallel: usize,
+    pub(crate) counters: Counters,
     /// How long a request may keep answering `EXECUTING`.
     deadline: Duration,
 }
@@ -190,7 +190,7 @@ struct Observation {
     obs_id: String,
 }
 
-type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 impl Mast {
     /// `base` ends with `/` (see `cli::mast_base`); `parallel` bounds requests in flight.
@@ -217,7 +217,7 @@ impl Mast {
     }
 
     /// A body read through the retry policy's minimum-progress watchdog.
-    async fn body(
+    pub(crate) async fn body(
         &self,
         service: &'static str,
         url: &str,
@@ -255,114 +255,6 @@ impl Mast {
             PRODUCTS => &self.counters.products,
             _ => &self.counters.path_lookups,
         }
-    }
-
-    /// Cloud keys of product URIs: `Some(key)` (no leading `/`) or `None` when not in the cloud
-    /// (or when MAST's path is not a safe key). A URI whose batch failed after retries is left
-    /// out of the map (unknown); the call fails only when every batch failed.
-    pub(crate) async fn path_lookup(
-        &self,
-        uris: &[String],
-    ) -> Result<HashMap<String, Option<String>>, MastError> {
-        let mut seen = HashSet::new();
-        let unique: Vec<String> = uris
-            .iter()
-            .filter(|u| seen.insert(u.as_str()))
-            .cloned()
-            .collect();
-        if unique.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let results: Vec<Result<HashMap<String, Option<String>>, MastError>> =
-            stream::iter(unique.chunks(PATH_LOOKUP_BATCH).map(<[String]>::to_vec))
-                .map(|batch| self.lookup_batch(batch))
-                .buffer_unordered(self.parallel)
-                .collect()
-                .await;
-        let mut out = HashMap::with_capacity(unique.len());
-        let mut last_err = None;
-        let mut any_ok = false;
-        for r in results {
-            match r {
-                Ok(m) => {
-                    any_ok = true;
-                    out.extend(m);
-                }
-                Err(e) => {
-                    self.counters
-                        .failed_path_lookups
-                        .fetch_add(1, Ordering::Relaxed);
-                    last_err = Some(e);
-                }
-            }
-        }
-        match last_err {
-            Some(e) if !any_ok => Err(e),
-            _ => Ok(out),
-        }
-    }
-
-    /// One batch, retried; split in two when MAST finds the URL too long anyway.
-    fn lookup_batch(&self, uris: Vec<String>) -> BoxFut<'_, Result<LookupMap, MastError>> {
-        Box::pin(async move {
-            match self.retry.run(|| self.lookup_once(&uris)).await {
-                Err(MastError::Status { status: 414, .. }) if uris.len() > 1 => {
-                    let (a, b) = uris.split_at(uris.len() / 2);
-                    let (a, b) = futures::try_join!(
-                        self.lookup_batch(a.to_vec()),
-                        self.lookup_batch(b.to_vec())
-                    )?;
-                    let mut m = a;
-                    m.extend(b);
-                    Ok(m)
-                }
-                other => other,
-            }
-        })
-    }
-
-    async fn lookup_once(&self, uris: &[String]) -> Result<LookupMap, MastError> {
-        let mut url = self
-            .base
-            .join("api/v0.1/path_lookup/")
-            .expect("static path joins");
-        {
-            let mut q = url.query_pairs_mut();
-            for u in uris {
-                q.append_pair("uri", u);
-            }
-            q.append_pair("use_cloud_path", "True");
-        }
-        // Errors name the endpoint, not the 40 URIs of the query string.
-        let shown = {
-            let mut u = url.clone();
-            u.set_query(None);
-            u.to_string()
-        };
-        self.counters.path_lookups.fetch_add(1, Ordering::Relaxed);
-        let what = format!("MAST {PATH_LOOKUP} ({shown})");
-        let resp = crate::retry::noting(&what, self.client.get(url).send())
-            .await
-            .map_err(|source| MastError::Request {
-                service: PATH_LOOKUP,
-                url: shown.clone(),
-                source: source.without_url(),
-            })?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(MastError::Status {
-                service: PATH_LOOKUP,
-                url: shown,
-                status: status.as_u16(),
-            });
-        }
-        let body = self.body(PATH_LOOKUP, &shown, resp).await?;
-        let value: Value = serde_json::from_slice(&body).map_err(|source| MastError::Decode {
-            service: PATH_LOOKUP,
-            url: shown,
-            source,
-        })?;
-        Ok(parse_lookup(&value, uris))
     }
 
     /// Products matching the query: observations, then their products, de-duplicated by
