@@ -24,6 +24,7 @@ use crate::plan::{Plan, PlanEntry, PlanIndex, Problem, Source, Tally};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
+use crate::text;
 
 /// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
 const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
@@ -52,10 +53,13 @@ enum Decision {
 }
 
 impl Known {
-    /// Index every manifest of `dir`; `own` is the file name of this run's manifest.
+    /// Index every manifest of `dir`; `own` is the file name of this run's manifest. Another
+    /// manifest that cannot be read is passed over with a note (its files are then fetched
+    /// again, never skipped unchecked); this run's own must be readable.
     pub(crate) fn open(dir: &Path, own: &str) -> Result<Known> {
-        let index = Index::build(dir)
+        let index = Index::build_passing_over(dir, |p| p.file_name().is_none_or(|n| n != own))
             .with_context(|| format!("cannot read the manifests of {}", dir.display()))?;
+
         Ok(Known {
             dir: dir.to_path_buf(),
             index,
@@ -75,6 +79,20 @@ impl Known {
         let own = complete.iter().position(|(name, _)| *name == self.own);
         let pick = own.or(complete.len().checked_sub(1))?;
         complete.into_iter().nth(pick).map(|(_, e)| e)
+    }
+
+    /// What the user should know of the manifests: those passed over.
+    pub(crate) fn notes(&self) -> Vec<String> {
+        self.index
+            .passed_over
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} (passed over: files it recorded are proven against the archive again)",
+                    text::chain(e)
+                )
+            })
+            .collect()
     }
 
     fn decide(&self, f: &PlanEntry) -> Decision {

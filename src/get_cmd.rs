@@ -100,7 +100,8 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
     let writer = manifest::Writer::open(&dir, cfg.shard, args.sha256)?;
     let src = sources(&cfg).await?;
     let known = Known::open(&dir, &manifest::manifest_name(cfg.shard))?;
-    let (plan, split) = plan_and_split(&cfg, &src, &known, args.force).await?;
+    let (mut plan, split) = plan_and_split(&cfg, &src, &known, args.force).await?;
+    plan.notes.extend(known.notes());
     summarize(&plan, &src, cfg.progress);
     let complete::Split {
         todo,

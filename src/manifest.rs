@@ -225,6 +225,56 @@ pub(crate) struct Index {
     /// Manifests whose last line cannot be read (cut short by a crash), with its number: the
     /// file it recorded is not checked, and `verify` says so.
     pub torn: Vec<(PathBuf, usize)>,
+    /// Manifests that could not be read and were passed over ([`Index::build_passing_over`]).
+    pub passed_over: Vec<ManifestError>,
+}
+
+/// Index one manifest's lines into `records` (as file `f`); a torn last line goes to `torn`.
+/// Returns the handle the records are to be read back through.
+fn index_file(
+    f: u32,
+    path: &Path,
+    records: &mut Vec<(u64, u32, u64)>,
+    torn: &mut Vec<(PathBuf, usize)>,
+) -> Result<File, ManifestError> {
+    let read_err = |source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let handle = File::open(path).map_err(read_err)?;
+    let mut reader = BufReader::with_capacity(1 << 20, handle.try_clone().map_err(read_err)?);
+    let mut line = String::new();
+    let (mut offset, mut number) = (0u64, 0usize);
+    let mut bad = None;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let text = line.trim();
+        if !text.is_empty() {
+            // Read whole, so a bad line is reported here with its number.
+            // A bad line is an error unless it is the last (a crash cut it short).
+            if let Some((line, source)) = bad.take() {
+                return Err(ManifestError::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    source,
+                });
+            }
+            match serde_json::from_str::<Entry>(text) {
+                Ok(p) => records.push((path_hash(&p.path), f, offset)),
+                Err(source) => bad = Some((number, source)),
+            }
+        }
+        offset += n as u64;
+    }
+    if let Some((line, _)) = bad {
+        torn.push((path.to_path_buf(), line));
+    }
+    Ok(handle)
 }
 
 fn path_hash(path: &str) -> u64 {
@@ -238,52 +288,39 @@ impl Index {
     /// Index every manifest in `dir`. A torn last line (a crash mid-write) is ignored; any
     /// other unreadable line is an error naming it.
     pub(crate) fn build(dir: &Path) -> Result<Index, ManifestError> {
+        Index::build_passing_over(dir, |_| false)
+    }
+
+    /// As [`Index::build`], but a manifest for which `may_skip` says so is passed over when it
+    /// cannot be read (recorded in `passed_over`) instead of failing the whole index.
+    pub(crate) fn build_passing_over(
+        dir: &Path,
+        may_skip: impl Fn(&Path) -> bool,
+    ) -> Result<Index, ManifestError> {
         let files = manifests_in(dir).map_err(|source| ManifestError::Read {
             path: dir.to_path_buf(),
             source,
         })?;
         let mut records = Vec::new();
         let mut torn = Vec::new();
+        let mut passed_over = Vec::new();
         let mut handles = Vec::with_capacity(files.len());
         for (f, path) in files.iter().enumerate() {
-            let read_err = |source| ManifestError::Read {
-                path: path.clone(),
-                source,
-            };
-            let handle = File::open(path).map_err(read_err)?;
-            let mut reader =
-                BufReader::with_capacity(1 << 20, handle.try_clone().map_err(read_err)?);
-            handles.push(handle);
-            let mut line = String::new();
-            let (mut offset, mut number) = (0u64, 0usize);
-            let mut bad = None;
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line).map_err(read_err)?;
-                if n == 0 {
-                    break;
-                }
-                number += 1;
-                let text = line.trim();
-                if !text.is_empty() {
-                    // Read whole, so a bad line is reported here with its number.
-                    // A bad line is an error unless it is the last (a crash cut it short).
-                    if let Some((line, source)) = bad.take() {
-                        return Err(ManifestError::Parse {
+            let before = records.len();
+            match index_file(f as u32, path, &mut records, &mut torn) {
+                Ok(handle) => handles.push(handle),
+                Err(e) if may_skip(path) => {
+                    records.truncate(before);
+                    passed_over.push(e);
+                    // Keeps manifests and handles aligned; no record points at it.
+                    handles.push(File::open("/dev/null").map_err(|source| {
+                        ManifestError::Read {
                             path: path.clone(),
-                            line,
                             source,
-                        });
-                    }
-                    match serde_json::from_str::<Entry>(text) {
-                        Ok(p) => records.push((path_hash(&p.path), f as u32, offset)),
-                        Err(source) => bad = Some((number, source)),
-                    }
+                        }
+                    })?);
                 }
-                offset += n as u64;
-            }
-            if let Some((line, _)) = bad {
-                torn.push((path.clone(), line));
+                Err(e) => return Err(e),
             }
         }
         records.sort_unstable();
@@ -306,6 +343,7 @@ impl Index {
             records,
             groups,
             torn,
+            passed_over,
         })
     }
 
@@ -769,6 +807,28 @@ mod tests {
         fs::write(&p, format!("nonsense\n{good}\n")).unwrap();
         let err = read(&p).unwrap_err().to_string();
         assert!(err.contains(":1:"), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_manifest_fails_the_index_unless_it_may_be_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = serde_json::to_string(&entry("a", Status::Ok, None)).unwrap();
+        let other = serde_json::to_string(&entry("b", Status::Ok, None)).unwrap();
+        fs::write(
+            dir.path().join("mastfetch-manifest.jsonl"),
+            format!("{good}\n"),
+        )
+        .unwrap();
+        let bad = dir.path().join("mastfetch-manifest.shard-1-of-2.jsonl");
+        fs::write(&bad, format!("{other}\nnonsense\n{other}\n")).unwrap();
+        assert!(matches!(
+            Index::build(dir.path()),
+            Err(ManifestError::Parse { line: 2, .. })
+        ));
+        let index = Index::build_passing_over(dir.path(), |p| p == bad).unwrap();
+        assert_eq!(index.passed_over.len(), 1);
+        assert_eq!(index.lookup("a").unwrap().len(), 1);
+        assert!(index.lookup("b").unwrap().is_empty());
     }
 
     #[test]
