@@ -9,7 +9,6 @@
 //! holds tens of megabytes. It does not fetch and does not write the manifest: the caller
 //! records what this returns.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -18,9 +17,8 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 
 use crate::adopt::{self, LocalFile};
-use crate::input::{Item, Parsed};
 use crate::manifest::{Entry, Index};
-use crate::plan::{Plan, PlanEntry, PlanIndex, Problem, Source, Tally};
+use crate::plan::{Plan, PlanEntry, Problem, Source};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
@@ -277,144 +275,72 @@ pub(crate) async fn stream_plan(
     resolver: &Resolver<'_>,
     force: bool,
 ) -> Result<(Plan, Split)> {
-    let mut plan = Plan::default();
     let mut split = Split {
         todo: Vec::new(),
         skipped: Skipped::Held(Vec::new()),
         adopted: Vec::new(),
     };
-    let mut pass = Pass {
-        plan: &mut plan,
-        index: PlanIndex::default(),
-        tally: Tally::default(),
-        admitted: Vec::new(),
-        reader: RefCell::new(BufReader::new(File::open(path)?)),
-        path,
-        skipped: Vec::new(),
-        others: Parsed::default(),
-        pending: Pending::default(),
-    };
-    let total = shard::each_row(path, name, shards, index, |offset, row| {
-        pass.row(offset, row, known, &mut split.todo, force)
+    let mut pending = Pending::default();
+    let mut skipped = Vec::new();
+    let mut admitted = shard::admit_rows(path, name, (index, shards), |offset, f| {
+        if force {
+            split.todo.push(f);
+        } else if pending.take(known, f, &mut split.todo).is_some() {
+            skipped.push(offset);
+        }
     })?;
-    let Pass {
-        index: mut plan_index,
-        mut tally,
-        skipped,
-        others,
-        mut pending,
-        ..
-    } = pass;
     let mut held = Vec::new();
+    let others = std::mem::take(&mut admitted.others);
     if !others.items.is_empty() || !others.problems.is_empty() {
         let more = resolver.resolve(others).await?;
-        plan.problems.extend(more.problems);
-        plan.notes.extend(more.notes);
+        admitted.plan.problems.extend(more.problems);
+        admitted.plan.notes.extend(more.notes);
         for f in more.files {
-            if let Some(f) = plan.admit(f, &mut plan_index, |_| None) {
-                tally.add(&f);
-                if force {
-                    split.todo.push(f);
-                } else if let Some(prev) = pending.take(known, f.clone(), &mut split.todo) {
-                    held.push((f, prev));
-                }
+            let Some(f) = admitted.admit(f) else { continue };
+            if force {
+                split.todo.push(f);
+            } else if let Some(prev) = pending.take(known, f.clone(), &mut split.todo) {
+                held.push((f, prev));
             }
         }
     }
     held.extend(pending.settle(&known.dir, resolver.s3, &mut split).await);
-    split.skipped = skipped_files(path, skipped, held, known)?;
-    plan.streamed = Some(tally);
-    say_when_empty(&mut plan, name, total, (index, shards));
+    split.skipped = if held.is_empty() {
+        Skipped::Rows {
+            plan: path.to_path_buf(),
+            offsets: skipped,
+        }
+    } else {
+        // Rare (rows without an ETag, rows that were not plan rows): hold every skipped file
+        // so that they are recorded alike.
+        let mut all = Vec::new();
+        Skipped::Rows {
+            plan: path.to_path_buf(),
+            offsets: skipped,
+        }
+        .for_each(known, |f, prev| {
+            all.push((f, prev));
+            Ok(())
+        })?;
+        all.extend(held);
+        Skipped::Held(all)
+    };
+    let mut plan = admitted.plan;
+    shard_notes(&mut plan, name, admitted.total, (index, shards));
     Ok((plan, split))
 }
 
-/// The files a streamed plan skips: kept as row offsets, unless some had to be held (rows
-/// without an ETag, rows that were not plan rows), when all are held so they are recorded
-/// alike (rare).
-fn skipped_files(
-    path: &Path,
-    offsets: Vec<u64>,
-    held: Vec<(PlanEntry, Entry)>,
-    known: &Known,
-) -> Result<Skipped> {
-    let rows = Skipped::Rows {
-        plan: path.to_path_buf(),
-        offsets,
-    };
-    if held.is_empty() {
-        return Ok(rows);
-    }
-    let mut all = Vec::new();
-    rows.for_each(known, |f, prev| {
-        all.push((f, prev));
-        Ok(())
-    })?;
-    all.extend(held);
-    Ok(Skipped::Held(all))
-}
-
-/// A streamed plan that matched nothing is a problem; a shard that received nothing says so.
-fn say_when_empty(plan: &mut Plan, name: &str, total: usize, (index, shards): (u32, u32)) {
-    let files = plan.streamed.map_or(0, |t| t.files);
+/// What a streamed plan says when the file or this shard of it holds nothing.
+pub(crate) fn shard_notes(plan: &mut Plan, name: &str, total: usize, (index, shards): (u32, u32)) {
     if total == 0 {
         plan.problems.push(Problem {
             item: name.to_string(),
             message: "the selection matched nothing".into(),
             entry: None,
         });
-    } else if files == 0 && plan.duplicates.is_empty() && shards > 1 {
+    } else if plan.tally().files == 0 && plan.duplicates.is_empty() && shards > 1 {
         plan.notes.push(format!(
             "shard {index} of {shards} received none of the plan's {total} files; nothing to do here"
         ));
-    }
-}
-
-/// The state of one streamed pass over a plan file.
-struct Pass<'a> {
-    plan: &'a mut Plan,
-    index: PlanIndex,
-    tally: Tally,
-    /// Row offsets of the files admitted so far, to read one back when a hash says a later
-    /// row may repeat it.
-    admitted: Vec<u64>,
-    reader: RefCell<BufReader<File>>,
-    path: &'a Path,
-    skipped: Vec<u64>,
-    others: Parsed,
-    pending: Pending,
-}
-
-impl Pass<'_> {
-    fn row(
-        &mut self,
-        offset: u64,
-        row: Parsed,
-        known: &Known,
-        todo: &mut Vec<PlanEntry>,
-        force: bool,
-    ) {
-        self.plan.problems.extend(row.problems);
-        for item in row.items {
-            let Item::Planned(f) = item else {
-                self.others.items.push(item);
-                continue;
-            };
-            let (admitted, reader, path) = (&self.admitted, &self.reader, self.path);
-            let earlier = |i: u32| {
-                let at = *admitted.get(i as usize)?;
-                let row = shard::row_at(&mut reader.borrow_mut(), path, at).ok()?;
-                serde_json::from_str(&row).ok()
-            };
-            let Some(f) = self.plan.admit(f, &mut self.index, earlier) else {
-                continue;
-            };
-            self.admitted.push(offset);
-            self.tally.add(&f);
-            if force {
-                todo.push(f);
-            } else if self.pending.take(known, f, todo).is_some() {
-                self.skipped.push(offset);
-            }
-        }
     }
 }

@@ -180,6 +180,41 @@ pub(crate) async fn stream_prefixes(
     Ok(plan_code(&plan))
 }
 
+/// `plan @plan.jsonl` (a shard of it, or all), written row by row as the file is read.
+async fn stream_plan_file(cfg: &Config, src: &Sources, path: &Path, format: Format) -> Result<u8> {
+    let name = &cfg.items[0][1..];
+    let shard = cfg.shard.unwrap_or((0, 1));
+    let mut stdout = std::io::stdout().lock();
+    let mut rows = plan::Rows::new(&mut stdout, format).context("cannot write the plan")?;
+    let mut written: std::io::Result<()> = Ok(());
+    let mut admitted = shard::admit_rows(path, name, shard, |_, f| {
+        if written.is_ok() {
+            written = rows.row(&f);
+        }
+    })?;
+    let others = std::mem::take(&mut admitted.others);
+    if !others.items.is_empty() || !others.problems.is_empty() {
+        let more = resolver(cfg, src).resolve(others).await?;
+        admitted.plan.problems.extend(more.problems);
+        admitted.plan.notes.extend(more.notes);
+        for f in more.files {
+            if let (Some(f), true) = (admitted.admit(f), written.is_ok()) {
+                written = rows.row(&f);
+            }
+        }
+    }
+    match written.and_then(|()| rows.finish()) {
+        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
+        res => res.context("cannot write the plan")?,
+    }
+    let mut plan = admitted.plan;
+    crate::complete::shard_notes(&mut plan, name, admitted.total, shard);
+    let mut quiet = cfg.progress;
+    quiet.json = false; // stdout holds the plan itself
+    summarize(&plan, src, quiet);
+    Ok(plan_code(&plan))
+}
+
 /// The plan file of `SELECTION = @plan.jsonl` alone (no query), which shards read as a stream.
 pub(crate) fn streamable_plan(cfg: &Config) -> Option<&Path> {
     let [item] = cfg.items.as_slice() else {
@@ -321,6 +356,9 @@ pub(crate) async fn show_plan(
     });
     if let Some(prefixes) = streamable_prefixes(cfg, format)? {
         return stream_prefixes(cfg, &src, &prefixes, format).await;
+    }
+    if let (Some(path), true) = (streamable_plan(cfg), plan::Rows::streams(format)) {
+        return stream_plan_file(cfg, &src, path, format).await;
     }
     let mut plan = make_plan(cfg, &src).await?;
     plan.dir = dir.map(|d| d.to_string_lossy().into_owned());
