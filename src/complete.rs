@@ -18,7 +18,7 @@ use futures::StreamExt;
 
 use crate::adopt::{self, LocalFile};
 use crate::manifest::{Entry, Index};
-use crate::plan::{self, Plan, PlanEntry, Problem, Source};
+use crate::plan::{Plan, PlanEntry, Problem, Source};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
@@ -94,7 +94,7 @@ impl Known {
     }
 
     fn decide(&self, f: &PlanEntry) -> Decision {
-        let on_disk = plan::dest_path(&self.dir, &f.dest)
+        let on_disk = crate::dest::dest_path(&self.dir, &f.dest)
             .ok()
             .and_then(|p| std::fs::metadata(p).ok());
         let Some(prev) = self.previous(f) else {

@@ -213,7 +213,9 @@ impl Copier {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
         match self.src.head(b, k).await? {
             Some(info) => Ok((b.clone(), k.clone(), info)),
-            None => Err(S3::make_error("HEAD", b, k, ErrorKind::NotFound, String::new()).into()),
+            None => Err(
+                S3::make_error("HEAD", b, k, ErrorKind::NotFound, crate::s3::Detail::None).into(),
+            ),
         }
     }
 
@@ -228,7 +230,7 @@ impl Copier {
                     &b,
                     &k,
                     ErrorKind::Other,
-                    ": no ETag to pin the copy to".into(),
+                    crate::s3::Detail::Found("no ETag to pin the copy to".into()),
                 )
                 .into()),
             };
@@ -390,7 +392,7 @@ impl Copier {
                 self.dest.name(),
                 key,
                 ErrorKind::NotFound,
-                ": the copy just made is not there".into(),
+                crate::s3::Detail::Found("the copy just made is not there".into()),
             )
             .into()),
         }
@@ -433,7 +435,13 @@ impl Copier {
 /// The error handed to `finish_upload` when the parts failed for another reason (already
 /// returned to the caller): it only makes the upload be aborted.
 pub(crate) fn dummy(key: &str) -> S3Error {
-    S3::make_error("UploadPart", "", key, ErrorKind::Other, String::new())
+    S3::make_error(
+        "UploadPart",
+        "",
+        key,
+        ErrorKind::Other,
+        crate::s3::Detail::None,
+    )
 }
 
 #[cfg(test)]

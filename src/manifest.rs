@@ -17,7 +17,7 @@ use crate::plan::{PlanEntry, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
+pub enum Status {
     Ok,
     Skipped,
     Duplicate,

@@ -80,7 +80,7 @@ pub(crate) async fn get(
     let mut fetch = Vec::new();
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
-            let msg = crate::transfer::EXCLUDED_MESSAGE.to_string();
+            let msg = crate::outcome::EXCLUDED_MESSAGE.to_string();
             let e = Entry::from_plan(&f, Status::Excluded, Some(msg));
             progress.file(&event(&f, Status::Excluded, 0, e.message.as_deref()));
             records.insert(f.dest.clone(), e);
