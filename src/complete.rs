@@ -17,7 +17,8 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 
 use crate::adopt::{self, LocalFile};
-use crate::manifest::{Entry, Index};
+use crate::index::Index;
+use crate::manifest::Entry;
 use crate::plan::{Plan, PlanEntry, Problem, Source};
 use crate::resolve::Resolver;
 use crate::s3::S3;
@@ -305,29 +306,34 @@ pub(crate) async fn stream_plan(
         }
     }
     held.extend(pending.settle(&known.dir, resolver.s3, &mut split).await);
-    split.skipped = if held.is_empty() {
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-    } else {
-        // Rare (rows without an ETag, rows that were not plan rows): hold every skipped file
-        // so that they are recorded alike.
-        let mut all = Vec::new();
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-        .for_each(known, |f, prev| {
-            all.push((f, prev));
-            Ok(())
-        })?;
-        all.extend(held);
-        Skipped::Held(all)
-    };
+    split.skipped = skipped_rows(path, skipped, held, known)?;
     let mut plan = admitted.plan;
     shard_notes(&mut plan, name, admitted.total, (index, shards));
     Ok((plan, split))
+}
+
+/// The skipped files of a streamed plan: row offsets, unless some had to be held (rows without
+/// an ETag, rows that were not plan rows; rare), and then all held so they are recorded alike.
+fn skipped_rows(
+    plan: &Path,
+    offsets: Vec<u64>,
+    held: Vec<(PlanEntry, Entry)>,
+    known: &Known,
+) -> Result<Skipped> {
+    let rows = Skipped::Rows {
+        plan: plan.to_path_buf(),
+        offsets,
+    };
+    if held.is_empty() {
+        return Ok(rows);
+    }
+    let mut all = Vec::new();
+    rows.for_each(known, |f, prev| {
+        all.push((f, prev));
+        Ok(())
+    })?;
+    all.extend(held);
+    Ok(Skipped::Held(all))
 }
 
 /// What a streamed plan says when the file or this shard of it holds nothing.

@@ -15,10 +15,10 @@
 //!   copy engine) and `mast_stream` (MAST-only products streamed into it);
 //! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast`
 //!   (catalog API; its JSON read and written in `mast_rows`, `path_lookup` in
-//!   `mast_lookup`), `bucket` (the user's
-//!   destination bucket, signed);
+//!   `mast_lookup`), `bucket` (the user's destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
-//!   `item_file` (the @file formats), `manifest`, `plan` (entries, layouts, partition,
+//!   `item_file` (the @file formats), `manifest` (the manifest lines, writer and compaction),
+//!   `index` (every manifest record of a folder, 20 bytes each, read back on demand), `plan` (entries, layouts, partition,
 //!   formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
 //!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
 //!   against), `hashing` (the serial digests, read back), `fits`, `net` (what the HTTP clients
@@ -39,6 +39,7 @@ pub mod fits;
 pub mod get_cmd;
 pub mod hashing;
 pub mod https;
+pub mod index;
 pub mod input;
 pub mod item;
 pub mod item_file;

@@ -152,12 +152,7 @@ impl Plan {
         earlier: impl Fn(u32) -> Option<PlanEntry>,
     ) -> Option<PlanEntry> {
         if let Some(message) = unplaceable(&entry.dest) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message,
-                entry: None,
-            });
-            return None;
+            return self.refuse(&entry, message);
         }
         let taken_by = |i: u32| match i {
             DUPLICATE => "a duplicate".to_string(),
@@ -166,16 +161,12 @@ impl Plan {
         // A file where another needs a folder (`x` and `x/y`) would fail at rename time and
         // leave its temporary file behind; refuse the later one now, naming both.
         if let Some((folder, i)) = index.folder_clash(&entry.dest, &earlier) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message: format!(
-                    "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
-                    text::shown(&entry.dest),
-                    text::shown(&taken_by(i))
-                ),
-                entry: None,
-            });
-            return None;
+            let message = format!(
+                "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
+                text::shown(&entry.dest),
+                text::shown(&taken_by(i))
+            );
+            return self.refuse(&entry, message);
         }
         if let Some((i, first)) = index.same_uri(&entry.uri, &earlier) {
             let first_dest = first.map(|f| f.dest);
@@ -189,22 +180,28 @@ impl Plan {
             return None;
         }
         if let Some(i) = index.dest_of(&entry.dest, &earlier) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message: format!(
-                    "destination {} is already taken by {}",
-                    text::shown(&entry.dest),
-                    text::shown(&taken_by(i))
-                ),
-                entry: None,
-            });
-            return None;
+            let message = format!(
+                "destination {} is already taken by {}",
+                text::shown(&entry.dest),
+                text::shown(&taken_by(i))
+            );
+            return self.refuse(&entry, message);
         }
         let n = index.files;
         index.files += 1;
         index.by_uri.entry(hash(&entry.uri)).or_insert(n);
         index.add_dest(&entry.dest, n);
         Some(entry)
+    }
+
+    /// A file that cannot be planned: a problem naming it, nothing admitted.
+    fn refuse(&mut self, entry: &PlanEntry, message: String) -> Option<PlanEntry> {
+        self.problems.push(Problem {
+            item: text::shown(&entry.uri),
+            message,
+            entry: None,
+        });
+        None
     }
 
     /// Files, bytes and where they come from: counted from the files, or, for a plan whose

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::checksum::{self, CrcAlg};
 use crate::fits;
-use crate::manifest::{Entry, Index, ManifestError, Status};
+use crate::index::Index;
+use crate::manifest::{Entry, ManifestError, Status};
 use crate::names;
 use crate::s3::S3;
 

@@ -48,7 +48,7 @@ pub(crate) async fn verify_cmd(cfg: VerifyConfig) -> Result<Verified> {
     if !dir.is_dir() {
         bail!("{} is not a folder", dir.display());
     }
-    let index = manifest::Index::build(dir)?;
+    let index = crate::index::Index::build(dir)?;
     // A line cut short by a crash is passed over when reading; verify must still say so.
     for (path, line) in &index.torn {
         eprintln!(
