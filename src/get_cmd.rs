@@ -82,8 +82,8 @@ async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u
         part_size,
         progress: cfg.progress,
     };
-    let bad = mirror::get(&plan, &src.s3, bucket, mast, &settings).await?;
-    Ok(u8::from(bad || plan_code(&plan) > 0))
+    let summary = mirror::get(&plan, &src.s3, bucket, mast, &settings).await?;
+    Ok(summary.exit_code())
 }
 
 /// `get` (not `--dry-run`): plan, record what is already complete, fetch the rest. `report` is
