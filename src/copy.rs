@@ -25,8 +25,9 @@ use crate::bucket::{Bucket, Stored};
 use crate::checksum;
 use crate::https::{HttpsError, MastHttps};
 use crate::manifest::{Entry, Status};
+use crate::net::Tally;
 use crate::plan::{PlanEntry, Source};
-use crate::progress::{FileEvent, Progress};
+use crate::progress::{FileEvent, Reporter};
 use crate::retry::{RetryPolicy, Transient};
 use crate::s3::{ErrorKind, ObjectInfo, S3Error, S3};
 
@@ -114,7 +115,7 @@ pub(crate) struct Copier {
     pub dest: Bucket,
     pub mast: Option<Arc<MastHttps>>,
     pub retry: RetryPolicy,
-    pub progress: Arc<Progress>,
+    pub report: Arc<dyn Reporter>,
     pub verify: bool,
     pub threshold: u64,
     pub part_size: u64,
@@ -135,7 +136,7 @@ impl Copier {
         mast: Option<Arc<MastHttps>>,
         requests: usize,
         retry: RetryPolicy,
-        progress: Arc<Progress>,
+        report: Arc<dyn Reporter>,
         verify: bool,
         threshold: u64,
         part_size: u64,
@@ -145,7 +146,7 @@ impl Copier {
             dest,
             mast,
             retry,
-            progress,
+            report,
             verify,
             threshold,
             part_size,
@@ -192,7 +193,7 @@ impl Copier {
                 )
             }
         };
-        self.progress.file(&FileEvent {
+        self.report.file_done(&FileEvent {
             status: entry.status,
             path: &f.dest,
             uri: &f.uri,
@@ -241,7 +242,7 @@ impl Copier {
             match res {
                 Err(e) if e.changed() && restarts < MAX_RESTARTS => restarts += 1,
                 Ok(p) => {
-                    self.progress.done(p.size);
+                    self.report.bytes(Tally::Copied(p.size));
                     return Ok(p);
                 }
                 Err(e) => return Err(e),

@@ -47,6 +47,9 @@ pub enum Tally {
     Received(u64),
     /// Bytes counted before that no longer are (the server restarted the file).
     GaveBack(u64),
+    /// Bytes a server copied on our behalf (a copy into the user's bucket): done, never
+    /// received here.
+    Copied(u64),
 }
 
 /// `bytes 0-99/1234` -> (0, 99, 1234).

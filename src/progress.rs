@@ -329,7 +329,7 @@ impl Progress {
 impl Reporter for Progress {
     fn bytes(&self, tally: Tally) {
         match tally {
-            Tally::Resumed(n) => self.done(n),
+            Tally::Resumed(n) | Tally::Copied(n) => self.done(n),
             Tally::Received(n) => self.transferred(n),
             Tally::GaveBack(n) => self.undone(n),
         }

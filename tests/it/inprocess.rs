@@ -38,6 +38,7 @@ impl Reporter for Recorder {
             Tally::Received(n) => (&self.received, n),
             Tally::Resumed(n) => (&self.resumed, n),
             Tally::GaveBack(n) => (&self.gave_back, n),
+            Tally::Copied(n) => panic!("a download into a folder reported {n} bytes copied"),
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
