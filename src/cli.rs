@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::plan::{Format, Layout};
+use crate::formats::Format;
+use crate::plan::Layout;
 use crate::query::Catalog;
 
 /// Default part size: S3's guidance is 8-16 MiB ranged GETs (each connection sustains about

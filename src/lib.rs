@@ -18,13 +18,13 @@
 //!   `mast_lookup`), `bucket` (the user's destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
 //!   `item_file` (the @file formats), `manifest` (the manifest lines, writer and compaction),
-//!   `index` (every manifest record of a folder, 20 bytes each, read back on demand), `plan` (entries, layouts, partition,
-//!   formats), `names` (product naming rules), `query` (filters), `dest` (DIR: safe
-//!   destinations, temporary names, the placement policy), `checksum` (what a file is proven
-//!   against), `hashing` (the serial digests, read back), `fits`, `net` (what the HTTP clients
-//!   share: user agent, timeouts, Content-Range, the body-to-file loop), `retry`, `note` (notes
-//!   and JSON lines any module may give), `text` (showing outside text and error chains
-//!   safely).
+//!   `index` (every manifest record of a folder, 20 bytes each, read back on demand), `plan`
+//!   (entries, layouts, partition), `formats` (how a plan is printed), `names` (product naming
+//!   rules), `query` (filters), `dest` (DIR: safe destinations, temporary names, the placement
+//!   policy), `checksum` (what a file is proven against), `hashing` (the serial digests, read
+//!   back), `fits`, `net` (what the HTTP clients share: user agent, timeouts, Content-Range, the
+//!   body-to-file loop), `retry`, `note` (notes and JSON lines any module may give), `text`
+//!   (showing outside text and error chains safely).
 
 pub mod adopt;
 pub mod app;
@@ -36,6 +36,7 @@ pub mod config;
 pub mod copy;
 pub mod dest;
 pub mod fits;
+pub mod formats;
 pub mod get_cmd;
 pub mod hashing;
 pub mod https;

@@ -12,10 +12,11 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::formats::{self, Format, Rows};
 use crate::input;
 use crate::mast::Mast;
 use crate::note;
-use crate::plan::{self, Format, Plan};
+use crate::plan::{self, Plan};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
@@ -110,7 +111,7 @@ pub(crate) fn streamable_prefixes(
     cfg: &Config,
     format: Format,
 ) -> Result<Option<Vec<input::Item>>> {
-    let simple = cfg.shard.is_none() && !cfg.query.is_query() && plan::Rows::streams(format);
+    let simple = cfg.shard.is_none() && !cfg.query.is_query() && Rows::streams(format);
     if !simple || !cfg.items.iter().all(|i| i.starts_with("s3://")) {
         return Ok(None);
     }
@@ -135,7 +136,7 @@ pub(crate) async fn stream_prefixes(
     let mut index = plan::PlanIndex::default();
     let mut tally = plan::Tally::default();
     let mut stdout = std::io::stdout().lock();
-    let mut rows = plan::Rows::new(&mut stdout, format).context("cannot write the plan")?;
+    let mut rows = Rows::new(&mut stdout, format).context("cannot write the plan")?;
     let mut written: std::io::Result<()> = Ok(());
     for item in prefixes {
         let input::Item::Prefix {
@@ -185,7 +186,7 @@ async fn stream_plan_file(cfg: &Config, src: &Sources, path: &Path, format: Form
     let name = &cfg.items[0][1..];
     let shard = cfg.shard.unwrap_or((0, 1));
     let mut stdout = std::io::stdout().lock();
-    let mut rows = plan::Rows::new(&mut stdout, format).context("cannot write the plan")?;
+    let mut rows = Rows::new(&mut stdout, format).context("cannot write the plan")?;
     let mut written: std::io::Result<()> = Ok(());
     let mut admitted = shard::admit_rows(path, name, shard, |_, f| {
         if written.is_ok() {
@@ -330,7 +331,7 @@ fn emit_plan_event(plan: &Plan, r: &Requests) {
 /// not an error.
 pub(crate) fn print_plan(plan: &Plan, format: Format) -> Result<bool> {
     let mut out = std::io::stdout().lock();
-    let res = plan::write_plan(&mut out, plan, format).and_then(|()| out.flush());
+    let res = formats::write_plan(&mut out, plan, format).and_then(|()| out.flush());
     match res {
         Err(e) if note::is_broken_pipe(&e) => Ok(false),
         res => res.map(|()| true).context("cannot write the plan"),
@@ -357,7 +358,7 @@ pub(crate) async fn show_plan(
     if let Some(prefixes) = streamable_prefixes(cfg, format)? {
         return stream_prefixes(cfg, &src, &prefixes, format).await;
     }
-    if let (Some(path), true) = (streamable_plan(cfg), plan::Rows::streams(format)) {
+    if let (Some(path), true) = (streamable_plan(cfg), Rows::streams(format)) {
         return stream_plan_file(cfg, &src, path, format).await;
     }
     let mut plan = make_plan(cfg, &src).await?;
