@@ -319,21 +319,7 @@ impl Copier {
         crc: Option<String>,
     ) -> Result<Proof, CopyError> {
         let src_crc = src.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
-        // What the copy's answer states is enough when it carries what the proof compares (the
-        // CRC, or for a legacy object the same plain MD5, which fixes the size too); else a
-        // HEAD asks the destination.
-        let same_md5 = match (&src.etag, &copy_etag) {
-            (Some(e), Some(c)) => checksum::is_md5_etag(e) && e == c,
-            _ => false,
-        };
-        let stored = match &crc {
-            Some(c) if src_crc.is_some() || same_md5 => Stored {
-                size: src.size,
-                etag: copy_etag.clone(),
-                crc64nvme: Some(c.clone()),
-            },
-            _ => self.stored(key).await?,
-        };
+        let stored = self.copy_state(key, src, &copy_etag, crc).await?;
         let what = format!("s3://{}/{key}", self.dest.name());
         let mismatch = |field, got: &str, want: &str| CopyError::Mismatch {
             what: what.clone(),
@@ -381,6 +367,31 @@ impl Copier {
             }
         }
         Ok(proof)
+    }
+
+    /// What the destination holds after a copy. The copy's answer is enough when it carries
+    /// what the proof compares (the CRC, or for a legacy object the same plain MD5, which fixes
+    /// the size too); else a HEAD asks the destination.
+    async fn copy_state(
+        &self,
+        key: &str,
+        src: &ObjectInfo,
+        copy_etag: &Option<String>,
+        crc: Option<String>,
+    ) -> Result<Stored, CopyError> {
+        let src_crc = src.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
+        let same_md5 = match (&src.etag, copy_etag) {
+            (Some(e), Some(c)) => checksum::is_md5_etag(e) && e == c,
+            _ => false,
+        };
+        match crc {
+            Some(c) if src_crc.is_some() || same_md5 => Ok(Stored {
+                size: src.size,
+                etag: copy_etag.clone(),
+                crc64nvme: Some(c),
+            }),
+            _ => self.stored(key).await,
+        }
     }
 
     /// What the destination holds at `key` (a copy just made: it is there).

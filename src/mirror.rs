@@ -79,6 +79,29 @@ pub(crate) async fn get(
             crate::text::chain(&e)
         )),
     }
+    let fetch = settle_uncopied(todo, known, has_token, &progress, &mut records);
+    for e in copier.run(fetch).await {
+        records.insert(e.path.clone(), e);
+    }
+    copier.abort_own().await;
+    record_unfetched(plan, &progress, &mut records);
+    let lines: Vec<&Entry> = records.values().collect();
+    let written = dest.put_manifest(&own, &lines).await;
+    progress.finish();
+    summary(&dest, src, set.progress);
+    written.with_context(|| format!("cannot write {}{own}", dest.url))?;
+    Ok(settled(plan, &records))
+}
+
+/// Record what this run settles without a copy: exclusive-access files without a token
+/// (excluded) and files already in the bucket (`known`); returns the files to copy.
+fn settle_uncopied(
+    todo: Vec<PlanEntry>,
+    known: Vec<(PlanEntry, Entry)>,
+    has_token: bool,
+    progress: &Progress,
+    records: &mut BTreeMap<String, Entry>,
+) -> Vec<PlanEntry> {
     let mut fetch = Vec::new();
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
@@ -95,17 +118,7 @@ pub(crate) async fn get(
         progress.file(&event(&f, e.status, e.size.unwrap_or(0), None));
         records.insert(f.dest.clone(), e);
     }
-    for e in copier.run(fetch).await {
-        records.insert(e.path.clone(), e);
-    }
-    copier.abort_own().await;
-    record_unfetched(plan, &progress, &mut records);
-    let lines: Vec<&Entry> = records.values().collect();
-    let written = dest.put_manifest(&own, &lines).await;
-    progress.finish();
-    summary(&dest, src, set.progress);
-    written.with_context(|| format!("cannot write {}{own}", dest.url))?;
-    Ok(settled(plan, &records))
+    fetch
 }
 
 /// The outcome of each planned file (and duplicate), from the records this run leaves (the
