@@ -194,7 +194,7 @@ async fn published(s3: &S3, bucket: &str, e: &PlanEntry, size: u64) -> Result<Pu
             bucket,
             key,
             crate::s3::ErrorKind::NotFound,
-            ": gone from the bucket since it was listed".into(),
+            crate::s3::Detail::Found("gone from the bucket since it was listed".into()),
         ));
     };
     let etag = head.etag.clone().or(e.etag.clone());
@@ -312,83 +312,93 @@ fn digest(path: &Path, expect: &Expect, parts: &[u64]) -> io::Result<(bool, Stri
 
 /// Prove one file against its archive object.
 pub(crate) async fn prove(dir: &Path, f: &LocalFile, e: &PlanEntry, s3: &S3) -> Proof {
-    let finding = |status, message: Option<String>| Finding {
-        path: f.rel.clone(),
-        status,
-        message,
-    };
     let (Source::S3, Some(bucket)) = (e.source, e.bucket.as_deref()) else {
         return unknown(
             f,
             "not in the bucket (MAST only): the archive publishes nothing to check it against",
         );
     };
-    let mut published_head = None;
-    let mismatch = if Some(f.size) != e.size {
-        Some(format!(
-            "size {}, the archive's object has {}",
-            f.size,
-            e.size.map_or("?".into(), |s| s.to_string())
-        ))
+    let (why, head) = if Some(f.size) != e.size {
+        let want = e.size.map_or("?".into(), |s| s.to_string());
+        let why = format!("size {}, the archive's object has {want}", f.size);
+        (why, None)
     } else {
-        let p = match published(s3, bucket, e, f.size).await {
-            Ok(p) => p,
-            Err(err) => {
-                return Proof {
-                    finding: finding(
-                        Verdict::Unknown,
-                        Some(format!("cannot ask the archive: {err}")),
-                    ),
-                    record: None,
-                }
-            }
-        };
-        let path = dir.join(&f.rel);
-        let (expect, parts) = (p.expect.clone(), p.parts.clone());
-        let res = tokio::task::spawn_blocking(move || digest(&path, &expect, &parts)).await;
-        let (ok, got, crc64) = match res {
-            Ok(Ok(v)) => v,
-            Ok(Err(err)) => {
-                let msg = format!("cannot read: {err}");
-                return Proof {
-                    finding: finding(Verdict::Corrupt, Some(msg)),
-                    record: None,
-                };
-            }
-            Err(err) => {
-                let msg = format!("cannot hash: {err}");
-                return Proof {
-                    finding: finding(Verdict::Unknown, Some(msg)),
-                    record: None,
-                };
-            }
-        };
-        if ok {
-            let mut record = Entry::from_plan(e, Status::Adopted, p.note.clone());
-            record.path = f.rel.clone();
-            record.size = Some(f.size);
-            record.checksum = p.expect.manifest_checksum();
-            record.verified = Some(p.expect.verified().to_string());
-            record.crc64nvme = Some(crc64);
-            // A rerun knows the file by the ETag it was proven under.
-            if record.etag.is_none() {
-                record.etag = p.head.as_ref().and_then(|h| h.etag.clone());
-            }
-            return Proof {
-                finding: finding(Verdict::Ok, p.note),
-                record: Some(record),
-            };
+        match compare_digests(dir, f, e, s3, bucket).await {
+            Compared::Settled(proof) => return *proof,
+            Compared::Mismatch { why, head } => (why, head),
         }
-        let want = p.expect.manifest_checksum().unwrap_or_default();
-        published_head = p.head;
-        Some(format!("{got}, the archive publishes {want}"))
     };
-    let why = mismatch.unwrap_or_default();
-    let (verdict, message) = mismatched(f, bucket, e, s3, published_head, why).await;
+    let (verdict, message) = mismatched(f, bucket, e, s3, head, why).await;
     Proof {
-        finding: finding(verdict, Some(message)),
+        finding: Finding {
+            path: f.rel.clone(),
+            status: verdict,
+            message: Some(message),
+        },
         record: None,
     }
+}
+
+/// What comparing a file of the archive object's size with what the archive publishes found.
+enum Compared {
+    /// Proven (with its record), or no verdict on the bytes could be reached.
+    Settled(Box<Proof>),
+    /// The bytes are not the object's: why, and the HEAD already made, if one was.
+    Mismatch {
+        why: String,
+        head: Option<ObjectInfo>,
+    },
+}
+
+/// Digest a file as the archive's published value asks and compare.
+async fn compare_digests(
+    dir: &Path,
+    f: &LocalFile,
+    e: &PlanEntry,
+    s3: &S3,
+    bucket: &str,
+) -> Compared {
+    let settled = |status, message: Option<String>, record| {
+        let finding = Finding {
+            path: f.rel.clone(),
+            status,
+            message,
+        };
+        Compared::Settled(Box::new(Proof { finding, record }))
+    };
+    let p = match published(s3, bucket, e, f.size).await {
+        Ok(p) => p,
+        Err(err) => {
+            let msg = format!("cannot ask the archive: {err}");
+            return settled(Verdict::Unknown, Some(msg), None);
+        }
+    };
+    let path = dir.join(&f.rel);
+    let (expect, parts) = (p.expect.clone(), p.parts.clone());
+    let res = tokio::task::spawn_blocking(move || digest(&path, &expect, &parts)).await;
+    let (ok, got, crc64) = match res {
+        Ok(Ok(v)) => v,
+        Ok(Err(err)) => {
+            return settled(Verdict::Corrupt, Some(format!("cannot read: {err}")), None)
+        }
+        Err(err) => return settled(Verdict::Unknown, Some(format!("cannot hash: {err}")), None),
+    };
+    if !ok {
+        let want = p.expect.manifest_checksum().unwrap_or_default();
+        let why = format!("{got}, the archive publishes {want}");
+        return Compared::Mismatch { why, head: p.head };
+    }
+    let mut record = Entry::from_plan(e, Status::Adopted, p.note.clone());
+    record.path = f.rel.clone();
+    record.size = Some(f.size);
+    record.checksum = p.expect.manifest_checksum();
+    record.verified = Some(p.expect.verified().to_string());
+    record.crc64nvme = Some(crc64);
+    // A rerun knows the file by the ETag it was proven under.
+    if record.etag.is_none() {
+        record.etag = p.head.as_ref().and_then(|h| h.etag.clone());
+    }
+    settled(Verdict::Ok, p.note, Some(record))
 }
 
 /// The verdict on a file whose bytes are not the archive's object, and its message (`why`,

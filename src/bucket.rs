@@ -180,10 +180,10 @@ impl Bucket {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let kind = crate::s3::classify(&err);
+        let kind = crate::s3_error::classify(&err);
         if !matches!(err, SdkError::ServiceError(_)) && no_credentials(&err) {
             // Not worth a retry: the chain found nothing, and will find nothing next time.
-            let detail = ": no AWS credentials found for the destination (set AWS_PROFILE, or \
+            let detail = "no AWS credentials found for the destination (set AWS_PROFILE, or \
                           AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an instance \
                           or task role)";
             return crate::s3::S3::make_error(
@@ -191,27 +191,31 @@ impl Bucket {
                 &self.url.bucket,
                 key,
                 ErrorKind::Denied,
-                detail.into(),
+                crate::s3::Detail::Found(detail.into()),
             );
         }
-        let (mut detail, source) = match &err {
+        let (detail, source) = match &err {
             SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
-                let code = se.err().code().unwrap_or("");
-                (format!(": HTTP {status} {code}"), None)
+                // A refusal says what the destination credentials lack.
+                let hint = (kind == ErrorKind::Denied).then(|| {
+                    format!(
+                        "the destination credentials need {} on bucket {}",
+                        action(op),
+                        self.url.bucket
+                    )
+                });
+                let answer = crate::s3::Answer {
+                    status: se.raw().status().as_u16(),
+                    code: se.err().code().unwrap_or("").to_string(),
+                    message: hint,
+                };
+                (crate::s3::Detail::Answer(Box::new(answer)), None)
             }
             _ => (
-                String::new(),
+                crate::s3::Detail::None,
                 Some(Box::new(err) as Box<dyn std::error::Error + Send + Sync>),
             ),
         };
-        if kind == ErrorKind::Denied {
-            detail.push_str(&format!(
-                " (the destination credentials need {} on bucket {})",
-                action(op),
-                self.url.bucket
-            ));
-        }
         let mut e = crate::s3::S3::make_error(op, &self.url.bucket, key, kind, detail);
         e.source = source;
         e
@@ -232,7 +236,10 @@ impl Bucket {
                         &self.url.bucket,
                         key,
                         ErrorKind::Transient,
-                        format!(": no answer within {}s", REQUEST_TIMEOUT.as_secs()),
+                        crate::s3::Detail::Found(format!(
+                            "no answer within {}s",
+                            REQUEST_TIMEOUT.as_secs()
+                        )),
                     )),
                 }
             })
@@ -378,7 +385,7 @@ impl Bucket {
             })
             .await?;
         out.upload_id().map(str::to_string).ok_or_else(|| {
-            let detail = ": no UploadId in the answer".to_string();
+            let detail = crate::s3::Detail::Found("no UploadId in the answer".to_string());
             crate::s3::S3::make_error(
                 "CreateMultipartUpload",
                 self.name(),
@@ -592,7 +599,7 @@ impl Bucket {
                         self.name(),
                         key,
                         ErrorKind::Transient,
-                        ": body interrupted".into(),
+                        crate::s3::Detail::Found("body interrupted".into()),
                     );
                     err.source = Some(Box::new(e));
                     err

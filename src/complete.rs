@@ -9,7 +9,6 @@
 //! holds tens of megabytes. It does not fetch and does not write the manifest: the caller
 //! records what this returns.
 
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -18,12 +17,13 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 
 use crate::adopt::{self, LocalFile};
-use crate::input::{Item, Parsed};
-use crate::manifest::{Entry, Index};
-use crate::plan::{self, Plan, PlanEntry, PlanIndex, Problem, Source, Tally};
+use crate::index::Index;
+use crate::manifest::Entry;
+use crate::plan::{Plan, PlanEntry, Problem, Source};
 use crate::resolve::Resolver;
 use crate::s3::S3;
 use crate::shard;
+use crate::text;
 
 /// Files of a foreign mirror proven at once by `get`: each is a HEAD at most and one read.
 const ADOPT_PROOFS_IN_FLIGHT: usize = 8;
@@ -52,10 +52,13 @@ enum Decision {
 }
 
 impl Known {
-    /// Index every manifest of `dir`; `own` is the file name of this run's manifest.
+    /// Index every manifest of `dir`; `own` is the file name of this run's manifest. Another
+    /// manifest that cannot be read is passed over with a note (its files are then fetched
+    /// again, never skipped unchecked); this run's own must be readable.
     pub(crate) fn open(dir: &Path, own: &str) -> Result<Known> {
-        let index = Index::build(dir)
+        let index = Index::build_passing_over(dir, |p| p.file_name().is_none_or(|n| n != own))
             .with_context(|| format!("cannot read the manifests of {}", dir.display()))?;
+
         Ok(Known {
             dir: dir.to_path_buf(),
             index,
@@ -77,8 +80,22 @@ impl Known {
         complete.into_iter().nth(pick).map(|(_, e)| e)
     }
 
+    /// What the user should know of the manifests: those passed over.
+    pub(crate) fn notes(&self) -> Vec<String> {
+        self.index
+            .passed_over
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} (passed over: files it recorded are proven against the archive again)",
+                    text::chain(e)
+                )
+            })
+            .collect()
+    }
+
     fn decide(&self, f: &PlanEntry) -> Decision {
-        let on_disk = plan::dest_path(&self.dir, &f.dest)
+        let on_disk = crate::dest::dest_path(&self.dir, &f.dest)
             .ok()
             .and_then(|p| std::fs::metadata(p).ok());
         let Some(prev) = self.previous(f) else {
@@ -259,132 +276,77 @@ pub(crate) async fn stream_plan(
     resolver: &Resolver<'_>,
     force: bool,
 ) -> Result<(Plan, Split)> {
-    let mut plan = Plan::default();
     let mut split = Split {
         todo: Vec::new(),
         skipped: Skipped::Held(Vec::new()),
         adopted: Vec::new(),
     };
-    let mut pass = Pass {
-        plan: &mut plan,
-        index: PlanIndex::default(),
-        tally: Tally::default(),
-        admitted: Vec::new(),
-        reader: RefCell::new(BufReader::new(File::open(path)?)),
-        path,
-        skipped: Vec::new(),
-        others: Parsed::default(),
-        pending: Pending::default(),
-    };
-    let total = shard::each_row(path, name, shards, index, |offset, row| {
-        pass.row(offset, row, known, &mut split.todo, force)
+    let mut pending = Pending::default();
+    let mut skipped = Vec::new();
+    let mut admitted = shard::admit_rows(path, name, (index, shards), |offset, f| {
+        if force {
+            split.todo.push(f);
+        } else if pending.take(known, f, &mut split.todo).is_some() {
+            skipped.push(offset);
+        }
     })?;
-    let Pass {
-        index: mut plan_index,
-        mut tally,
-        skipped,
-        others,
-        mut pending,
-        ..
-    } = pass;
     let mut held = Vec::new();
+    let others = std::mem::take(&mut admitted.others);
     if !others.items.is_empty() || !others.problems.is_empty() {
         let more = resolver.resolve(others).await?;
-        plan.problems.extend(more.problems);
-        plan.notes.extend(more.notes);
+        admitted.plan.problems.extend(more.problems);
+        admitted.plan.notes.extend(more.notes);
         for f in more.files {
-            if let Some(f) = plan.admit(f, &mut plan_index, |_| None) {
-                tally.add(&f);
-                if force {
-                    split.todo.push(f);
-                } else if let Some(prev) = pending.take(known, f.clone(), &mut split.todo) {
-                    held.push((f, prev));
-                }
+            let Some(f) = admitted.admit(f) else { continue };
+            if force {
+                split.todo.push(f);
+            } else if let Some(prev) = pending.take(known, f.clone(), &mut split.todo) {
+                held.push((f, prev));
             }
         }
     }
     held.extend(pending.settle(&known.dir, resolver.s3, &mut split).await);
-    split.skipped = if held.is_empty() {
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-    } else {
-        // Rare (rows without an ETag, rows that were not plan rows): hold every skipped file
-        // so that they are recorded alike.
-        let mut all = Vec::new();
-        Skipped::Rows {
-            plan: path.to_path_buf(),
-            offsets: skipped,
-        }
-        .for_each(known, |f, prev| {
-            all.push((f, prev));
-            Ok(())
-        })?;
-        all.extend(held);
-        Skipped::Held(all)
+    split.skipped = skipped_rows(path, skipped, held, known)?;
+    let mut plan = admitted.plan;
+    shard_notes(&mut plan, name, admitted.total, (index, shards));
+    Ok((plan, split))
+}
+
+/// The skipped files of a streamed plan: row offsets, unless some had to be held (rows without
+/// an ETag, rows that were not plan rows; rare), and then all held so they are recorded alike.
+fn skipped_rows(
+    plan: &Path,
+    offsets: Vec<u64>,
+    held: Vec<(PlanEntry, Entry)>,
+    known: &Known,
+) -> Result<Skipped> {
+    let rows = Skipped::Rows {
+        plan: plan.to_path_buf(),
+        offsets,
     };
-    plan.streamed = Some(tally);
+    if held.is_empty() {
+        return Ok(rows);
+    }
+    let mut all = Vec::new();
+    rows.for_each(known, |f, prev| {
+        all.push((f, prev));
+        Ok(())
+    })?;
+    all.extend(held);
+    Ok(Skipped::Held(all))
+}
+
+/// What a streamed plan says when the file or this shard of it holds nothing.
+pub(crate) fn shard_notes(plan: &mut Plan, name: &str, total: usize, (index, shards): (u32, u32)) {
     if total == 0 {
         plan.problems.push(Problem {
             item: name.to_string(),
             message: "the selection matched nothing".into(),
             entry: None,
         });
-    } else if tally.files == 0 && plan.duplicates.is_empty() && shards > 1 {
+    } else if plan.tally().files == 0 && plan.duplicates.is_empty() && shards > 1 {
         plan.notes.push(format!(
             "shard {index} of {shards} received none of the plan's {total} files; nothing to do here"
         ));
-    }
-    Ok((plan, split))
-}
-
-/// The state of one streamed pass over a plan file.
-struct Pass<'a> {
-    plan: &'a mut Plan,
-    index: PlanIndex,
-    tally: Tally,
-    /// Row offsets of the files admitted so far, to read one back when a hash says a later
-    /// row may repeat it.
-    admitted: Vec<u64>,
-    reader: RefCell<BufReader<File>>,
-    path: &'a Path,
-    skipped: Vec<u64>,
-    others: Parsed,
-    pending: Pending,
-}
-
-impl Pass<'_> {
-    fn row(
-        &mut self,
-        offset: u64,
-        row: Parsed,
-        known: &Known,
-        todo: &mut Vec<PlanEntry>,
-        force: bool,
-    ) {
-        self.plan.problems.extend(row.problems);
-        for item in row.items {
-            let Item::Planned(f) = item else {
-                self.others.items.push(item);
-                continue;
-            };
-            let (admitted, reader, path) = (&self.admitted, &self.reader, self.path);
-            let earlier = |i: u32| {
-                let at = *admitted.get(i as usize)?;
-                let row = shard::row_at(&mut reader.borrow_mut(), path, at).ok()?;
-                serde_json::from_str(&row).ok()
-            };
-            let Some(f) = self.plan.admit(f, &mut self.index, earlier) else {
-                continue;
-            };
-            self.admitted.push(offset);
-            self.tally.add(&f);
-            if force {
-                todo.push(f);
-            } else if self.pending.take(known, f, todo).is_some() {
-                self.skipped.push(offset);
-            }
-        }
     }
 }

@@ -25,8 +25,9 @@ use crate::bucket::{Bucket, Stored};
 use crate::checksum;
 use crate::https::{HttpsError, MastHttps};
 use crate::manifest::{Entry, Status};
+use crate::net::Tally;
 use crate::plan::{PlanEntry, Source};
-use crate::progress::{FileEvent, Progress};
+use crate::progress::{FileEvent, Reporter};
 use crate::retry::{RetryPolicy, Transient};
 use crate::s3::{ErrorKind, ObjectInfo, S3Error, S3};
 
@@ -114,7 +115,7 @@ pub(crate) struct Copier {
     pub dest: Bucket,
     pub mast: Option<Arc<MastHttps>>,
     pub retry: RetryPolicy,
-    pub progress: Arc<Progress>,
+    pub report: Arc<dyn Reporter>,
     pub verify: bool,
     pub threshold: u64,
     pub part_size: u64,
@@ -135,7 +136,7 @@ impl Copier {
         mast: Option<Arc<MastHttps>>,
         requests: usize,
         retry: RetryPolicy,
-        progress: Arc<Progress>,
+        report: Arc<dyn Reporter>,
         verify: bool,
         threshold: u64,
         part_size: u64,
@@ -145,7 +146,7 @@ impl Copier {
             dest,
             mast,
             retry,
-            progress,
+            report,
             verify,
             threshold,
             part_size,
@@ -192,7 +193,7 @@ impl Copier {
                 )
             }
         };
-        self.progress.file(&FileEvent {
+        self.report.file_done(&FileEvent {
             status: entry.status,
             path: &f.dest,
             uri: &f.uri,
@@ -213,7 +214,9 @@ impl Copier {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
         match self.src.head(b, k).await? {
             Some(info) => Ok((b.clone(), k.clone(), info)),
-            None => Err(S3::make_error("HEAD", b, k, ErrorKind::NotFound, String::new()).into()),
+            None => Err(
+                S3::make_error("HEAD", b, k, ErrorKind::NotFound, crate::s3::Detail::None).into(),
+            ),
         }
     }
 
@@ -228,7 +231,7 @@ impl Copier {
                     &b,
                     &k,
                     ErrorKind::Other,
-                    ": no ETag to pin the copy to".into(),
+                    crate::s3::Detail::Found("no ETag to pin the copy to".into()),
                 )
                 .into()),
             };
@@ -239,7 +242,7 @@ impl Copier {
             match res {
                 Err(e) if e.changed() && restarts < MAX_RESTARTS => restarts += 1,
                 Ok(p) => {
-                    self.progress.done(p.size);
+                    self.report.bytes(Tally::Copied(p.size));
                     return Ok(p);
                 }
                 Err(e) => return Err(e),
@@ -316,21 +319,7 @@ impl Copier {
         crc: Option<String>,
     ) -> Result<Proof, CopyError> {
         let src_crc = src.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
-        // What the copy's answer states is enough when it carries what the proof compares (the
-        // CRC, or for a legacy object the same plain MD5, which fixes the size too); else a
-        // HEAD asks the destination.
-        let same_md5 = match (&src.etag, &copy_etag) {
-            (Some(e), Some(c)) => checksum::is_md5_etag(e) && e == c,
-            _ => false,
-        };
-        let stored = match &crc {
-            Some(c) if src_crc.is_some() || same_md5 => Stored {
-                size: src.size,
-                etag: copy_etag.clone(),
-                crc64nvme: Some(c.clone()),
-            },
-            _ => self.stored(key).await?,
-        };
+        let stored = self.copy_state(key, src, &copy_etag, crc).await?;
         let what = format!("s3://{}/{key}", self.dest.name());
         let mismatch = |field, got: &str, want: &str| CopyError::Mismatch {
             what: what.clone(),
@@ -380,6 +369,31 @@ impl Copier {
         Ok(proof)
     }
 
+    /// What the destination holds after a copy. The copy's answer is enough when it carries
+    /// what the proof compares (the CRC, or for a legacy object the same plain MD5, which fixes
+    /// the size too); else a HEAD asks the destination.
+    async fn copy_state(
+        &self,
+        key: &str,
+        src: &ObjectInfo,
+        copy_etag: &Option<String>,
+        crc: Option<String>,
+    ) -> Result<Stored, CopyError> {
+        let src_crc = src.checksum.as_ref().filter(|c| c.alg == "crc64nvme");
+        let same_md5 = match (&src.etag, copy_etag) {
+            (Some(e), Some(c)) => checksum::is_md5_etag(e) && e == c,
+            _ => false,
+        };
+        match crc {
+            Some(c) if src_crc.is_some() || same_md5 => Ok(Stored {
+                size: src.size,
+                etag: copy_etag.clone(),
+                crc64nvme: Some(c),
+            }),
+            _ => self.stored(key).await,
+        }
+    }
+
     /// What the destination holds at `key` (a copy just made: it is there).
     pub(crate) async fn stored(&self, key: &str) -> Result<Stored, CopyError> {
         let _permit = self.jobs.acquire().await.expect("semaphore open");
@@ -390,7 +404,7 @@ impl Copier {
                 self.dest.name(),
                 key,
                 ErrorKind::NotFound,
-                ": the copy just made is not there".into(),
+                crate::s3::Detail::Found("the copy just made is not there".into()),
             )
             .into()),
         }
@@ -433,7 +447,13 @@ impl Copier {
 /// The error handed to `finish_upload` when the parts failed for another reason (already
 /// returned to the caller): it only makes the upload be aborted.
 pub(crate) fn dummy(key: &str) -> S3Error {
-    S3::make_error("UploadPart", "", key, ErrorKind::Other, String::new())
+    S3::make_error(
+        "UploadPart",
+        "",
+        key,
+        ErrorKind::Other,
+        crate::s3::Detail::None,
+    )
 }
 
 #[cfg(test)]

@@ -217,57 +217,14 @@ fn worker(shared: &Shared) {
     let engine = Md5Many::new();
     let simd = engine.lanes().max(1);
     let mut buffers: Vec<Vec<u8>> = Vec::new();
-    loop {
-        let batch: Vec<Arc<Stream>> = {
-            let mut q = shared.queue.lock().unwrap();
-            while q.ready.is_empty() && !q.closed {
-                q = shared.wake.wait(q).unwrap();
-            }
-            if q.ready.is_empty() {
-                return;
-            }
-            // Small files arrive one by one, each hashed in one round; alone, each would take
-            // the slow one-stream MD5 path. Waiting a little for more costs no download time
-            // (the request budget is released before hashing) and fills the lanes.
-            let deadline = Instant::now() + GATHER;
-            while q.ready.len() < simd && !q.closed && q.ready.iter().all(|s| s.one_round()) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                q = shared.wake.wait_timeout(q, left).unwrap().0;
-            }
-            // A fair share of the queue, so that SHA-256 (serial within a file) runs on every
-            // worker when there are few files; under load the shares still fill the MD5 lanes.
-            let n = q.ready.len().div_ceil(shared.workers).min(simd * 3);
-            q.ready.drain(..n).collect()
-        };
+    while let Some(batch) = next_batch(shared, simd) {
         while buffers.len() < batch.len() {
             buffers.push(vec![0u8; CHUNK]);
         }
         let mut lanes: Vec<Lane> = batch
             .into_iter()
             .zip(&mut buffers)
-            .map(|(stream, buf)| {
-                let (from, len, sha256, md5) = {
-                    let mut st = stream.state.lock().unwrap();
-                    // A stream cancelled while a worker held it can have hashed past ready.
-                    let len = st.ready.saturating_sub(st.hashed).min(CHUNK as u64) as usize;
-                    let want = stream.want.get().copied().unwrap_or_default();
-                    let md5 = want.md5.then_some(st.md5);
-                    let sha = want.sha256.then(|| std::mem::take(&mut st.sha256));
-                    (st.hashed, len, sha, md5)
-                };
-                let result = stream.file.read_exact_at(&mut buf[..len], from);
-                Lane {
-                    stream,
-                    sha256,
-                    md5,
-                    from,
-                    len,
-                    result,
-                }
-            })
+            .map(|(stream, buf)| read_lane(stream, buf))
             .collect();
         for (lane, buf) in lanes.iter_mut().zip(&buffers) {
             if let (Ok(()), Some(sha)) = (&lane.result, &mut lane.sha256) {
@@ -275,38 +232,89 @@ fn worker(shared: &Shared) {
             }
         }
         md5_round(&engine, simd, &mut lanes, &buffers);
-        let mut requeue = Vec::new();
-        for lane in lanes {
-            let mut st = lane.stream.state.lock().unwrap();
-            if let Some(sha) = lane.sha256 {
-                st.sha256 = sha;
-            }
-            match lane.result {
-                Ok(()) => {
-                    if let Some(md5) = lane.md5 {
-                        st.md5 = md5;
-                    }
-                    st.hashed += lane.len as u64;
-                    lane.stream.hashed.send_replace(Some(st.hashed));
-                    if st.hashed < st.ready {
-                        requeue.push(lane.stream.clone());
-                    } else {
-                        st.queued = false;
-                    }
-                }
-                Err(e) => {
-                    st.error = Some(e);
-                    st.queued = false;
-                    lane.stream.hashed.send_replace(None);
-                }
-            }
-        }
+        let requeue: Vec<Arc<Stream>> = lanes.into_iter().filter_map(settle_lane).collect();
         if !requeue.is_empty() {
             // Behind what others queued meanwhile: every file keeps moving.
             shared.queue.lock().unwrap().ready.extend(requeue);
             shared.wake.notify_one();
         }
     }
+}
+
+/// The streams a worker hashes next, or `None` once the pool is closed and drained.
+fn next_batch(shared: &Shared, simd: usize) -> Option<Vec<Arc<Stream>>> {
+    let mut q = shared.queue.lock().unwrap();
+    while q.ready.is_empty() && !q.closed {
+        q = shared.wake.wait(q).unwrap();
+    }
+    if q.ready.is_empty() {
+        return None;
+    }
+    // Small files arrive one by one, each hashed in one round; alone, each would take
+    // the slow one-stream MD5 path. Waiting a little for more costs no download time
+    // (the request budget is released before hashing) and fills the lanes.
+    let deadline = Instant::now() + GATHER;
+    while q.ready.len() < simd && !q.closed && q.ready.iter().all(|s| s.one_round()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        q = shared.wake.wait_timeout(q, left).unwrap().0;
+    }
+    // A fair share of the queue, so that SHA-256 (serial within a file) runs on every
+    // worker when there are few files; under load the shares still fill the MD5 lanes.
+    let n = q.ready.len().div_ceil(shared.workers).min(simd * 3);
+    Some(q.ready.drain(..n).collect())
+}
+
+/// Read a stream's next chunk into `buf`, taking its digests' state along.
+fn read_lane(stream: Arc<Stream>, buf: &mut [u8]) -> Lane {
+    let (from, len, sha256, md5) = {
+        let mut st = stream.state.lock().unwrap();
+        // A stream cancelled while a worker held it can have hashed past ready.
+        let len = st.ready.saturating_sub(st.hashed).min(CHUNK as u64) as usize;
+        let want = stream.want.get().copied().unwrap_or_default();
+        let md5 = want.md5.then_some(st.md5);
+        let sha = want.sha256.then(|| std::mem::take(&mut st.sha256));
+        (st.hashed, len, sha, md5)
+    };
+    let result = stream.file.read_exact_at(&mut buf[..len], from);
+    Lane {
+        stream,
+        sha256,
+        md5,
+        from,
+        len,
+        result,
+    }
+}
+
+/// Give a hashed lane's digests back to its stream; returns the stream when it has more
+/// bytes ready to hash.
+fn settle_lane(lane: Lane) -> Option<Arc<Stream>> {
+    let mut st = lane.stream.state.lock().unwrap();
+    if let Some(sha) = lane.sha256 {
+        st.sha256 = sha;
+    }
+    match lane.result {
+        Ok(()) => {
+            if let Some(md5) = lane.md5 {
+                st.md5 = md5;
+            }
+            st.hashed += lane.len as u64;
+            lane.stream.hashed.send_replace(Some(st.hashed));
+            if st.hashed < st.ready {
+                return Some(lane.stream.clone());
+            }
+            st.queued = false;
+        }
+        Err(e) => {
+            st.error = Some(e);
+            st.queued = false;
+            lane.stream.hashed.send_replace(None);
+        }
+    }
+    None
 }
 
 /// MD5 of this round's bytes. md5-many is fast only for whole groups of `simd` streams fed

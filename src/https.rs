@@ -1,28 +1,27 @@
 //! Downloads from MAST over HTTPS, for what the bucket does not hold (exclusive access, not yet
 //! mirrored) and for `--mast-only`.
 //!
-//! Owns the MAST API token (where it comes from, that it is checked once with `/whoami`, and
-//! that it goes only to the MAST host, only over HTTPS, and never into any output), and the
-//! single-stream download with Range resume where the server honours it, retries, hashing and
-//! the rename into place. Uses the same temporary-file naming as the S3 engine (`dest`), and
-//! tells its caller about bytes through a [`Tally`] callback: it knows no progress display.
+//! Owns the MAST API token (that it is checked once with `/whoami`, and that it goes only to
+//! the MAST host, only over HTTPS, and never into any output; where it comes from is `cli`'s),
+//! and the single-stream download with Range resume where the server honours it, retries and
+//! hashing. Where the bytes go and when they take their place is `dest`'s policy, as for the S3
+//! engine; its resume log holds the URL fetched. It tells its caller about bytes through a
+//! [`Tally`] callback (`net`): it knows no progress display.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
 use crate::checksum::digest_file;
+use crate::dest::{disk, DiskError, Folders, Place};
+use crate::net::{self, BodyFault, ReadFault, Tally};
 use crate::plan::PlanEntry;
-use crate::retry::{RetryPolicy, Transient};
+use crate::retry::{Backoff, RetryPolicy, Transient};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const TOKEN_HELP: &str = "MAST tokens expire after 10 days unused or 60 days after creation; \
      make a new one at https://auth.mast.stsci.edu/token and pass it with --token-file or \
      MAST_API_TOKEN";
@@ -62,13 +61,8 @@ pub(crate) enum HttpsError {
         #[source]
         source: Option<reqwest::Error>,
     },
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("GET {url}: answer")]
     TooSlow {
         url: String,
@@ -110,18 +104,6 @@ impl Transient for HttpsError {
     }
 }
 
-/// What a download tells its caller about bytes as they happen, so the caller can show
-/// progress without this module knowing how.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Tally {
-    /// Bytes already in the temporary file from an earlier run, kept.
-    Resumed(u64),
-    /// Bytes received and written in this run.
-    Received(u64),
-    /// Bytes counted before that no longer are (the server restarted the file).
-    GaveBack(u64),
-}
-
 pub(crate) struct MastHttps {
     client: reqwest::Client,
     base: Url,
@@ -146,8 +128,8 @@ impl MastHttps {
         retry: RetryPolicy,
     ) -> reqwest::Result<MastHttps> {
         let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("mastfetch/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(net::CONNECT_TIMEOUT)
+            .user_agent(net::USER_AGENT)
             .build()?;
         Ok(MastHttps {
             client,
@@ -184,6 +166,26 @@ impl MastHttps {
         Ok(req)
     }
 
+    /// Send a request, noting every half minute that it still waits.
+    async fn send(&self, url: &Url) -> Result<reqwest::Response, HttpsError> {
+        self.send_from(url, 0).await
+    }
+
+    /// Send a request for the bytes from `from` on (all of them from 0).
+    async fn send_from(&self, url: &Url, from: u64) -> Result<reqwest::Response, HttpsError> {
+        let mut req = self.request(url)?;
+        if from > 0 {
+            req = req.header(RANGE, format!("bytes={from}-"));
+        }
+        crate::retry::noting(&format!("GET {url}"), req.send())
+            .await
+            .map_err(|e| HttpsError::Request {
+                url: url.to_string(),
+                what: "no answer",
+                source: Some(e),
+            })
+    }
+
     /// `Download/file?uri=` URL of a product.
     pub(crate) fn download_url(base: &Url, uri: &str) -> String {
         let mut url = base
@@ -199,15 +201,7 @@ impl MastHttps {
         let resp = self
             .retry
             .run(|| async {
-                let resp = self
-                    .request(&url)?
-                    .send()
-                    .await
-                    .map_err(|e| HttpsError::Request {
-                        url: url.to_string(),
-                        what: "no answer",
-                        source: Some(e),
-                    })?;
+                let resp = self.send(&url).await?;
                 let status = resp.status();
                 if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                     return Err(HttpsError::BadToken {
@@ -221,19 +215,9 @@ impl MastHttps {
                         hint: "",
                     });
                 }
-                let body = crate::retry::read_body(&self.retry, resp.bytes_stream())
+                let body = net::read_body(&self.retry, resp.bytes_stream())
                     .await
-                    .map_err(|e| match e {
-                        crate::retry::BodyError::TooSlow(source) => HttpsError::TooSlow {
-                            url: url.to_string(),
-                            source,
-                        },
-                        crate::retry::BodyError::Body(e) => HttpsError::Request {
-                            url: url.to_string(),
-                            what: "answer interrupted",
-                            source: Some(e),
-                        },
-                    })?;
+                    .map_err(|e| read_error(&url, "answer interrupted", e))?;
                 serde_json::from_slice::<serde_json::Value>(&body).map_err(|_| {
                     HttpsError::Request {
                         url: url.to_string(),
@@ -260,8 +244,8 @@ impl MastHttps {
     pub(crate) async fn download(
         &self,
         entry: &PlanEntry,
-        dir: &Path,
-        dest: &Path,
+        place: &Place,
+        folders: &Folders,
         tally: &(dyn Fn(Tally) + Sync),
         hashers: Arc<Semaphore>,
         sha256: bool,
@@ -271,46 +255,27 @@ impl MastHttps {
             what: "not a URL",
             source: None,
         })?;
-        let (tmp, state) = crate::dest::temp_paths(dir, &entry.dest);
-        let io = |what, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| HttpsError::Io { what, path, source }
-        };
-        for parent in [dest.parent(), tmp.parent()].into_iter().flatten() {
-            fs::create_dir_all(parent).map_err(io("cannot create folder", parent))?;
-        }
-        // A partial file continues only if an earlier run fetched this very URL into it.
-        let resume_ok = fs::read_to_string(&state).is_ok_and(|s| s.trim() == entry.url);
-        if !resume_ok {
-            File::create(&tmp).map_err(io("cannot create", &tmp))?;
-            fs::write(&state, format!("{}\n", entry.url)).map_err(io("cannot write", &state))?;
-        }
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(io("cannot open", &tmp))?;
-        let mut have = file.metadata().map_err(io("cannot stat", &tmp))?.len();
+        let tmp = &place.tmp;
+        folders.make(place)?;
+        let file = open_partial(place, &entry.url)?;
+        let mut have = file.metadata().map_err(disk("cannot stat", tmp))?.len();
         if have > 0 {
             tally(Tally::Resumed(have));
         }
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(&self.retry);
         loop {
             match self
-                .fetch_once(&url, &file, &tmp, &mut have, entry.size, tally)
+                .fetch_once(&url, &file, tmp, &mut have, entry.size, tally)
                 .await
             {
                 Ok(()) => break,
-                Err(e) if self.retry.should_retry(&e, attempt) => {
-                    self.retry.pause(attempt, &e).await;
-                    attempt += 1;
-                }
+                Err(e) if backoff.wait(&e).await => {}
                 Err(e) => return Err(e),
             }
         }
         if let Some(want) = entry.size {
             if have != want {
-                let _ = fs::remove_file(&tmp);
-                let _ = fs::remove_file(&state);
+                place.discard();
                 return Err(HttpsError::Size {
                     url: entry.url.clone(),
                     got: have,
@@ -319,17 +284,17 @@ impl MastHttps {
             }
         }
         let permit = hashers.acquire_owned().await.expect("semaphore open");
-        let (tmp2, dest2) = (tmp.clone(), dest.to_path_buf());
+        let place = place.clone();
         let (crc, sha) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             file.sync_data().ok();
-            let digests = digest_file(&tmp2, sha256).map_err(io("cannot read", &tmp2))?;
-            fs::rename(&tmp2, &dest2).map_err(io("cannot rename into place", &dest2))?;
+            let digests =
+                digest_file(&place.tmp, sha256).map_err(disk("cannot read", &place.tmp))?;
+            place.put_in_place()?;
             Ok::<_, HttpsError>(digests)
         })
         .await
         .expect("hash task does not panic")?;
-        let _ = fs::remove_file(&state);
         Ok((have, crc, sha))
     }
 
@@ -369,30 +334,14 @@ impl MastHttps {
         if size.is_some_and(|s| s == *have && s > 0) {
             return Ok(());
         }
-        let mut req = self.request(url)?;
-        if *have > 0 {
-            req = req.header(RANGE, format!("bytes={have}-"));
-        }
-        let what = format!("GET {url}");
-        let resp =
-            crate::retry::noting(&what, req.send())
-                .await
-                .map_err(|e| HttpsError::Request {
-                    url: url.to_string(),
-                    what: "no answer",
-                    source: Some(e),
-                })?;
+        let resp = self.send_from(url, *have).await?;
         let status = resp.status();
         match status {
             StatusCode::OK => {
                 if *have > 0 {
                     // Range not honoured: start over rather than mix.
                     tally(Tally::GaveBack(*have));
-                    file.set_len(0).map_err(|source| HttpsError::Io {
-                        what: "cannot truncate",
-                        path: tmp.to_path_buf(),
-                        source,
-                    })?;
+                    file.set_len(0).map_err(disk("cannot truncate", tmp))?;
                     *have = 0;
                 }
             }
@@ -401,7 +350,7 @@ impl MastHttps {
                     .headers()
                     .get(CONTENT_RANGE)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(crate::s3::parse_content_range)
+                    .and_then(net::parse_content_range)
                     .map(|(s, _, _)| s);
                 if start != Some(*have) {
                     tally(Tally::GaveBack(*have));
@@ -459,36 +408,17 @@ impl MastHttps {
     ) -> Result<(), HttpsError> {
         let expected = resp.content_length();
         let mut stream = resp.bytes_stream();
-        let mut got = 0u64;
-        let mut dog = crate::retry::Watchdog::new(&self.retry);
-        loop {
-            let next = dog.next(&mut stream).await;
-            let chunk = match next {
-                Err(source) => {
-                    return Err(HttpsError::TooSlow {
-                        url: url.to_string(),
-                        source,
-                    })
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    return Err(HttpsError::Request {
-                        url: url.to_string(),
-                        what: "body interrupted",
-                        source: Some(e),
-                    })
-                }
-                Ok(Some(Ok(c))) => c,
-            };
-            file.write_all_at(&chunk, *have)
-                .map_err(|source| HttpsError::Io {
-                    what: "cannot write",
-                    path: tmp.to_path_buf(),
-                    source,
-                })?;
-            *have += chunk.len() as u64;
-            got += chunk.len() as u64;
-            tally(Tally::Received(chunk.len() as u64));
+        let (got, end) = net::body_to_file(&self.retry, &mut stream, file, *have, None, |c| {
+            tally(Tally::Received(c.len() as u64))
+        })
+        .await;
+        *have += got;
+        match end {
+            Ok(()) => {}
+            Err(BodyFault::Read(e)) => return Err(read_error(url, "body interrupted", e)),
+            Err(BodyFault::Disk(e)) => return Err(disk("cannot write", tmp)(e).into()),
+            // No limit is given: the length is checked below, once the body has ended.
+            Err(BodyFault::TooLong { .. }) => {}
         }
         if let Some(want) = expected {
             if got != want {
@@ -503,39 +433,30 @@ impl MastHttps {
     }
 }
 
-/// The token, from `--token-file`, else `MAST_API_TOKEN`, else a prompt without echo when a
-/// person is at the terminal and `needed`.
-pub(crate) fn load_token(
-    token_file: Option<&Path>,
-    needed: bool,
-) -> Result<Option<Token>, io::Error> {
-    if let Some(p) = token_file {
-        let mut s = String::new();
-        File::open(p)
-            .and_then(|mut f| f.read_to_string(&mut s))
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot read token file {}: {e}", p.display()),
-                )
-            })?;
-        return Ok(Token::new(&s));
+/// The temporary file of a download: continued only if an earlier run fetched this very `url`
+/// into it (its resume log holds the URL), else a new one.
+fn open_partial(place: &Place, url: &str) -> Result<File, HttpsError> {
+    if fs::read_to_string(&place.state).is_ok_and(|s| s.trim() == url) {
+        return Ok(place.open_tmp()?);
     }
-    if let Some(t) = std::env::var("MAST_API_TOKEN")
-        .ok()
-        .as_deref()
-        .and_then(Token::new)
-    {
-        return Ok(Some(t));
+    let file = place.create_tmp()?;
+    fs::write(&place.state, format!("{url}\n")).map_err(disk("cannot write", &place.state))?;
+    Ok(file)
+}
+
+/// The error of an answer whose body stopped: `what` says which answer it was.
+fn read_error(url: &Url, what: &'static str, fault: ReadFault<reqwest::Error>) -> HttpsError {
+    match fault {
+        ReadFault::TooSlow(source) => HttpsError::TooSlow {
+            url: url.to_string(),
+            source,
+        },
+        ReadFault::Broken(e) => HttpsError::Request {
+            url: url.to_string(),
+            what,
+            source: Some(e),
+        },
     }
-    use std::io::IsTerminal;
-    if needed && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!("MAST API token (input hidden; empty to skip exclusive-access files): ");
-        let _ = io::stderr().flush();
-        let t = rpassword::read_password()?;
-        return Ok(Token::new(&t));
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

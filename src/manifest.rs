@@ -6,7 +6,6 @@
 //! line per file at the end of a run, and the lock that keeps a second writer out. It does not
 //! decide what to download or how to verify.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -17,7 +16,7 @@ use crate::plan::{PlanEntry, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Status {
+pub enum Status {
     Ok,
     Skipped,
     Duplicate,
@@ -157,9 +156,10 @@ pub(crate) enum ManifestError {
 
 /// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
 /// A torn last line (crash mid-write) is ignored; any other bad line is an error. Holds the
-/// whole manifest: for tests (runs read manifests through an [`Index`]).
+/// whole manifest: for tests (runs read manifests through an [`crate::index::Index`]).
 #[cfg(test)]
 pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
+    use std::collections::BTreeMap;
     let file = File::open(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -206,179 +206,6 @@ pub(crate) fn manifests_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
-}
-
-/// Where every record of every manifest of a folder is, without holding the records: 20 bytes
-/// a record (its path's hash, its file, its offset), so `verify` of millions of files reads each
-/// record when it checks that file. Within one manifest the last line for a path wins, as in
-/// [`read`]; a path recorded by several manifests has several records.
-pub(crate) struct Index {
-    files: Vec<PathBuf>,
-    /// The manifests as they were indexed: records are read back through these (positional
-    /// reads, any thread), so a manifest another shard replaces meanwhile (its compaction
-    /// renames a new file into place) cannot shift the offsets under us.
-    handles: Vec<File>,
-    /// (hash of the path, manifest, byte offset of the line), sorted.
-    records: Vec<(u64, u32, u64)>,
-    /// Where each path's records start in `records` (the last is its end).
-    groups: Vec<usize>,
-    /// Manifests whose last line cannot be read (cut short by a crash), with its number: the
-    /// file it recorded is not checked, and `verify` says so.
-    pub torn: Vec<(PathBuf, usize)>,
-}
-
-fn path_hash(path: &str) -> u64 {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    path.hash(&mut h);
-    h.finish()
-}
-
-impl Index {
-    /// Index every manifest in `dir`. A torn last line (a crash mid-write) is ignored; any
-    /// other unreadable line is an error naming it.
-    pub(crate) fn build(dir: &Path) -> Result<Index, ManifestError> {
-        let files = manifests_in(dir).map_err(|source| ManifestError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let mut records = Vec::new();
-        let mut torn = Vec::new();
-        let mut handles = Vec::with_capacity(files.len());
-        for (f, path) in files.iter().enumerate() {
-            let read_err = |source| ManifestError::Read {
-                path: path.clone(),
-                source,
-            };
-            let handle = File::open(path).map_err(read_err)?;
-            let mut reader =
-                BufReader::with_capacity(1 << 20, handle.try_clone().map_err(read_err)?);
-            handles.push(handle);
-            let mut line = String::new();
-            let (mut offset, mut number) = (0u64, 0usize);
-            let mut bad = None;
-            loop {
-                line.clear();
-                let n = reader.read_line(&mut line).map_err(read_err)?;
-                if n == 0 {
-                    break;
-                }
-                number += 1;
-                let text = line.trim();
-                if !text.is_empty() {
-                    // Read whole, so a bad line is reported here with its number.
-                    // A bad line is an error unless it is the last (a crash cut it short).
-                    if let Some((line, source)) = bad.take() {
-                        return Err(ManifestError::Parse {
-                            path: path.clone(),
-                            line,
-                            source,
-                        });
-                    }
-                    match serde_json::from_str::<Entry>(text) {
-                        Ok(p) => records.push((path_hash(&p.path), f as u32, offset)),
-                        Err(source) => bad = Some((number, source)),
-                    }
-                }
-                offset += n as u64;
-            }
-            if let Some((line, _)) = bad {
-                torn.push((path.clone(), line));
-            }
-        }
-        records.sort_unstable();
-        // The last line for a path in one manifest wins: keep the largest offset per (hash, file).
-        records.dedup_by(|later, earlier| {
-            if (later.0, later.1) == (earlier.0, earlier.1) {
-                earlier.2 = earlier.2.max(later.2);
-                true
-            } else {
-                false
-            }
-        });
-        let mut groups: Vec<usize> = (0..records.len())
-            .filter(|&i| i == 0 || records[i].0 != records[i - 1].0)
-            .collect();
-        groups.push(records.len());
-        Ok(Index {
-            files,
-            handles,
-            records,
-            groups,
-            torn,
-        })
-    }
-
-    /// Paths (more exactly, path hashes) indexed.
-    pub(crate) fn len(&self) -> usize {
-        self.groups.len() - 1
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The records of `path`, each with the file name of the manifest that holds it, in
-    /// manifest name order (the last line for the path in each).
-    pub(crate) fn lookup(&self, path: &str) -> Result<Vec<(&str, Entry)>, ManifestError> {
-        let h = path_hash(path);
-        let start = self.records.partition_point(|r| r.0 < h);
-        let end = self.records.partition_point(|r| r.0 <= h);
-        let mut found = Vec::new();
-        for &(_, f, offset) in &self.records[start..end] {
-            let e = self.read_at(f, offset)?;
-            if e.path == path {
-                let name = self.files[f as usize].file_name().and_then(|n| n.to_str());
-                found.push((name.unwrap_or_default(), e));
-            }
-        }
-        Ok(found)
-    }
-
-    fn read_at(&self, f: u32, offset: u64) -> Result<Entry, ManifestError> {
-        let path = &self.files[f as usize];
-        let line =
-            line_at(&self.handles[f as usize], offset).map_err(|source| ManifestError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        parse(path, 0, line.trim())
-    }
-
-    /// The records of group `g`, split by path (equal hashes of different paths are rare but
-    /// possible): each inner list is one path's records, manifests in name order.
-    pub(crate) fn group(&self, g: usize) -> Result<Vec<Vec<Entry>>, ManifestError> {
-        let mut by_path: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for &(_, f, offset) in &self.records[self.groups[g]..self.groups[g + 1]] {
-            let e = self.read_at(f, offset)?;
-            by_path.entry(e.path.clone()).or_default().push(e);
-        }
-        Ok(by_path.into_values().collect())
-    }
-}
-
-/// The line that starts at `offset`, by positional reads (no shared file position).
-fn line_at(file: &File, offset: u64) -> io::Result<String> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    loop {
-        let n = file.read_at(&mut buf[len..], offset + len as u64)?;
-        let newline = buf[len..len + n].iter().position(|&b| b == b'\n');
-        len += n;
-        if let Some(i) = newline {
-            buf.truncate(len - n + i);
-            break;
-        }
-        if n == 0 {
-            buf.truncate(len);
-            break;
-        }
-        if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
-        }
-    }
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Appends entries as files complete; [`Writer::finish`] compacts to one line per file.
@@ -498,51 +325,13 @@ impl Writer {
     /// reorders). Streams: 24 bytes a line are held (its path's hash and offset), so a
     /// manifest of millions of files compacts in tens of megabytes.
     pub(crate) fn finish(&mut self) -> Result<(), ManifestError> {
-        let err = |source| ManifestError::Write {
-            path: self.manifest_path.clone(),
-            source,
-        };
-        let winners = last_lines(&self.manifest_path)?;
         let tmp = crate::dest::replacement_path(&self.dir, &manifest_name_of(&self.manifest_path));
         let sums_tmp = crate::dest::replacement_path(&self.dir, &manifest_name_of(&self.sums_path));
-        let written = (|| -> Result<(), ManifestError> {
-            let create = |p: &Path| {
-                File::create(p)
-                    .map(|f| io::BufWriter::with_capacity(1 << 20, f))
-                    .map_err(|source| ManifestError::Write {
-                        path: p.to_path_buf(),
-                        source,
-                    })
-            };
-            let mut out = create(&tmp)?;
-            let mut sums = self.sums.as_ref().map(|_| create(&sums_tmp)).transpose()?;
-            let sums_err = |source| ManifestError::Write {
-                path: self.sums_path.clone(),
-                source,
-            };
-            let mut next = winners.iter().peekable();
-            lines(&self.manifest_path, |offset, line| {
-                if next.next_if_eq(&&offset).is_none() {
-                    return Ok(());
-                }
-                out.write_all(line.as_bytes()).map_err(err)?;
-                if let Some(sums) = &mut sums {
-                    let e = parse(&self.manifest_path, 0, line.trim())?;
-                    if let (true, Some(sha)) = (e.status.is_complete(), &e.sha256) {
-                        writeln!(sums, "{sha}  {}", e.path).map_err(sums_err)?;
-                    }
-                }
-                Ok(())
-            })?;
-            if let Some(sums) = sums {
-                sums.into_inner().map_err(|e| sums_err(e.into_error()))?;
-            }
-            out.into_inner()
-                .map_err(|e| err(e.into_error()))?
-                .sync_data()
-                .map_err(err)
-        })();
-        match written {
+        let sums = self
+            .sums
+            .is_some()
+            .then_some((sums_tmp.as_path(), &*self.sums_path));
+        match compact(&self.manifest_path, &tmp, sums) {
             // No room for the compacted copy: the appended lines are whole and read the same
             // (the last line for a path wins), so they stay as they are.
             Err(ManifestError::Write { source, .. }) if is_disk_full(&source) => {
@@ -555,16 +344,60 @@ impl Writer {
                 let _ = fs::remove_file(&sums_tmp);
                 return Err(e);
             }
-            Ok(()) => fs::rename(&tmp, &self.manifest_path).map_err(err)?,
+            Ok(()) => rename(&tmp, &self.manifest_path)?,
         }
         if self.sums.is_some() {
-            fs::rename(&sums_tmp, &self.sums_path).map_err(|source| ManifestError::Write {
-                path: self.sums_path.clone(),
-                source,
-            })?;
+            rename(&sums_tmp, &self.sums_path)?;
         }
         Ok(())
     }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<(), ManifestError> {
+    fs::rename(from, to).map_err(|source| ManifestError::Write {
+        path: to.to_path_buf(),
+        source,
+    })
+}
+
+/// Write the compacted manifest to `tmp` (and, with `sums` = (its temporary, its name), the
+/// `SHA256SUMS` of its complete files): each path's last line, in file order.
+fn compact(manifest: &Path, tmp: &Path, sums: Option<(&Path, &Path)>) -> Result<(), ManifestError> {
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Write { path, source }
+    };
+    let create = |p: &Path| {
+        File::create(p)
+            .map(|f| io::BufWriter::with_capacity(1 << 20, f))
+            .map_err(write_err(p))
+    };
+    let winners = last_lines(manifest)?;
+    let mut out = create(tmp)?;
+    let mut sums_out = sums.map(|(t, _)| create(t)).transpose()?;
+    let mut next = winners.iter().peekable();
+    lines(manifest, |offset, line| {
+        if next.next_if_eq(&&offset).is_none() {
+            return Ok(());
+        }
+        out.write_all(line.as_bytes())
+            .map_err(write_err(manifest))?;
+        if let (Some(w), Some((_, name))) = (&mut sums_out, sums) {
+            let e = parse(manifest, 0, line.trim())?;
+            if let (true, Some(sha)) = (e.status.is_complete(), &e.sha256) {
+                writeln!(w, "{sha}  {}", e.path).map_err(write_err(name))?;
+            }
+        }
+        Ok(())
+    })?;
+    if let (Some(w), Some((_, name))) = (sums_out, sums) {
+        w.into_inner()
+            .map_err(|e| write_err(name)(e.into_error()))?;
+    }
+    out.into_inner()
+        .map_err(|e| write_err(manifest)(e.into_error()))?
+        .sync_data()
+        .map_err(write_err(manifest))
 }
 
 /// Every line of a manifest with its byte offset (a torn last line included: the caller
@@ -593,7 +426,7 @@ fn lines(
     }
 }
 
-fn parse(path: &Path, line: usize, text: &str) -> Result<Entry, ManifestError> {
+pub(crate) fn parse(path: &Path, line: usize, text: &str) -> Result<Entry, ManifestError> {
     serde_json::from_str(text).map_err(|source| ManifestError::Parse {
         path: path.to_path_buf(),
         line,

@@ -14,6 +14,7 @@ use aws_sdk_s3::types::CompletedPart;
 use crate::checksum::{self, CrcAlg};
 use crate::copy::{dummy, part_size_for, Copier, CopyError, Proof};
 use crate::https::{HttpsError, MastHttps};
+use crate::net::Tally;
 use crate::plan::PlanEntry;
 
 /// Part size of a MAST stream into the bucket: each stream holds one part in memory.
@@ -51,7 +52,7 @@ impl Copier {
         let (parts, crc) = match res {
             Ok(v) => v,
             Err(e) => {
-                self.progress.undone(sent);
+                self.report.bytes(Tally::GaveBack(sent));
                 let _ = self
                     .finish_upload(key, &upload, Err(dummy(key)), None)
                     .await;
@@ -65,7 +66,7 @@ impl Copier {
         let (copy_etag, stated) = match done {
             Ok(v) => v,
             Err(e) => {
-                self.progress.undone(sent);
+                self.report.bytes(Tally::GaveBack(sent));
                 return Err(e);
             }
         };
@@ -75,7 +76,7 @@ impl Copier {
         };
         if self.verify && stated != local {
             self.discard(key).await;
-            self.progress.undone(sent);
+            self.report.bytes(Tally::GaveBack(sent));
             return Err(CopyError::Mismatch {
                 what: format!("s3://{}/{key}", self.dest.name()),
                 field: "CRC-64/NVME",
@@ -126,7 +127,7 @@ impl Copier {
             let end = chunk.is_none();
             if let Some(c) = chunk {
                 *sent += c.len() as u64;
-                self.progress.transferred(c.len() as u64);
+                self.report.bytes(Tally::Received(c.len() as u64));
                 buf.extend_from_slice(&c);
             }
             // The last part may be short (or empty, for an empty product: S3 takes one part).

@@ -19,6 +19,7 @@ use futures::{stream, StreamExt};
 use crate::bucket::{Bucket, Listed};
 use crate::copy::Copier;
 use crate::manifest::{self, Entry, Status};
+use crate::outcome::Summary;
 use crate::plan::{Plan, PlanEntry, Source};
 use crate::progress::{FileEvent, Progress};
 use crate::s3::S3;
@@ -38,14 +39,15 @@ pub(crate) struct Settings {
     pub progress: crate::note::Options,
 }
 
-/// Copy `plan` into `dest`; `true` when something failed or was excluded.
+/// Copy `plan` into `dest`; what this run settled (its exit code is the caller's to derive,
+/// as for a folder).
 pub(crate) async fn get(
     plan: &Plan,
     src: &S3,
     dest: Bucket,
     mast: Option<Arc<crate::https::MastHttps>>,
     set: &Settings,
-) -> Result<bool> {
+) -> Result<Summary> {
     let own = manifest::manifest_name(set.shard);
     let (mut records, todo, known) = take_stock(plan, src, &dest, &own, set).await?;
     let has_token = mast.as_ref().is_some_and(|m| m.has_token());
@@ -77,10 +79,33 @@ pub(crate) async fn get(
             crate::text::chain(&e)
         )),
     }
+    let fetch = settle_uncopied(todo, known, has_token, &progress, &mut records);
+    for e in copier.run(fetch).await {
+        records.insert(e.path.clone(), e);
+    }
+    copier.abort_own().await;
+    record_unfetched(plan, &progress, &mut records);
+    let lines: Vec<&Entry> = records.values().collect();
+    let written = dest.put_manifest(&own, &lines).await;
+    progress.finish();
+    summary(&dest, src, set.progress);
+    written.with_context(|| format!("cannot write {}{own}", dest.url))?;
+    Ok(settled(plan, &records))
+}
+
+/// Record what this run settles without a copy: exclusive-access files without a token
+/// (excluded) and files already in the bucket (`known`); returns the files to copy.
+fn settle_uncopied(
+    todo: Vec<PlanEntry>,
+    known: Vec<(PlanEntry, Entry)>,
+    has_token: bool,
+    progress: &Progress,
+    records: &mut BTreeMap<String, Entry>,
+) -> Vec<PlanEntry> {
     let mut fetch = Vec::new();
     for f in todo {
         if f.source == Source::Mast && f.is_exclusive() && !has_token {
-            let msg = crate::transfer::EXCLUDED_MESSAGE.to_string();
+            let msg = crate::outcome::EXCLUDED_MESSAGE.to_string();
             let e = Entry::from_plan(&f, Status::Excluded, Some(msg));
             progress.file(&event(&f, Status::Excluded, 0, e.message.as_deref()));
             records.insert(f.dest.clone(), e);
@@ -93,17 +118,26 @@ pub(crate) async fn get(
         progress.file(&event(&f, e.status, e.size.unwrap_or(0), None));
         records.insert(f.dest.clone(), e);
     }
-    for e in copier.run(fetch).await {
-        records.insert(e.path.clone(), e);
+    fetch
+}
+
+/// The outcome of each planned file (and duplicate), from the records this run leaves (the
+/// manifest also keeps earlier records of files no longer planned: not counted).
+fn settled(plan: &Plan, records: &BTreeMap<String, Entry>) -> Summary {
+    let mut summary = Summary::default();
+    let planned = plan.files.iter().map(|f| &f.dest);
+    for dest in planned.chain(plan.duplicates.iter().map(|d| &d.entry.dest)) {
+        if let Some(e) = records.get(dest) {
+            let bytes = if e.status == Status::Ok {
+                e.size.unwrap_or(0)
+            } else {
+                0
+            };
+            summary.count(e.status, bytes);
+        }
     }
-    copier.abort_own().await;
-    record_unfetched(plan, &progress, &mut records);
-    let lines: Vec<&Entry> = records.values().collect();
-    let written = dest.put_manifest(&own, &lines).await;
-    let counts = progress.finish();
-    summary(&dest, src, set.progress);
-    written.with_context(|| format!("cannot write {}{own}", dest.url))?;
-    Ok(counts.failed > 0 || counts.excluded > 0)
+    summary.plan_problems = !plan.problems.is_empty() || plan.incomplete.is_some();
+    summary
 }
 
 /// What the destination already holds: this run's earlier records (kept, as a folder's

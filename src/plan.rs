@@ -1,14 +1,12 @@
 //! The download plan: exact objects, their sources and where each lands under DIR.
 //!
 //! Owns the plan entry (the JSON-lines exchange format of `plan --format jsonl`), the layouts,
-//! the rule that no destination leaves DIR, de-duplication by URI, the byte-balanced sharding and
-//! the printable formats. Pure: it neither lists buckets nor asks MAST (that is `resolve`).
+//! the rule that no destination leaves DIR, de-duplication by URI (by hashes, so a plan can be
+//! checked as it streams) and the byte-balanced partition. Pure: it neither lists buckets nor
+//! asks MAST (that is `resolve`), nor prints (that is `formats`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::fmt::Write as _;
-use std::io::{self, Write};
-use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +42,7 @@ pub struct PlanEntry {
     pub size: Option<u64>,
     pub etag: Option<String>,
     pub access: Option<String>,
-    /// Relative to DIR, `/`-separated, checked by [`safe_relative`].
+    /// Relative to DIR, `/`-separated, checked by [`dest::safe_relative`].
     pub dest: String,
 }
 
@@ -131,55 +129,6 @@ impl Layout {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unsafe destination {path:?}: {reason}")]
-pub(crate) struct UnsafePath {
-    pub path: String,
-    pub reason: &'static str,
-}
-
-/// Check that a destination taken from any input stays inside DIR: relative, `/`-separated,
-/// no `..`, `.`, empty component, backslash or NUL. Returns the path to join onto DIR.
-pub(crate) fn safe_relative(path: &str) -> Result<PathBuf, UnsafePath> {
-    let bad = |reason| UnsafePath {
-        path: path.to_string(),
-        reason,
-    };
-    if path.is_empty() {
-        return Err(bad("empty path"));
-    }
-    if path.contains('\0') {
-        return Err(bad("contains a NUL byte"));
-    }
-    if path.contains('\\') {
-        return Err(bad("contains a backslash"));
-    }
-    if path.starts_with('/') {
-        return Err(bad("absolute path"));
-    }
-    if path.chars().any(char::is_control) {
-        return Err(bad("contains a control character"));
-    }
-    for part in path.split('/') {
-        match part {
-            "" => return Err(bad("empty path component")),
-            "." | ".." => return Err(bad("`.` or `..` component")),
-            _ => {}
-        }
-    }
-    let rel = PathBuf::from(path);
-    // Belt and braces: whatever the platform makes of the string, only normal components.
-    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(bad("not a plain relative path"));
-    }
-    Ok(rel)
-}
-
-/// Join a checked destination onto DIR.
-pub(crate) fn dest_path(dir: &Path, dest: &str) -> Result<PathBuf, UnsafePath> {
-    Ok(dir.join(safe_relative(dest)?))
-}
-
 impl Plan {
     /// Add an entry unless its URI is already planned; a repeat with another destination is
     /// kept as a duplicate, one with a destination taken by another URI is a problem.
@@ -202,12 +151,7 @@ impl Plan {
         earlier: impl Fn(u32) -> Option<PlanEntry>,
     ) -> Option<PlanEntry> {
         if let Some(message) = unplaceable(&entry.dest) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message,
-                entry: None,
-            });
-            return None;
+            return self.refuse(&entry, message);
         }
         let taken_by = |i: u32| match i {
             DUPLICATE => "a duplicate".to_string(),
@@ -216,16 +160,12 @@ impl Plan {
         // A file where another needs a folder (`x` and `x/y`) would fail at rename time and
         // leave its temporary file behind; refuse the later one now, naming both.
         if let Some((folder, i)) = index.folder_clash(&entry.dest, &earlier) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message: format!(
-                    "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
-                    text::shown(&entry.dest),
-                    text::shown(&taken_by(i))
-                ),
-                entry: None,
-            });
-            return None;
+            let message = format!(
+                "destination {} clashes with {} (one needs {folder} as a folder, the other as a file)",
+                text::shown(&entry.dest),
+                text::shown(&taken_by(i))
+            );
+            return self.refuse(&entry, message);
         }
         if let Some((i, first)) = index.same_uri(&entry.uri, &earlier) {
             let first_dest = first.map(|f| f.dest);
@@ -239,22 +179,28 @@ impl Plan {
             return None;
         }
         if let Some(i) = index.dest_of(&entry.dest, &earlier) {
-            self.problems.push(Problem {
-                item: text::shown(&entry.uri),
-                message: format!(
-                    "destination {} is already taken by {}",
-                    text::shown(&entry.dest),
-                    text::shown(&taken_by(i))
-                ),
-                entry: None,
-            });
-            return None;
+            let message = format!(
+                "destination {} is already taken by {}",
+                text::shown(&entry.dest),
+                text::shown(&taken_by(i))
+            );
+            return self.refuse(&entry, message);
         }
         let n = index.files;
         index.files += 1;
         index.by_uri.entry(hash(&entry.uri)).or_insert(n);
         index.add_dest(&entry.dest, n);
         Some(entry)
+    }
+
+    /// A file that cannot be planned: a problem naming it, nothing admitted.
+    fn refuse(&mut self, entry: &PlanEntry, message: String) -> Option<PlanEntry> {
+        self.problems.push(Problem {
+            item: text::shown(&entry.uri),
+            message,
+            entry: None,
+        });
+        None
     }
 
     /// Files, bytes and where they come from: counted from the files, or, for a plan whose
@@ -291,7 +237,7 @@ impl Plan {
 
 /// Why a destination cannot be used at all (outside DIR, or one of mastfetch's own names).
 fn unplaceable(dest: &str) -> Option<String> {
-    if let Err(e) = safe_relative(dest) {
+    if let Err(e) = dest::safe_relative(dest) {
         return Some(text::escape(&e.to_string()).into_owned());
     }
     dest::reserved(dest).map(|why| format!("destination {} is {why}", text::shown(dest)))
@@ -390,160 +336,6 @@ fn folders_of(dest: &str) -> impl Iterator<Item = &str> {
     dest.match_indices('/').rev().map(move |(i, _)| &dest[..i])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Table,
-    Jsonl,
-    Csv,
-    Curl,
-    Urls,
-}
-
-/// Print the plan in `format`. `curl` needs the MAST base URL for token-bearing requests.
-pub(crate) fn write_plan(out: &mut dyn Write, plan: &Plan, format: Format) -> io::Result<()> {
-    match format {
-        Format::Jsonl | Format::Urls | Format::Csv => {
-            let mut rows = Rows::new(out, format)?;
-            for f in &plan.files {
-                rows.row(f)?;
-            }
-            rows.finish()?;
-        }
-        Format::Table => {
-            let width = plan
-                .files
-                .iter()
-                .map(|f| text::escape(&f.dest).chars().count())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            writeln!(
-                out,
-                "{:<width$}  {:>12}  {:<6}  ACCESS",
-                "DEST", "SIZE", "SOURCE"
-            )?;
-            for f in &plan.files {
-                let size = f.size.map_or("?".to_string(), |s| s.to_string());
-                let access = f.access.as_deref().unwrap_or("-");
-                writeln!(
-                    out,
-                    "{:<width$}  {size:>12}  {:<6}  {access}",
-                    text::escape(&f.dest),
-                    f.source.as_str()
-                )?;
-            }
-        }
-        Format::Curl => write_curl(out, plan)?,
-    }
-    Ok(())
-}
-
-/// The formats written a row at a time, so a plan can be printed while it is listed.
-pub(crate) enum Rows<'a> {
-    Jsonl(&'a mut dyn Write),
-    Urls(&'a mut dyn Write),
-    Csv(Box<csv::Writer<&'a mut dyn Write>>),
-}
-
-impl<'a> Rows<'a> {
-    /// Whether `format` can be written as rows come (a table needs its width, a script its
-    /// whole list first).
-    pub(crate) fn streams(format: Format) -> bool {
-        matches!(format, Format::Jsonl | Format::Urls | Format::Csv)
-    }
-
-    pub(crate) fn new(out: &'a mut dyn Write, format: Format) -> io::Result<Rows<'a>> {
-        Ok(match format {
-            Format::Urls => Rows::Urls(out),
-            Format::Csv => {
-                let mut w = csv::Writer::from_writer(out);
-                w.write_record([
-                    "uri", "filename", "source", "bucket", "key", "url", "size", "etag", "access",
-                    "dest",
-                ])?;
-                Rows::Csv(Box::new(w))
-            }
-            _ => Rows::Jsonl(out),
-        })
-    }
-
-    pub(crate) fn row(&mut self, f: &PlanEntry) -> io::Result<()> {
-        match self {
-            Rows::Jsonl(out) => {
-                serde_json::to_writer(&mut **out, f)?;
-                out.write_all(b"\n")
-            }
-            Rows::Urls(out) => writeln!(out, "{}", f.url),
-            Rows::Csv(w) => Ok(w.write_record([
-                f.uri.as_str(),
-                &f.filename,
-                f.source.as_str(),
-                f.bucket.as_deref().unwrap_or(""),
-                f.key.as_deref().unwrap_or(""),
-                &f.url,
-                &f.size.map(|s| s.to_string()).unwrap_or_default(),
-                f.etag.as_deref().unwrap_or(""),
-                f.access.as_deref().unwrap_or(""),
-                &f.dest,
-            ])?),
-        }
-    }
-
-    pub(crate) fn finish(self) -> io::Result<()> {
-        match self {
-            Rows::Jsonl(out) | Rows::Urls(out) => out.flush(),
-            Rows::Csv(mut w) => w.flush(),
-        }
-    }
-}
-
-/// Quote a string for bash in single quotes.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-fn write_curl(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
-    let mut s = String::new();
-    s.push_str("#!/usr/bin/env bash\n");
-    s.push_str("# Written by mastfetch: fetches the same plan with curl. Rerun to resume.\n");
-    s.push_str(
-        "# Files from MAST send the token in MAST_API_TOKEN (needed for exclusive access).\n",
-    );
-    s.push_str("# Usage: bash this-script [DIR]\n");
-    s.push_str("set -euo pipefail\n");
-    s.push_str("type -P curl >/dev/null || { echo 'This script requires curl.' >&2; exit 1; }\n");
-    // The folder `plan --dest` named (else `.`), unless the script is given another.
-    s.push_str("DIR=${1:-}\n");
-    let _ = writeln!(
-        s,
-        "[ -n \"$DIR\" ] || DIR={}",
-        sh_quote(plan.dir.as_deref().unwrap_or("."))
-    );
-    s.push_str("failed=0\n");
-    s.push_str("fetch() { # dest url [token]\n");
-    s.push_str("  local dest=\"$DIR/$1\"\n");
-    s.push_str("  mkdir -p \"$(dirname \"$dest\")\"\n");
-    s.push_str("  local auth=()\n");
-    s.push_str("  if [ \"${3:-}\" = token ] && [ -n \"${MAST_API_TOKEN:-}\" ]; then\n");
-    s.push_str("    auth=(-H \"Authorization: token $MAST_API_TOKEN\")\n");
-    s.push_str("  fi\n");
-    s.push_str("  curl --globoff --location --fail --retry 5 --retry-all-errors -C - \\\n");
-    s.push_str(
-        "    \"${auth[@]}\" --output \"$dest\" \"$2\" || { echo \"failed: $1\" >&2; failed=1; }\n",
-    );
-    s.push_str("}\n");
-    for f in &plan.files {
-        let token = if f.source == Source::Mast {
-            " token"
-        } else {
-            ""
-        };
-        let _ = writeln!(s, "fetch {} {}{token}", sh_quote(&f.dest), sh_quote(&f.url));
-    }
-    s.push_str("exit $failed\n");
-    out.write_all(s.as_bytes())
-}
-
 /// The shard of each file, given the files' sizes in plan order (unknown sizes as 0).
 ///
 /// The rule is the same in every process that reads the same plan: files in order of size
@@ -567,6 +359,7 @@ pub(crate) fn partition(sizes: &[u64], shards: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::formats::{write_plan, Format};
 
     #[test]
     fn partition_is_greedy_largest_first_and_deterministic() {
@@ -594,29 +387,6 @@ mod tests {
             access: Some("PUBLIC".into()),
             dest: dest.into(),
         }
-    }
-
-    #[test]
-    fn unsafe_paths_are_refused() {
-        for p in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../../x",
-            "a//b",
-            "a/./b",
-            "a\\..\\b",
-            "a\0b",
-            "a/",
-            "..",
-        ] {
-            assert!(safe_relative(p).is_err(), "{p:?} accepted");
-        }
-        assert_eq!(
-            safe_relative("JWST/jw1/x.fits").unwrap(),
-            PathBuf::from("JWST/jw1/x.fits")
-        );
-        assert_eq!(safe_relative("a..b/c").unwrap(), PathBuf::from("a..b/c"));
     }
 
     #[test]

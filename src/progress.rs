@@ -3,7 +3,9 @@
 //! Owns the indicatif bar (bytes, rate, ETA, files) on a terminal, a plain status line every few
 //! seconds when stderr is not one (batch logs), the JSON-lines events of `--json` on stdout, the
 //! per-file error lines and the end summary; notes about waits (`note`) are printed above its
-//! bar. The only module that knows indicatif.
+//! bar. The only module that knows indicatif. Owns [`Reporter`], what the engine tells about a
+//! run as it goes, which the display implements (and [`NoReport`], which shows nothing); the
+//! engine knows only the trait, so a test can drive a run in-process and watch what it says.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::manifest::Status;
+use crate::net::Tally;
 use crate::note::{self, emit, Options};
 
 /// Batch log systems keep a line every few seconds readable; more would drown the errors.
@@ -26,6 +29,31 @@ pub(crate) struct Counts {
     pub excluded: u64,
     pub duplicate: u64,
     pub adopted: u64,
+}
+
+/// What a run tells as it goes: the engine reports through this, never to a terminal itself.
+pub trait Reporter: Send + Sync {
+    /// A file's first request is on its way (`bytes`: its size, when known).
+    fn started(&self, _path: &str, _bytes: Option<u64>) {}
+    /// Bytes received, kept from an earlier run, or given back by a file that starts again.
+    fn bytes(&self, tally: Tally);
+    /// A file reached its final state in this run, with its outcome.
+    fn file_done(&self, ev: &FileEvent<'_>);
+    /// A note for people (a restart, a proof weaker than usual).
+    fn note(&self, msg: &str);
+    /// An error that is not one file's outcome (the manifest cannot be written).
+    fn error(&self, msg: &str);
+}
+
+/// Shows nothing: for runs nobody watches.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoReport;
+
+impl Reporter for NoReport {
+    fn bytes(&self, _tally: Tally) {}
+    fn file_done(&self, _ev: &FileEvent<'_>) {}
+    fn note(&self, _msg: &str) {}
+    fn error(&self, _msg: &str) {}
 }
 
 pub(crate) struct Progress {
@@ -43,7 +71,8 @@ pub(crate) struct Progress {
 }
 
 /// One finished file, for the event stream and the error line.
-pub(crate) struct FileEvent<'a> {
+#[derive(Debug)]
+pub struct FileEvent<'a> {
     pub status: Status,
     pub path: &'a str,
     pub uri: &'a str,
@@ -230,11 +259,13 @@ impl Progress {
         }
     }
 
-    pub(crate) fn counts(&self) -> Counts {
+    fn counts(&self) -> Counts {
         *self.counts.lock().unwrap()
     }
 
-    /// Stop the bar and ticker and print the summary; returns the counts.
+    /// Stop the bar and ticker and print the summary line; returns the counts shown. (A `get`
+    /// into DIR takes its exit code from the engine's `Summary`; the bucket mirror, `mirror`,
+    /// still from these.)
     pub(crate) fn finish(&self) -> Counts {
         if let Some(h) = self.ticker.lock().unwrap().take() {
             h.abort();
@@ -292,5 +323,27 @@ impl Progress {
             }));
         }
         c
+    }
+}
+
+impl Reporter for Progress {
+    fn bytes(&self, tally: Tally) {
+        match tally {
+            Tally::Resumed(n) | Tally::Copied(n) => self.done(n),
+            Tally::Received(n) => self.transferred(n),
+            Tally::GaveBack(n) => self.undone(n),
+        }
+    }
+
+    fn file_done(&self, ev: &FileEvent<'_>) {
+        self.file(ev)
+    }
+
+    fn note(&self, msg: &str) {
+        Progress::note(self, msg)
+    }
+
+    fn error(&self, msg: &str) {
+        Progress::error(self, msg)
     }
 }

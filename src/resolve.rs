@@ -532,3 +532,160 @@ impl Resolver<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::RetryPolicy;
+    use crate::s3::S3Options;
+
+    /// A client for an endpoint nothing listens on: these tests make no request.
+    async fn s3() -> S3 {
+        let opts = S3Options {
+            bucket: "stpubdata".into(),
+            region: "us-east-1".into(),
+            endpoint_url: Some("http://127.0.0.1:9".into()),
+            sign: false,
+        };
+        S3::connect(&opts, RetryPolicy::default(), 4).await
+    }
+
+    fn resolver(s3: &S3) -> Resolver<'_> {
+        Resolver {
+            s3,
+            mast: None,
+            mast_base: Url::parse("https://mast.stsci.edu/").unwrap(),
+            layout: Layout::Flat,
+            s3_only: false,
+            mast_only: false,
+            query: Query::default(),
+            catalog: Catalog::Auto,
+            parallel: 4,
+        }
+    }
+
+    fn wanted(filename: &str, access: Option<&str>) -> Wanted {
+        Wanted {
+            product: Product::from_filename(filename).unwrap(),
+            obs_id: None,
+            size: Some(10),
+            access: access.map(str::to_string),
+            key: None,
+            origin: "argument 1".into(),
+        }
+    }
+
+    const CAL: &str = "jw02731001001_02101_00001_nrcb1_cal.fits";
+    const DRZ: &str = "j8ck01041_drz.fits";
+
+    #[tokio::test]
+    async fn only_products_the_bucket_may_serve_get_candidates_and_their_folders_listed() {
+        let s3 = s3().await;
+        let r = resolver(&s3);
+        let mut known = wanted(CAL, None);
+        known.key = Some(("other".into(), "a/b/x.fits".into()));
+        let items = [
+            Item::Product(wanted(CAL, Some("PUBLIC"))),
+            Item::Product(wanted(DRZ, None)),
+            Item::Product(wanted(CAL, Some("EXCLUSIVE_ACCESS"))),
+            Item::Product(known),
+            Item::Prefix {
+                bucket: "stpubdata".into(),
+                prefix: "jwst/".into(),
+                origin: "argument 5".into(),
+            },
+        ];
+        let (candidates, folders) = r.candidates(&items);
+        let derived = Product::from_filename(CAL).unwrap().derive().unwrap().key;
+        assert_eq!(candidates[0], [("stpubdata".to_string(), derived.clone())]);
+        // HST association products: their own rootname's folder, then the association's.
+        let drz: Vec<&str> = candidates[1].iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(drz.len(), 2, "{drz:?}");
+        assert!(drz[1].contains("j8ck01040/"), "{drz:?}");
+        // Exclusive access is never looked for in the bucket; a given key is the only place.
+        assert!(candidates[2].is_empty());
+        assert_eq!(
+            candidates[3],
+            [("other".to_string(), "a/b/x.fits".to_string())]
+        );
+        assert!(
+            candidates[4].is_empty(),
+            "prefixes are listed whole elsewhere"
+        );
+        let want: BTreeSet<Place> = [
+            (
+                "stpubdata".to_string(),
+                names::folder_of(&derived).to_string(),
+            ),
+            (
+                "stpubdata".to_string(),
+                names::folder_of(drz[0]).to_string(),
+            ),
+            (
+                "stpubdata".to_string(),
+                names::folder_of(drz[1]).to_string(),
+            ),
+            ("other".to_string(), "a/b/".to_string()),
+        ]
+        .into();
+        assert_eq!(folders, want, "one listing per distinct folder");
+    }
+
+    #[tokio::test]
+    async fn mast_only_and_exclusive_access_stay_off_the_bucket() {
+        let s3 = s3().await;
+        let mut r = resolver(&s3);
+        assert!(r.may_be_in_bucket(&wanted(CAL, None)));
+        assert!(!r.may_be_in_bucket(&wanted(CAL, Some("EXCLUSIVE_ACCESS"))));
+        r.mast_only = true;
+        assert!(!r.may_be_in_bucket(&wanted(CAL, Some("PUBLIC"))));
+        let (candidates, folders) = r.candidates(&[Item::Product(wanted(CAL, None))]);
+        assert!(candidates[0].is_empty() && folders.is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_the_bucket_lacks_comes_from_mast_unless_s3_only() {
+        let s3 = s3().await;
+        let mut r = resolver(&s3);
+        let w = wanted(CAL, Some("EXCLUSIVE_ACCESS"));
+        let Slot::Entry(e) = r.not_in_bucket(&w) else {
+            panic!("a MAST download")
+        };
+        assert_eq!(e.source, Source::Mast);
+        assert_eq!((e.bucket, e.key, e.size), (None, None, Some(10)));
+        assert_eq!(e.url, MastHttps::download_url(&r.mast_base, &w.product.uri));
+        assert_eq!(e.dest, CAL, "placed by the layout");
+        r.s3_only = true;
+        let Slot::Problem(p) = r.not_in_bucket(&w) else {
+            panic!("a problem")
+        };
+        assert!(p.message.contains("--s3-only"), "{}", p.message);
+        assert!(p.item.starts_with("argument 1: "), "{}", p.item);
+        assert!(p.entry.is_some(), "recorded in the manifest as failed");
+    }
+
+    #[tokio::test]
+    async fn a_listed_object_becomes_an_s3_entry_placed_by_the_layout() {
+        let s3 = s3().await;
+        let mut r = resolver(&s3);
+        r.layout = Layout::Mirror;
+        let obj = ObjectInfo {
+            key: "jwst/public/jw02731/jw02731001001/x_cal.fits".into(),
+            size: 42,
+            etag: Some("abc".into()),
+            checksum: None,
+            last_modified: None,
+        };
+        let e = r.s3_entry(&wanted(CAL, None), "stpubdata", &obj);
+        assert_eq!(e.source, Source::S3);
+        assert_eq!(e.key.as_deref(), Some(obj.key.as_str()));
+        assert_eq!((e.size, e.etag.as_deref()), (Some(42), Some("abc")));
+        assert_eq!(
+            e.access.as_deref(),
+            Some("PUBLIC"),
+            "public unless said otherwise"
+        );
+        assert_eq!(e.dest, obj.key, "the mirror layout keeps the key");
+        assert_eq!(e.url, s3.url("stpubdata", &obj.key));
+    }
+}

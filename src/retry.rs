@@ -1,10 +1,13 @@
 //! Retry policy: which failures are worth another try, how long to wait before it, and how
 //! slow an answer may be before it counts as a failure.
 //!
-//! Owns jittered exponential backoff, the generic retry loop used for listings, HEADs and MAST
-//! calls (each retry is noted, see `note::wait_note`), and the minimum-progress watchdog
-//! every response body is read through. Ranged body transfers use [`RetryPolicy::pause`]
-//! directly because they resume from the last byte received instead of starting over.
+//! Owns the policy (how many retries, how long they may take in all), [`Backoff`]: the jittered
+//! exponential waits of one request's attempts, drawn from a random source a test can seed
+//! (as object_store's `RetryConfig` and `Backoff`), the generic retry loop used for listings,
+//! HEADs and MAST calls (each retry is noted, see `note::wait_note`), and the minimum-progress
+//! watchdog every response body is read through (`net` reads bodies through it). Ranged body
+//! transfers drive a [`Backoff`] themselves because they resume from the last byte received
+//! instead of starting over.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -28,7 +31,16 @@ pub(crate) struct RetryPolicy {
     pub max_delay: Duration,
     /// The watchdog's window: a body must deliver [`MIN_PROGRESS`] bytes in each one.
     pub stall: Duration,
+    /// How long one request may keep trying, from its first attempt: a retry whose wait would
+    /// end later is not made, however many retries are left.
+    pub budget: Duration,
 }
+
+/// The time budget of one request by default. Ten retries wait about a minute and a half at
+/// most; five minutes leaves room for their attempts too (a HEAD may take up to a minute to
+/// time out), while a request against an endpoint that answers each attempt only after a long
+/// timeout still gives up in minutes, not in the better part of an hour.
+pub(crate) const DEFAULT_BUDGET: Duration = Duration::from_secs(300);
 
 /// Bytes a response body must deliver per watchdog window (about 550 B/s over 30 s): any real
 /// link does far better, while a server dripping a byte a second is caught in one window
@@ -48,6 +60,7 @@ impl Default for RetryPolicy {
             base: Duration::from_millis(100),
             max_delay: Duration::from_secs(20),
             stall: DEFAULT_STALL,
+            budget: DEFAULT_BUDGET,
         }
     }
 }
@@ -206,84 +219,99 @@ pub(crate) async fn noting<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
-/// A whole (small) body, read through the watchdog.
-pub(crate) async fn read_body<S, B, E>(
-    policy: &RetryPolicy,
-    mut body: S,
-) -> Result<Vec<u8>, BodyError<E>>
-where
-    S: Stream<Item = Result<B, E>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    let mut dog = Watchdog::new(policy);
-    let mut out = Vec::new();
-    while let Some(chunk) = dog.next(&mut body).await.map_err(BodyError::TooSlow)? {
-        out.extend_from_slice(chunk.map_err(BodyError::Body)?.as_ref());
-    }
-    Ok(out)
-}
-
-#[derive(Debug)]
-pub(crate) enum BodyError<E> {
-    TooSlow(TooSlow),
-    Body(E),
-}
-
 impl RetryPolicy {
-    /// "Full jitter" backoff (AWS architecture blog): uniform in [0, min(max, base * 2^attempt)],
-    /// so that many clients retrying at once spread out instead of hammering in step.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+    /// "Full jitter" backoff (AWS architecture blog): uniform in [0, min(max, base * 2^attempt)]
+    /// for `unit` uniform in [0, 1), so that many clients retrying at once spread out instead of
+    /// hammering in step.
+    fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let cap = self
             .base
             .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
             .min(self.max_delay);
-        cap.mul_f64(fastrand::f64())
+        cap.mul_f64(unit)
     }
 
-    /// Whether `err`, after `attempt` retries, is worth another.
-    pub(crate) fn should_retry<E: Transient>(&self, err: &E, attempt: u32) -> bool {
-        let limit = err
-            .retry_limit()
-            .map_or(self.max_retries, |l| l.min(self.max_retries));
-        err.is_transient() && attempt < limit
+    /// Retries worth making after `err`.
+    fn limit<E: Transient>(&self, err: &E) -> u32 {
+        err.retry_limit()
+            .map_or(self.max_retries, |l| l.min(self.max_retries))
     }
 
-    /// Wait before retry `attempt + 1` of what failed with `err`, saying so (at most one such
-    /// note every half minute, so that many retrying requests do not flood the terminal).
-    pub(crate) fn pause<E>(&self, attempt: u32, err: &E) -> tokio::time::Sleep
-    where
-        E: Transient + std::error::Error + 'static,
-    {
-        let wait = self.backoff(attempt);
-        let limit = err
-            .retry_limit()
-            .map_or(self.max_retries, |l| l.min(self.max_retries));
-        crate::note::wait_note(&format!(
-            "retrying ({} of {limit}) in {:.1} s: {}",
-            attempt + 1,
-            wait.as_secs_f64(),
-            crate::text::chain(err)
-        ));
-        tokio::time::sleep(wait)
-    }
-
-    /// Run `op` until it succeeds, fails permanently, or retries run out.
+    /// Run `op` until it succeeds, fails permanently, or retries (or their time) run out.
     pub(crate) async fn run<T, E, F, Fut>(&self, mut op: F) -> Result<T, E>
     where
         E: Transient + std::error::Error + 'static,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(self);
         loop {
             match op().await {
-                Err(e) if self.should_retry(&e, attempt) => {
-                    self.pause(attempt, &e).await;
-                    attempt += 1;
-                }
+                Err(e) if backoff.wait(&e).await => {}
                 other => return other,
             }
         }
+    }
+}
+
+/// The attempts of one request: how many were made, since when, and the random source their
+/// waits are drawn from.
+pub(crate) struct Backoff {
+    policy: RetryPolicy,
+    rng: fastrand::Rng,
+    attempt: u32,
+    started: Instant,
+}
+
+impl Backoff {
+    /// A request's first attempt starts now.
+    pub(crate) fn new(policy: &RetryPolicy) -> Backoff {
+        Backoff::with_rng(policy, fastrand::Rng::new())
+    }
+
+    /// With the random source given (a seeded one makes the waits repeatable).
+    pub(crate) fn with_rng(policy: &RetryPolicy, rng: fastrand::Rng) -> Backoff {
+        Backoff {
+            policy: *policy,
+            rng,
+            attempt: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// How long to wait before trying again after `err`, or `None` when `err` is final: not
+    /// transient, its retries spent, or the wait would end past the time budget.
+    pub(crate) fn next<E: Transient>(&mut self, err: &E) -> Option<Duration> {
+        if !err.is_transient() || self.attempt >= self.policy.limit(err) {
+            return None;
+        }
+        let wait = self.policy.delay(self.attempt, self.rng.f64());
+        if self.started.elapsed() + wait > self.policy.budget {
+            return None;
+        }
+        self.attempt += 1;
+        Some(wait)
+    }
+
+    /// Wait before the next attempt after `err`, saying so (at most one such note every half
+    /// minute, so that many retrying requests do not flood the terminal); `false`, at once,
+    /// when `err` is final.
+    pub(crate) async fn wait<E>(&mut self, err: &E) -> bool
+    where
+        E: Transient + std::error::Error + 'static,
+    {
+        let Some(wait) = self.next(err) else {
+            return false;
+        };
+        crate::note::wait_note(&format!(
+            "retrying ({} of {}) in {:.1} s: {}",
+            self.attempt,
+            self.policy.limit(err),
+            wait.as_secs_f64(),
+            crate::text::chain(err)
+        ));
+        tokio::time::sleep(wait).await;
+        true
     }
 }
 
@@ -306,6 +334,7 @@ mod tests {
             base: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
             stall: Duration::from_millis(200),
+            budget: Duration::from_secs(60),
         }
     }
 
@@ -330,25 +359,45 @@ mod tests {
         assert_eq!(transport_hint(&reset), "");
     }
 
-    #[tokio::test]
-    async fn a_dripping_body_is_too_slow_and_a_quick_one_is_not() {
-        let drip = futures::stream::unfold(0u32, |n| async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Some((Ok::<_, std::io::Error>(vec![b'x']), n + 1))
-        });
-        let err = read_body(&fast(), Box::pin(drip)).await.unwrap_err();
-        assert!(matches!(err, BodyError::TooSlow(TooSlow { got, .. }) if got < 20));
-        let quick = futures::stream::iter((0..3).map(|_| Ok::<_, std::io::Error>(vec![7u8; 10])));
-        let body = read_body(&fast(), quick).await.map_err(|_| ()).unwrap();
-        assert_eq!(body.len(), 30);
+    #[test]
+    fn waits_are_capped_jittered_and_repeatable_from_a_seed() {
+        let p = RetryPolicy {
+            max_retries: 40,
+            budget: Duration::from_secs(3600),
+            ..RetryPolicy::default()
+        };
+        let waits = |seed| {
+            let mut b = Backoff::with_rng(&p, fastrand::Rng::with_seed(seed));
+            (0..40)
+                .map(|_| b.next(&E(true)).unwrap())
+                .collect::<Vec<_>>()
+        };
+        let a = waits(7);
+        assert_eq!(a, waits(7), "the same seed, the same waits");
+        assert_ne!(a, waits(8), "the waits are drawn, not fixed");
+        for (attempt, w) in a.iter().enumerate() {
+            let cap = p.base * 2u32.pow(attempt.min(20) as u32);
+            assert!(*w <= cap.min(p.max_delay), "attempt {attempt}: {w:?}");
+        }
+        // Spread out: not every late wait is at its cap.
+        assert!(a[20..].iter().any(|w| *w < p.max_delay / 2));
     }
 
     #[test]
-    fn backoff_is_capped() {
-        let p = RetryPolicy::default();
-        for a in 0..40 {
-            assert!(p.backoff(a) <= p.max_delay);
-        }
+    fn retries_stop_when_spent_final_or_out_of_time() {
+        let p = fast();
+        let mut b = Backoff::with_rng(&p, fastrand::Rng::with_seed(1));
+        assert!((0..3).all(|_| b.next(&E(true)).is_some()));
+        assert_eq!(b.next(&E(true)), None, "three retries, then no more");
+        let mut b = Backoff::with_rng(&p, fastrand::Rng::with_seed(1));
+        assert_eq!(b.next(&E(false)), None, "a permanent error is final");
+        let spent = RetryPolicy {
+            budget: Duration::ZERO,
+            base: Duration::from_secs(1),
+            ..p
+        };
+        let mut b = Backoff::with_rng(&spent, fastrand::Rng::with_seed(1));
+        assert_eq!(b.next(&E(true)), None, "no time left for a wait");
     }
 
     #[tokio::test]

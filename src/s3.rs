@@ -4,13 +4,12 @@
 //! and response-checksum validation off because we retry and verify ourselves), paginated
 //! folder listings, the occasional HEAD (whole object or one upload part), ranged GETs pinned
 //! to an ETag, asking for the archive's full-object checksum (`x-amz-checksum-mode`) where an
-//! answer can carry one, and the classification of S3 failures into transient / changed / not
-//! found / denied. It does not write files and does not judge checksums (`checksum` does).
+//! answer can carry one. What a failure means is `s3_error`'s. It does not write files and
+//! does not judge checksums (`checksum` does).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
@@ -29,15 +28,14 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::checksum::Published;
 use crate::hedge::Hedge;
-use crate::retry::{RetryPolicy, Transient};
+use crate::net::{self, parse_content_range, ANSWER_TIMEOUT, CONNECT_TIMEOUT};
+use crate::retry::RetryPolicy;
+use crate::s3_error::{classify, classify_status};
+pub(crate) use crate::s3_error::{Answer, Detail, ErrorKind, S3Error};
 use crate::throttle::Throttle;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::s3_error::BoxError;
 
-/// A listing or a HEAD can take long on a loaded server, but not this long.
-const METADATA_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connection set-up on a healthy network is milliseconds; this only catches black holes.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read buffers of all GET connections together. hyper grows each connection's buffer to
 /// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
 /// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-29 MiB
@@ -54,62 +52,6 @@ pub(crate) struct S3Options {
     pub region: String,
     pub endpoint_url: Option<String>,
     pub sign: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
-    /// Worth retrying: 5xx, SlowDown, throttling, timeouts, resets, truncated bodies.
-    Transient,
-    /// The object is no longer the one planned (412 on If-Match, or another ETag/size answered).
-    Changed,
-    NotFound,
-    Denied,
-    /// The endpoint's host name does not resolve (tried once more, then given up).
-    NoSuchHost,
-    /// The connection cannot work as configured (TLS to a plain-HTTP server, a bad
-    /// certificate): not retried.
-    Unusable,
-    Other,
-}
-
-impl std::fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ErrorKind::Transient => "temporary failure",
-            ErrorKind::Changed => "object changed since it was planned",
-            ErrorKind::NotFound => "not found",
-            ErrorKind::Denied => "access denied",
-            ErrorKind::NoSuchHost => "the endpoint's host name does not resolve",
-            ErrorKind::Unusable => "cannot talk to the endpoint",
-            ErrorKind::Other => "request failed",
-        })
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{op} s3://{bucket}/{key}: {kind}{detail}")]
-pub(crate) struct S3Error {
-    pub op: &'static str,
-    pub bucket: String,
-    pub key: String,
-    pub kind: ErrorKind,
-    /// Extra words for the message, starting with `: ` when present.
-    pub detail: String,
-    #[source]
-    pub source: Option<BoxError>,
-    /// The server asked us to slow down (503 SlowDown, 429, a throttling code): the run's
-    /// shared rate (`throttle`) answers it, not this request alone.
-    pub throttled: bool,
-}
-
-impl Transient for S3Error {
-    fn is_transient(&self) -> bool {
-        self.kind == ErrorKind::Transient || self.kind == ErrorKind::NoSuchHost
-    }
-
-    fn retry_limit(&self) -> Option<u32> {
-        (self.kind == ErrorKind::NoSuchHost).then_some(1)
-    }
 }
 
 /// One object as a listing (or HEAD) shows it.
@@ -182,6 +124,12 @@ pub(crate) struct S3 {
     pub throttle: Arc<Throttle>,
     /// Recent first-byte times of GETs, and the budget of hedged GETs.
     pub hedge: Arc<Hedge>,
+}
+
+/// Whether S3 asked us to slow down (503 SlowDown, 429, a throttling code): the run's shared
+/// rate (`throttle`) answers it, not this request alone.
+fn throttled(e: &S3Error) -> bool {
+    matches!(&e.detail, Detail::Answer(a) if crate::throttle::is_throttle(a.status, &a.code))
 }
 
 fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
@@ -291,38 +239,26 @@ impl S3 {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let throttled = match &err {
-            SdkError::ServiceError(se) => crate::throttle::is_throttle(
-                se.raw().status().as_u16(),
-                se.err().code().unwrap_or(""),
-            ),
-            _ => false,
-        };
         let mut kind = classify(&err);
         if kind == ErrorKind::Transient && !matches!(err, SdkError::ServiceError(_)) {
             kind = self.transport_kind(&err);
         }
         // A service error says all it knows in its status, code and message; the SDK's own
         // rendering of it is noise. Transport errors keep their cause chain.
-        let (detail, source): (String, Option<BoxError>) = match &err {
+        let (detail, source): (Detail, Option<BoxError>) = match &err {
             SdkError::ServiceError(se) => {
-                let status = se.raw().status().as_u16();
                 let code = se.err().code().unwrap_or("");
-                let msg = se
-                    .err()
-                    .message()
-                    .filter(|m| *m != code)
-                    .map(|m| format!(" ({m})"));
-                (
-                    format!(": HTTP {status} {code}{}", msg.unwrap_or_default()),
-                    None,
-                )
+                let answer = Detail::Answer(Box::new(Answer {
+                    status: se.raw().status().as_u16(),
+                    code: code.to_string(),
+                    message: se.err().message().filter(|m| *m != code).map(String::from),
+                }));
+                (answer, None)
             }
             _ => (self.host_detail(kind), Some(Box::new(err))),
         };
         let mut e = S3::make_error(op, bucket, key, kind, detail);
         e.source = source;
-        e.throttled = throttled;
         e
     }
 
@@ -336,24 +272,22 @@ impl S3 {
     }
 
     /// Words naming the endpoint, for failures that are about it rather than the object.
-    fn host_detail(&self, kind: ErrorKind) -> String {
+    fn host_detail(&self, kind: ErrorKind) -> Detail {
         if !matches!(kind, ErrorKind::NoSuchHost | ErrorKind::Unusable) {
-            return String::new();
+            return Detail::None;
         }
-        let host = match &self.endpoint_url {
+        let url = match &self.endpoint_url {
             Some(ep) => ep.clone(),
             None => format!("https://s3.{}.amazonaws.com", self.region),
         };
-        let why = if kind == ErrorKind::Unusable {
-            " (TLS failed: a plain-HTTP server needs an http:// --endpoint-url)"
-        } else {
-            ""
-        };
-        format!(" ({host}){why}")
+        Detail::Endpoint {
+            url,
+            tls: kind == ErrorKind::Unusable,
+        }
     }
 
     fn timeout(&self, op: &'static str, bucket: &str, key: &str) -> S3Error {
-        let detail = format!(": no answer within {}s", METADATA_TIMEOUT.as_secs());
+        let detail = Detail::Found(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()));
         S3::make_error(op, bucket, key, ErrorKind::Transient, detail)
     }
 
@@ -422,12 +356,12 @@ impl S3 {
                     let send = || async {
                         self.stats.lists.fetch_add(1, Ordering::Relaxed);
                         let answer = crate::retry::noting(&what, req.clone().send());
-                        match tokio::time::timeout(METADATA_TIMEOUT, answer).await {
+                        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
                             Err(_) => Err(self.timeout("LIST", bucket, prefix)),
                             Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
                         }
                     };
-                    self.throttle.run(send, |e: &S3Error| e.throttled).await
+                    self.throttle.run(send, throttled).await
                 })
                 .await?;
             for obj in page.contents() {
@@ -466,12 +400,12 @@ impl S3 {
                         // The value costs nothing extra on a whole-object HEAD.
                         None => req = req.checksum_mode(ChecksumMode::Enabled),
                     }
-                    match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+                    match tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await {
                         Err(_) => Err(self.timeout("HEAD", bucket, key)),
                         Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
                     }
                 };
-                self.throttle.run(send, |e: &S3Error| e.throttled)
+                self.throttle.run(send, throttled)
             })
             .await;
         match res {
@@ -537,7 +471,7 @@ impl S3 {
         if_match: Option<&str>,
     ) -> Result<GetResponse, S3Error> {
         let send = || self.get_hedged(bucket, key, range, if_match);
-        self.throttle.run(send, |e: &S3Error| e.throttled).await
+        self.throttle.run(send, throttled).await
     }
 
     /// One GET, sent once more if its answer is far later than its peers' (`hedge`); the first
@@ -596,7 +530,7 @@ impl S3 {
         if let Some(etag) = if_match {
             req = req.if_match(format!("\"{etag}\""));
         }
-        let out = match tokio::time::timeout(METADATA_TIMEOUT, req.send()).await {
+        let out = match tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await {
             Err(_) => return Err(self.timeout("GET", bucket, key)),
             Ok(r) => r.map_err(|e| self.error("GET", bucket, key, e))?,
         };
@@ -632,13 +566,12 @@ impl S3 {
         if_match: Option<&str>,
     ) -> Result<GetResponse, S3Error> {
         use http::header::{CONTENT_LENGTH, CONTENT_RANGE, ETAG, IF_MATCH, RANGE, USER_AGENT};
-        let fail = |kind, detail: String, source: Option<BoxError>| {
+        let fail = |kind, detail: Detail, source: Option<BoxError>| {
             let mut err = S3::make_error("GET", bucket, key, kind, detail);
             err.source = source;
             err
         };
-        let mut req = http::Request::get(self.url(bucket, key))
-            .header(USER_AGENT, concat!("mastfetch/", env!("CARGO_PKG_VERSION")));
+        let mut req = http::Request::get(self.url(bucket, key)).header(USER_AGENT, net::USER_AGENT);
         match range {
             Some((start, end)) => req = req.header(RANGE, format!("bytes={start}-{end}")),
             None => req = req.header("x-amz-checksum-mode", "ENABLED"),
@@ -648,8 +581,8 @@ impl S3 {
         }
         let req = req
             .body(Empty::new())
-            .map_err(|e| fail(ErrorKind::Other, String::new(), Some(Box::new(e))))?;
-        let resp = match tokio::time::timeout(METADATA_TIMEOUT, http.request(req)).await {
+            .map_err(|e| fail(ErrorKind::Other, Detail::None, Some(Box::new(e))))?;
+        let resp = match tokio::time::timeout(ANSWER_TIMEOUT, http.request(req)).await {
             Err(_) => return Err(self.timeout("GET", bucket, key)),
             Ok(Err(e)) => {
                 let kind = self.transport_kind(&e);
@@ -660,19 +593,8 @@ impl S3 {
         let (head, body) = resp.into_parts();
         let status = head.status.as_u16();
         if !(200..300).contains(&status) {
-            // S3 says what went wrong in a small XML body: `<Code>SlowDown</Code>`.
-            let text = match tokio::time::timeout(METADATA_TIMEOUT, body.collect()).await {
-                Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-                _ => String::new(),
-            };
-            let code = text
-                .split_once("<Code>")
-                .and_then(|(_, rest)| rest.split_once("</Code>"))
-                .map_or("", |(code, _)| code);
-            let kind = classify_status(status, code);
-            let mut err = fail(kind, format!(": HTTP {status} {code}"), None);
-            err.throttled = crate::throttle::is_throttle(status, code);
-            return Err(err);
+            let (kind, answer) = refusal(status, body).await;
+            return Err(fail(kind, answer, None));
         }
         let header = |name| head.headers.get(name).and_then(|v| v.to_str().ok());
         use futures::TryStreamExt;
@@ -697,7 +619,7 @@ impl S3 {
         bucket: &str,
         key: &str,
         kind: ErrorKind,
-        detail: String,
+        detail: Detail,
     ) -> S3Error {
         S3Error {
             op,
@@ -706,65 +628,32 @@ impl S3 {
             kind,
             detail,
             source: None,
-            throttled: false,
         }
     }
 }
 
-/// `bytes 0-99/1234` -> (0, 99, 1234).
-pub(crate) fn parse_content_range(s: &str) -> Option<(u64, u64, u64)> {
-    let rest = s.trim().strip_prefix("bytes")?.trim();
-    let (range, total) = rest.split_once('/')?;
-    let (start, end) = range.split_once('-')?;
-    Some((
-        start.trim().parse().ok()?,
-        end.trim().parse().ok()?,
-        total.trim().parse().ok()?,
-    ))
-}
-
-pub(crate) fn classify<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> ErrorKind {
-    match err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            ErrorKind::Transient
-        }
-        SdkError::ServiceError(se) => {
-            classify_status(se.raw().status().as_u16(), se.err().code().unwrap_or(""))
-        }
-        _ => ErrorKind::Other,
-    }
-}
-
-/// What an S3 error status and code mean for us.
-fn classify_status(status: u16, code: &str) -> ErrorKind {
-    match (status, code) {
-        (412, _) | (_, "PreconditionFailed") => ErrorKind::Changed,
-        (_, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
-        | (_, "Throttling" | "ThrottlingException" | "RequestTimeTooSkewed") => {
-            ErrorKind::Transient
-        }
-        (404, _) | (_, "NoSuchKey" | "NotFound") => ErrorKind::NotFound,
-        (403, _) | (_, "AccessDenied") => ErrorKind::Denied,
-        // 501: the server cannot do this at all; asking again will not help.
-        (501, _) => ErrorKind::Other,
-        (408 | 429, _) | (500..=599, _) => ErrorKind::Transient,
-        _ => ErrorKind::Other,
-    }
+/// What a refused plain GET means, from its status and the small XML body in which S3 says
+/// what went wrong (`<Code>SlowDown</Code>`).
+async fn refusal<B: BodyExt>(status: u16, body: B) -> (ErrorKind, Detail) {
+    let text = match tokio::time::timeout(ANSWER_TIMEOUT, body.collect()).await {
+        Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        _ => String::new(),
+    };
+    let code = text
+        .split_once("<Code>")
+        .and_then(|(_, rest)| rest.split_once("</Code>"))
+        .map_or("", |(code, _)| code);
+    let answer = Detail::Answer(Box::new(Answer {
+        status,
+        code: code.to_string(),
+        message: None,
+    }));
+    (classify_status(status, code), answer)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_range_parses() {
-        assert_eq!(parse_content_range("bytes 0-99/1234"), Some((0, 99, 1234)));
-        assert_eq!(parse_content_range("bytes 5-5/6"), Some((5, 5, 6)));
-        assert_eq!(parse_content_range("bytes */1234"), None);
-        assert_eq!(parse_content_range("junk"), None);
-    }
 
     #[test]
     fn etags_normalize() {

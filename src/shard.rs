@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::input::{self, Parsed};
-use crate::plan::partition;
+use std::cell::RefCell;
+
+use crate::input::{self, Item, Parsed};
+use crate::plan::{partition, Plan, PlanEntry, PlanIndex, Tally};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the plan {}", path.display())]
@@ -209,6 +211,76 @@ pub(crate) fn each_row(
         row += 1;
     })?;
     Ok(total)
+}
+
+/// What a pass over a plan file found besides the files it handed over: problems and
+/// duplicates (in `plan`, whose `streamed` tally counts the files), rows that were not plan
+/// rows (to be resolved by the caller, then admitted with [`Admitted::admit`]), and how many
+/// files the whole plan has.
+pub(crate) struct Admitted {
+    pub plan: Plan,
+    pub others: Parsed,
+    pub total: usize,
+    index: PlanIndex,
+}
+
+impl Admitted {
+    /// Admit a file that did not come from a plan row (no earlier row to compare with).
+    pub(crate) fn admit(&mut self, f: PlanEntry) -> Option<PlanEntry> {
+        let f = self.plan.admit(f, &mut self.index, |_| None)?;
+        self.plan.streamed.get_or_insert_default().add(&f);
+        Some(f)
+    }
+}
+
+/// Each file of shard `index` of `shards` of a plan file, checked as `plan` checks files
+/// (unsafe destinations, duplicates, clashes) and handed to `each` with the offset of its row,
+/// nothing of it held: the checks keep hashes and the offsets of admitted rows (8 bytes a
+/// file), and read an earlier row back when a hash says a later one may repeat it.
+pub(crate) fn admit_rows(
+    path: &Path,
+    name: &str,
+    (index, shards): (u32, u32),
+    mut each: impl FnMut(u64, PlanEntry),
+) -> Result<Admitted, StreamError> {
+    let mut plan = Plan {
+        streamed: Some(Tally::default()),
+        ..Plan::default()
+    };
+    let mut plan_index = PlanIndex::default();
+    let mut others = Parsed::default();
+    let mut admitted: Vec<u64> = Vec::new();
+    let reader = RefCell::new(BufReader::new(File::open(path).map_err(|source| {
+        StreamError {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?));
+    let total = each_row(path, name, shards, index, |offset, row| {
+        plan.problems.extend(row.problems);
+        for item in row.items {
+            let Item::Planned(f) = item else {
+                others.items.push(item);
+                continue;
+            };
+            let earlier = |i: u32| {
+                let at = *admitted.get(i as usize)?;
+                let row = row_at(&mut reader.borrow_mut(), path, at).ok()?;
+                serde_json::from_str(&row).ok()
+            };
+            if let Some(f) = plan.admit(f, &mut plan_index, earlier) {
+                admitted.push(offset);
+                plan.streamed.get_or_insert_default().add(&f);
+                each(offset, f);
+            }
+        }
+    })?;
+    Ok(Admitted {
+        plan,
+        others,
+        total,
+        index: plan_index,
+    })
 }
 
 #[cfg(test)]

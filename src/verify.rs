@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 
 use crate::checksum::{self, CrcAlg};
 use crate::fits;
-use crate::manifest::{Entry, Index, ManifestError, Status};
+use crate::index::Index;
+use crate::manifest::{Entry, ManifestError, Status};
 use crate::names;
-use crate::plan;
 use crate::s3::S3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -127,56 +127,17 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
         },
         digests: None,
     };
-    if !e.status.is_complete() {
-        let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
-        return finding(
-            Verdict::Missing,
-            Some(format!("manifest status {}: {why}", e.status.as_str())),
-        );
-    }
-    let path = match plan::dest_path(dir, &e.path) {
-        Ok(p) => p,
-        Err(err) => return finding(Verdict::Corrupt, Some(format!("manifest has an {err}"))),
-    };
-    let file = match File::open(&path) {
+    let file = match open_recorded(dir, e, alike) {
         Ok(f) => f,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {
-            return finding(Verdict::Missing, None)
-        }
-        Err(err) => return finding(Verdict::Corrupt, Some(format!("cannot open: {err}"))),
+        Err((status, message)) => return finding(status, message),
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let sizes: Vec<u64> = alike.iter().filter_map(|a| a.size).chain(e.size).collect();
-    if !sizes.is_empty() && !sizes.contains(&len) {
-        let size = e.size.unwrap_or(sizes[0]);
-        return finding(
-            Verdict::Corrupt,
-            Some(format!("size {len}, manifest says {size}")),
-        );
-    }
     let want_sha = e.sha256.is_some() || alike.iter().any(|a| a.sha256.is_some());
     let mut tee = Tee {
         inner: io::BufReader::with_capacity(1 << 20, file),
         crc: CrcAlg::Crc64Nvme.digest(),
         sha: want_sha.then(Sha256::new),
     };
-    let mut head = [0u8; 80];
-    let is_fits = e.path.to_ascii_lowercase().ends_with(".fits") || {
-        let n = peek(&mut tee.inner, &mut head);
-        fits::looks_like_fits(&head[..n])
-    };
-    let mut problem = None;
-    if is_fits {
-        match fits::check(&mut tee) {
-            Ok(report) => {
-                problem = report
-                    .first_problem()
-                    .map(|p| format!("FITS checksum: {p}"))
-            }
-            Err(fits::FitsError::NotFits) => {}
-            Err(err) => problem = Some(format!("FITS structure: {err}")),
-        }
-    }
+    let problem = fits_problem(&e.path, &mut tee);
     if let Err(err) = io::copy(&mut tee, &mut io::sink()) {
         return finding(Verdict::Corrupt, Some(format!("cannot read: {err}")));
     }
@@ -186,17 +147,7 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     };
     let recorded = |x: &Entry| x.crc64nvme.is_some() || x.sha256.is_some();
     if recorded(e) && !got.matches(e) && !alike.iter().any(|a| got.matches(a)) {
-        let msg = match (&e.crc64nvme, &e.sha256) {
-            (Some(want), _) if *want != got.crc64nvme => {
-                format!("CRC-64/NVME {}, manifest says {want}", got.crc64nvme)
-            }
-            (_, Some(want)) => format!(
-                "SHA-256 {}, manifest says {want}",
-                got.sha256.as_deref().unwrap_or("")
-            ),
-            _ => "does not match any manifest record".to_string(),
-        };
-        return finding(Verdict::Corrupt, Some(msg));
+        return finding(Verdict::Corrupt, Some(mismatch(e, &got)));
     }
     let mut out = match problem {
         Some(p) => finding(Verdict::Corrupt, Some(p)),
@@ -204,6 +155,69 @@ fn check_one(dir: &Path, e: &Entry, alike: &[&Entry]) -> Checked {
     };
     out.digests = Some(got);
     out
+}
+
+/// The file of a complete record, when it is there at a size some record gives; else the
+/// verdict (and why) that ends its check.
+fn open_recorded(
+    dir: &Path,
+    e: &Entry,
+    alike: &[&Entry],
+) -> Result<File, (Verdict, Option<String>)> {
+    if !e.status.is_complete() {
+        let why = e.message.clone().unwrap_or_else(|| "not downloaded".into());
+        let msg = format!("manifest status {}: {why}", e.status.as_str());
+        return Err((Verdict::Missing, Some(msg)));
+    }
+    let path = crate::dest::dest_path(dir, &e.path)
+        .map_err(|err| (Verdict::Corrupt, Some(format!("manifest has an {err}"))))?;
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err((Verdict::Missing, None)),
+        Err(err) => return Err((Verdict::Corrupt, Some(format!("cannot open: {err}")))),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let sizes: Vec<u64> = alike.iter().filter_map(|a| a.size).chain(e.size).collect();
+    if !sizes.is_empty() && !sizes.contains(&len) {
+        let size = e.size.unwrap_or(sizes[0]);
+        let msg = format!("size {len}, manifest says {size}");
+        return Err((Verdict::Corrupt, Some(msg)));
+    }
+    Ok(file)
+}
+
+/// What is wrong with a FITS file's own checksums or structure, read through `tee` (which
+/// hashes the same bytes); `None` for a sound FITS file or another kind of file.
+fn fits_problem(path: &str, tee: &mut Tee<io::BufReader<File>>) -> Option<String> {
+    let mut head = [0u8; 80];
+    let is_fits = path.to_ascii_lowercase().ends_with(".fits") || {
+        let n = peek(&mut tee.inner, &mut head);
+        fits::looks_like_fits(&head[..n])
+    };
+    if !is_fits {
+        return None;
+    }
+    match fits::check(tee) {
+        Ok(report) => report
+            .first_problem()
+            .map(|p| format!("FITS checksum: {p}")),
+        Err(fits::FitsError::NotFits) => None,
+        Err(err) => Some(format!("FITS structure: {err}")),
+    }
+}
+
+/// Why a file's digests do not match its record, naming both values.
+fn mismatch(e: &Entry, got: &Digests) -> String {
+    match (&e.crc64nvme, &e.sha256) {
+        (Some(want), _) if *want != got.crc64nvme => {
+            format!("CRC-64/NVME {}, manifest says {want}", got.crc64nvme)
+        }
+        (_, Some(want)) => format!(
+            "SHA-256 {}, manifest says {want}",
+            got.sha256.as_deref().unwrap_or("")
+        ),
+        _ => "does not match any manifest record".to_string(),
+    }
 }
 
 /// The first bytes of a buffered file, without consuming them (the hash must still see them).

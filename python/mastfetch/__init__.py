@@ -197,8 +197,11 @@ def _common_flags(options: Dict[str, Any], *, layout: Optional[str], jobs: Optio
 
 
 def _folder(dest: Any, layout: str) -> str:
-    """The binary's DIR: astroquery's ``mastDownload`` folder for the nested layout."""
+    """The binary's DIR: astroquery's ``mastDownload`` folder for the nested layout; a bucket
+    destination (``s3://BUCKET/PREFIX/``, copied server-side) as given."""
     dest = os.fspath(dest)
+    if str(dest).startswith("s3://"):
+        return dest
     return os.path.join(dest, ASTROQUERY_FOLDER) if layout == "nested" else dest
 
 
@@ -224,6 +227,9 @@ def download(
     ``layout="nested"`` puts files where ``Observations.download_products`` does:
     ``dest/mastDownload/<obs_collection>/<obs_id>/<file>`` (the manifest goes into
     ``dest/mastDownload``); ``"flat"``: ``dest/<file>``; ``"mirror"``: ``dest/<s3 key>``.
+    ``dest="s3://BUCKET/PREFIX/"`` copies into your own bucket server-side (``mastfetch get
+    --dest s3://...``; pass ``layout="mirror"`` for the archive's keys); ``Local Path`` is then
+    the object's ``s3://`` URL.
 
     ``token``: the MAST API token for exclusive-access files (default: ``$MAST_API_TOKEN``);
     handed to the binary in its environment only, never asked for. ``**options``: any flag of

@@ -58,6 +58,8 @@ def local_path(folder: str, relative: Optional[str]) -> Optional[str]:
     """As astroquery writes it: the destination joined with the file's place under it."""
     if not relative:
         return None
+    if folder.startswith("s3://"):
+        return folder.rstrip("/") + "/" + relative
     return str(Path(folder) / relative)
 
 

@@ -1,5 +1,6 @@
 //! Integration tests, one binary: the real `mastfetch` against real protocol servers on
-//! 127.0.0.1 (an in-process S3 server, a MAST stand-in answering in MAST's formats).
+//! 127.0.0.1 (an in-process S3 server, a MAST stand-in answering in MAST's formats); one
+//! (`inprocess`) drives a run through the library entry point instead of the binary.
 
 mod mast_server;
 mod s3server;
@@ -10,6 +11,7 @@ mod bucket;
 mod full;
 mod get;
 mod hostile;
+mod inprocess;
 mod live;
 mod mast;
 mod output;

@@ -258,3 +258,14 @@ def test_pandas_is_not_imported_for_other_inputs(servers):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_bucket_destination_is_passed_as_given():
+    from mastfetch import _folder, _results
+
+    assert _folder("s3://mine/jwst/", "nested") == "s3://mine/jwst/"
+    assert _folder("data", "nested").endswith("mastDownload")
+    assert _results.local_path("s3://mine/jwst/", "jwst/public/x.fits") == (
+        "s3://mine/jwst/jwst/public/x.fits"
+    )
+    assert _results.read_manifests("s3://mine/jwst/") == {}
