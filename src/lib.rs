@@ -23,7 +23,8 @@
 //!   rules), `query` (filters), `dest` (DIR: safe destinations, temporary names, the placement
 //!   policy), `checksum` (what a file is proven against), `hashing` (the serial digests, read
 //!   back), `fits`, `net` (what the HTTP clients share: user agent, timeouts, Content-Range, the
-//!   body-to-file loop), `retry`, `note` (notes and JSON lines any module may give), `text`
+//!   body-to-file loop), `retry`, `throttle` (the run's shared request rate under SlowDown),
+//!   `hedge` (when a slow GET is sent once more), `note` (notes and JSON lines any module may give), `text`
 //!   (showing outside text and error chains safely).
 
 pub mod adopt;
@@ -39,6 +40,7 @@ pub mod fits;
 pub mod formats;
 pub mod get_cmd;
 pub mod hashing;
+pub mod hedge;
 pub mod https;
 pub mod index;
 pub mod input;
@@ -68,6 +70,7 @@ pub mod s3;
 pub mod s3_error;
 pub mod shard;
 pub mod text;
+pub mod throttle;
 pub mod transfer;
 pub mod verify;
 pub mod verify_cmd;

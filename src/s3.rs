@@ -27,10 +27,12 @@ use hyper_util::rt::TokioExecutor;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::checksum::Published;
+use crate::hedge::Hedge;
 use crate::net::{self, parse_content_range, ANSWER_TIMEOUT, CONNECT_TIMEOUT};
 use crate::retry::RetryPolicy;
 use crate::s3_error::{classify, classify_status};
 pub(crate) use crate::s3_error::{Answer, Detail, ErrorKind, S3Error};
+use crate::throttle::Throttle;
 
 use crate::s3_error::BoxError;
 
@@ -118,6 +120,16 @@ pub(crate) struct S3 {
     region: String,
     endpoint_url: Option<String>,
     retry: RetryPolicy,
+    /// The run's shared rate under SlowDown: every GET, HEAD and listing page goes through it.
+    pub throttle: Arc<Throttle>,
+    /// Recent first-byte times of GETs, and the budget of hedged GETs.
+    pub hedge: Arc<Hedge>,
+}
+
+/// Whether S3 asked us to slow down (503 SlowDown, 429, a throttling code): the run's shared
+/// rate (`throttle`) answers it, not this request alone.
+fn throttled(e: &S3Error) -> bool {
+    matches!(&e.detail, Detail::Answer(a) if crate::throttle::is_throttle(a.status, &a.code))
 }
 
 fn system_time(t: &aws_sdk_s3::primitives::DateTime) -> Option<std::time::SystemTime> {
@@ -203,6 +215,8 @@ impl S3 {
             region: opts.region.clone(),
             endpoint_url: opts.endpoint_url.clone(),
             retry,
+            throttle: Arc::default(),
+            hedge: Arc::default(),
         }
     }
 
@@ -338,13 +352,16 @@ impl S3 {
                     if shallow {
                         req = req.delimiter("/");
                     }
-                    self.stats.lists.fetch_add(1, Ordering::Relaxed);
                     let what = format!("LIST s3://{bucket}/{prefix}");
-                    let answer = crate::retry::noting(&what, req.send());
-                    match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
-                        Err(_) => Err(self.timeout("LIST", bucket, prefix)),
-                        Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
-                    }
+                    let send = || async {
+                        self.stats.lists.fetch_add(1, Ordering::Relaxed);
+                        let answer = crate::retry::noting(&what, req.clone().send());
+                        match tokio::time::timeout(ANSWER_TIMEOUT, answer).await {
+                            Err(_) => Err(self.timeout("LIST", bucket, prefix)),
+                            Ok(r) => r.map_err(|e| self.error("LIST", bucket, prefix, e)),
+                        }
+                    };
+                    self.throttle.run(send, throttled).await
                 })
                 .await?;
             for obj in page.contents() {
@@ -374,18 +391,21 @@ impl S3 {
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, S3Error> {
         let res = self
             .retry
-            .run(|| async {
-                self.stats.heads.fetch_add(1, Ordering::Relaxed);
-                let mut req = self.client.head_object().bucket(bucket).key(key);
-                match part {
-                    Some(n) => req = req.part_number(n.min(i32::MAX as u64) as i32),
-                    // The value costs nothing extra on a whole-object HEAD.
-                    None => req = req.checksum_mode(ChecksumMode::Enabled),
-                }
-                match tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await {
-                    Err(_) => Err(self.timeout("HEAD", bucket, key)),
-                    Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
-                }
+            .run(|| {
+                let send = || async {
+                    self.stats.heads.fetch_add(1, Ordering::Relaxed);
+                    let mut req = self.client.head_object().bucket(bucket).key(key);
+                    match part {
+                        Some(n) => req = req.part_number(n.min(i32::MAX as u64) as i32),
+                        // The value costs nothing extra on a whole-object HEAD.
+                        None => req = req.checksum_mode(ChecksumMode::Enabled),
+                    }
+                    match tokio::time::timeout(ANSWER_TIMEOUT, req.send()).await {
+                        Err(_) => Err(self.timeout("HEAD", bucket, key)),
+                        Ok(r) => r.map_err(|e| self.error("HEAD", bucket, key, e)),
+                    }
+                };
+                self.throttle.run(send, throttled)
             })
             .await;
         match res {
@@ -441,8 +461,57 @@ impl S3 {
 
     /// Start a GET of `key`, optionally of `range` (inclusive end) and pinned to `if_match`.
     /// A whole-object GET asks for the full-object checksum (free in the answer's headers).
-    /// Not retried here: the caller resumes from the bytes it already has.
+    /// Not retried here (but for throttles, which the run's shared rate answers): the caller
+    /// resumes from the bytes it already has.
     pub(crate) async fn get(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        let send = || self.get_hedged(bucket, key, range, if_match);
+        self.throttle.run(send, throttled).await
+    }
+
+    /// One GET, sent once more if its answer is far later than its peers' (`hedge`); the first
+    /// answer wins and the other request is dropped (its connection closed, its body unread).
+    /// Not while the run is throttled: a second request would add to what S3 asked us to cut.
+    async fn get_hedged(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        let started = tokio::time::Instant::now();
+        self.hedge.sent();
+        let first = self.get_once(bucket, key, range, if_match);
+        let mut first = std::pin::pin!(first);
+        let Some(after) = self.hedge.threshold() else {
+            let res = first.await;
+            self.hedge.answered(started.elapsed());
+            return res;
+        };
+        if let Ok(res) = tokio::time::timeout(after, &mut first).await {
+            self.hedge.answered(started.elapsed());
+            return res;
+        }
+        if self.throttle.limited() || !self.hedge.take() {
+            let res = first.await;
+            self.hedge.answered(started.elapsed());
+            return res;
+        }
+        let second = std::pin::pin!(self.get_once(bucket, key, range, if_match));
+        let res = futures::future::select(first, second)
+            .await
+            .factor_first()
+            .0;
+        self.hedge.answered(started.elapsed());
+        res
+    }
+
+    async fn get_once(
         &self,
         bucket: &str,
         key: &str,

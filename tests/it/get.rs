@@ -785,6 +785,104 @@ fn content_that_does_not_match_its_md5_etag_is_fetched_again_or_fails() {
     assert!(std::fs::read(d3.join(nested(RATE))).unwrap() != *want);
 }
 
+/// S3's request-rate limit, scaled down: above 40 requests/s (a burst of 4) the server answers
+/// 503 SlowDown. With `--retries 0` a request that backed off on its own would fail its file at
+/// the first one; the run's shared rate sends it again, paced, while others get through.
+#[test]
+fn a_request_rate_limit_slows_the_run_and_fails_no_file() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let mut files = vec![("limited/big.fits".to_string(), data(7, 3 * MIB + 5))];
+    for i in 0..100 {
+        files.push((format!("limited/small_{i:03}.fits"), data(100 + i, 20_000)));
+    }
+    for (k, d) in &files {
+        s3.put(BUCKET, k, d);
+    }
+    s3.limit_rate(Some(40.0), 4.0);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            &format!("s3://{BUCKET}/limited/"),
+            "--layout",
+            "mirror",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--part-size",
+            "1MiB",
+            "--jobs",
+            "16",
+            "--retries",
+            "0",
+        ],
+    );
+    let slowdowns = s3.slowdowns();
+    eprintln!("503 SlowDown answers: {slowdowns}");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (k, d) in &files {
+        assert!(std::fs::read(dest.join(k)).unwrap() == *d, "{k}");
+    }
+    assert_eq!(manifest(&dest).len(), files.len());
+    assert!(
+        slowdowns > 0,
+        "the limit was never reached: the test proves nothing"
+    );
+}
+
+/// A GET answered far later than its peers (here: held 3 s, its peers answer in milliseconds)
+/// is sent once more after the hedge threshold; the first answer wins and the file verifies.
+#[test]
+fn a_slow_answer_is_hedged_and_the_file_verifies() {
+    let s3 = TestS3::start(&[BUCKET]);
+    // Fetched largest first: the slow one is last, after enough answers to know the peers'.
+    let mut files = vec![("hedged/slow.fits".to_string(), data(8, 5_000))];
+    for i in 0..40 {
+        files.push((format!("hedged/peer_{i:02}.fits"), data(200 + i, 10_000)));
+    }
+    for (k, d) in &files {
+        s3.put(BUCKET, k, d);
+    }
+    s3.inject(
+        "GET",
+        "hedged/slow.fits",
+        1,
+        Fault::Delay(Duration::from_secs(3)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let out = run(
+        &s3.endpoint,
+        &[
+            "get",
+            &format!("s3://{BUCKET}/hedged/"),
+            "--layout",
+            "mirror",
+            "--dest",
+            dest.to_str().unwrap(),
+            "--jobs",
+            "4",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for (k, d) in &files {
+        assert!(std::fs::read(dest.join(k)).unwrap() == *d, "{k}");
+    }
+    let gets = |k: &str| {
+        s3.log()
+            .iter()
+            .filter(|r| r.is_get_object() && r.path.ends_with(k))
+            .count()
+    };
+    assert_eq!(gets("hedged/slow.fits"), 2, "the slow GET was hedged once");
+    assert_eq!(
+        gets("hedged/peer_00.fits"),
+        1,
+        "answers in time are not hedged"
+    );
+}
+
 #[test]
 fn signed_requests_go_through_the_sdk_with_the_same_checks() {
     let (s3, files) = seeded();

@@ -1,7 +1,8 @@
 //! A real S3-protocol server for tests: `s3s-fs` in-process on 127.0.0.1, serving a temporary
 //! folder (`ROOT/<bucket>/<key>`), behind a thin layer that logs every request and injects
 //! faults on demand (503 SlowDown, connection resets, truncated bodies, delays, one flipped
-//! byte, an object replaced after N GETs, If-Match honoured like AWS). Not a mock of our
+//! byte, an object replaced after N GETs, If-Match honoured like AWS, a request-rate limit
+//! answered with 503 SlowDown as S3 does above its per-prefix rate). Not a mock of our
 //! client: the client under test speaks real S3 over real sockets.
 //!
 //! s3s-fs 0.14.1 computes a plain-MD5 ETag for files written into its folder, returns stored
@@ -164,6 +165,31 @@ struct State {
     uploads: Vec<(String, String, String)>,
     /// Replace the object at this key with these bytes when a copy of it is first asked for.
     replace_on_copy: Option<(String, Vec<u8>)>,
+    /// Requests/s above which 503 SlowDown answers (a token bucket), and those answers so far.
+    rate_limit: Option<RateLimit>,
+    slowdowns: usize,
+}
+
+/// S3's per-prefix request limit, scaled down: a token bucket of `rps` with a burst of `burst`.
+struct RateLimit {
+    rps: f64,
+    burst: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl RateLimit {
+    fn admit(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rps;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
 }
 
 #[derive(Clone)]
@@ -290,6 +316,13 @@ impl Layer {
                 }
                 f
             });
+            let limited = (is_object || is_list)
+                && fault.is_none()
+                && st.rate_limit.as_mut().is_some_and(|r| !r.admit());
+            if limited {
+                st.slowdowns += 1;
+            }
+            let fault = fault.or(limited.then_some(Fault::SlowDown));
             let meta = st.meta.get(&path).cloned().filter(|_| is_object);
             (
                 fault,
@@ -1048,6 +1081,22 @@ impl TestS3 {
     /// Answer If-Match with 412 when the object differs, as AWS does (s3s-fs alone ignores it).
     pub fn honor_if_match(&self, on: bool) {
         self.state.lock().unwrap().honor_if_match = on;
+    }
+
+    /// Answer 503 SlowDown to object and listing requests above `rps` a second (a burst of
+    /// `burst`), as S3 does above a prefix's request rate; `None` lifts the limit.
+    pub fn limit_rate(&self, rps: Option<f64>, burst: f64) {
+        self.state.lock().unwrap().rate_limit = rps.map(|rps| RateLimit {
+            rps,
+            burst,
+            tokens: burst,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// 503 SlowDown answers the rate limit gave.
+    pub fn slowdowns(&self) -> usize {
+        self.state.lock().unwrap().slowdowns
     }
 
     pub fn delay_listings(&self, d: Option<Duration>) {

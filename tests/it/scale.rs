@@ -217,9 +217,15 @@ fn eight_shards_of_one_plan_mirror_it_once_balanced_and_rerun_incrementally() {
     let outs = run_shards(&s3, &plan_path, &dest);
     let first_run = t.elapsed();
     assert_eq!(sum_of(&outs, "ok"), 2000);
-    // Each object was fetched exactly once, by exactly one shard.
+    // Each object was fetched, once but for a hedged GET now and then (a GET answered far later
+    // than its peers is sent once more: at most 5% of a process's GETs plus 2); which shard
+    // fetched it is the manifests' check below.
     let gets = object_gets(&s3);
-    assert_eq!(gets.len(), 2000, "GETs");
+    assert!(
+        gets.len() <= 2000 + 8 * (250 / 20 + 2),
+        "{} GETs",
+        gets.len()
+    );
     assert_eq!(gets.iter().collect::<BTreeSet<_>>().len(), 2000);
 
     // The union of the shard manifests is the plan, no object twice; balanced by bytes.

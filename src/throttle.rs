@@ -1,0 +1,472 @@
+//! The run's shared request rate under throttling: when S3 answers 503 SlowDown (or another
+//! throttle), every request of the run slows down together, then probes back up.
+//!
+//! Owns the rate (no limit until the first throttle), the pacing of requests to it, and the
+//! rule for how long a throttled request keeps trying. It does not decide what is a throttle
+//! (`s3` tells it) nor retry other failures (`retry` does); the `--jobs` semaphore still bounds
+//! how many requests are in flight, this bounds how many start per second.
+//!
+//! # Why a shared rate
+//!
+//! A request that backs off on its own (jittered exponential) leaves the server's limit idle
+//! while it sleeps, and 64 of them sleeping at different lengths served about half of a 300
+//! requests/s limit in the S3-shaped bench. This is the AWS SDKs' adaptive retry mode
+//! (aws-smithy-runtime's `ClientRateLimiter`): a throttle cuts the rate to [`BETA`] of what
+//! was being achieved, then it grows back along a cubic curve (CUBIC, as in TCP) that returns to
+//! the rate of the last cut after `cbrt(max * (1 - BETA) / SCALE)` seconds, lingers near it,
+//! and only then probes above. The rate cut from is the rate requests were sent at (the SDK's
+//! measured rate), capped by the limit in force. One departure from the SDK:
+//! only a request sent after the last cut can cut again: the dozens in flight when the first
+//! 503 came back were sent at the old rate and say nothing about the new one. (A first version
+//! cut from the rate of answers that got through: while the rate settles that is below the
+//! server's limit, and the cubic curve climbs slowly above the rate it was cut from; it served
+//! 55% of a 300/s limit in the bench.)
+//!
+//! Time is seconds since the throttle was made ([`Rate`] takes it as an argument, so the model
+//! is tested without clocks or sleeps).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::time::Instant;
+
+/// The rate is cut to this fraction of what was achieved (the SDK's value).
+const BETA: f64 = 0.7;
+/// CUBIC's growth constant (the SDK's value): with it, a 300 requests/s limit is reached
+/// again about 6 s after a cut.
+const SCALE: f64 = 0.4;
+/// Never paced slower than this many requests/s. S3 throttles a prefix above thousands of
+/// requests/s; a floor keeps an endpoint that answers nothing but 503 from holding the run for
+/// hours (64 requests retried at the SDK's 0.5/s), so it fails in about the time the retry
+/// policy allows.
+const MIN_RATE: f64 = 10.0;
+/// The achieved rate is counted in slots of this many seconds, over the last [`SLOTS`] of them
+/// (one second): recent enough to be the rate at the moment of a throttle, long enough to hold
+/// many answers.
+const SLOT: f64 = 0.1;
+const SLOTS: usize = 10;
+/// A throttled request gives up (to the caller's retry policy) once no request of the run has
+/// got through for this many seconds since it was first throttled: progress is not possible
+/// now. Counted in time, not in throttles: at a rate well above the server's limit a request
+/// can meet ten 503s in a row while others get through.
+const GIVE_UP: f64 = 20.0;
+
+/// Whether an S3 answer is a throttle: 503 (S3's SlowDown), 429, or a throttling code.
+pub(crate) fn is_throttle(status: u16, code: &str) -> bool {
+    matches!(status, 429 | 503)
+        || matches!(
+            code,
+            "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "ThrottledException"
+                | "RequestThrottled"
+                | "RequestThrottledException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException"
+                | "BandwidthLimitExceeded"
+        )
+}
+
+/// Answers per second over the last second (or since the first answer, if sooner).
+#[derive(Debug, Clone)]
+struct Meter {
+    /// Answers counted per slot (a ring), the latest slot counted, and the first answer.
+    counts: [u32; SLOTS],
+    latest: i64,
+    first: Option<f64>,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        Meter {
+            counts: [0; SLOTS],
+            latest: i64::MIN / 2,
+            first: None,
+        }
+    }
+
+    /// Move the counts on to the slot of `now`, emptying the slots passed.
+    fn advance(&mut self, now: f64) -> i64 {
+        let slot = (now / SLOT).floor() as i64;
+        let from = self.latest.max(slot - SLOTS as i64) + 1;
+        for s in from..=slot {
+            self.counts[s.rem_euclid(SLOTS as i64) as usize] = 0;
+        }
+        self.latest = self.latest.max(slot);
+        slot
+    }
+
+    fn count(&mut self, now: f64) {
+        let slot = self.advance(now);
+        self.counts[slot.rem_euclid(SLOTS as i64) as usize] += 1;
+        self.first.get_or_insert(now);
+    }
+
+    fn rate(&mut self, now: f64) -> f64 {
+        let slot = self.advance(now);
+        let Some(first) = self.first else {
+            return 0.0;
+        };
+        let start = ((slot + 1 - SLOTS as i64) as f64 * SLOT).max(first);
+        let n: u32 = self.counts.iter().sum();
+        f64::from(n) / (now - start).max(SLOT)
+    }
+}
+
+/// The rate model: pure, driven by the times it is given.
+#[derive(Debug, Clone)]
+pub(crate) struct Rate {
+    /// Requests/s; `None` until the first throttle (then requests are not paced).
+    fill: Option<f64>,
+    /// When the next request may start.
+    next_slot: f64,
+    /// The rate the last cut was from, and when it happened.
+    last_max: f64,
+    last_cut: f64,
+    /// Requests sent (throttled ones too).
+    sent: Meter,
+}
+
+impl Rate {
+    pub(crate) fn new() -> Rate {
+        Rate {
+            fill: None,
+            next_slot: 0.0,
+            last_max: 0.0,
+            last_cut: f64::NEG_INFINITY,
+            sent: Meter::new(),
+        }
+    }
+
+    /// The current limit in requests/s (`None`: none).
+    pub(crate) fn limit(&self) -> Option<f64> {
+        self.fill
+    }
+
+    /// A request wants to start at `now`: when it may (`>= now`).
+    pub(crate) fn admit(&mut self, now: f64) -> f64 {
+        let Some(fill) = self.fill else {
+            self.sent.count(now);
+            return now;
+        };
+        let at = self.next_slot.max(now);
+        self.next_slot = at + 1.0 / fill;
+        self.sent.count(at);
+        at
+    }
+
+    /// The rate a cut starts from: the rate requests were sent at over the last second (the
+    /// SDK's measured rate), and never above the limit that was throttled. A rate of answers
+    /// that got through would be lower than the server's limit while the rate settles, and the
+    /// cubic curve climbs slowly above the rate it was cut from: cutting from the rate sent
+    /// approaches the limit from above, a cut or two more, and then stays near it.
+    fn achieved(&mut self, now: f64) -> f64 {
+        self.sent.rate(now)
+    }
+
+    /// A request got an answer that was not a throttle.
+    pub(crate) fn answered(&mut self, now: f64) {
+        if self.fill.is_some() {
+            let cubic = SCALE * (now - self.last_cut - self.window()).powi(3) + self.last_max;
+            // Never far above what is used: a slow phase (a big file's parts) must not let the
+            // limit grow unchecked and then flood the server when small files come.
+            let used = 2.0 * self.achieved(now);
+            self.fill = Some(cubic.min(used).max(MIN_RATE));
+        }
+    }
+
+    /// Seconds after a cut at which the cubic curve is back at the rate cut from.
+    fn window(&self) -> f64 {
+        (self.last_max * (1.0 - BETA) / SCALE).cbrt()
+    }
+
+    /// A request sent at `sent` was throttled at `now`: cut the rate, unless the request was
+    /// sent before the last cut (that cut already answered for its rate). Returns whether it cut.
+    pub(crate) fn throttled(&mut self, sent: f64, now: f64) -> bool {
+        let achieved = self.achieved(now);
+        if sent < self.last_cut {
+            return false;
+        }
+        let from = self
+            .fill
+            .map_or(achieved, |f| f.min(achieved))
+            .max(MIN_RATE);
+        self.last_max = from;
+        self.last_cut = now;
+        self.fill = Some((from * BETA).max(MIN_RATE));
+        // The next slot is not moved to now: a request sent at once after each cut would cut
+        // again and be sent at once again, unpaced (an endpoint answering only 503 hammered).
+        true
+    }
+}
+
+/// The run's throttle, shared by every S3 request (GETs, HEADs, listings).
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    rate: Mutex<Rate>,
+    origin: Instant,
+    /// Answers that were not throttles (a request's "is progress possible" check).
+    answers: AtomicU64,
+    /// When the last of them came (`f64` seconds, as bits).
+    last_answer: AtomicU64,
+    /// Throttles seen, and the cuts they made (for notes and tests).
+    pub throttles: AtomicU64,
+    pub cuts: AtomicU64,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            rate: Mutex::new(Rate::new()),
+            origin: Instant::now(),
+            answers: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0f64.to_bits()),
+            throttles: AtomicU64::new(0),
+            cuts: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Throttle {
+    fn now(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64()
+    }
+
+    /// Whether S3 has throttled this run (requests are paced from then on).
+    pub(crate) fn limited(&self) -> bool {
+        self.rate.lock().unwrap().limit().is_some()
+    }
+
+    /// Run one request (`op`, sent anew each time) at the run's rate: a throttled answer cuts
+    /// the rate and the request is sent again at the new one, for as long as other requests
+    /// get through; after [`GIVE_UP`] seconds with no answer anywhere in the run, the throttle
+    /// is returned (the caller's retry policy then backs off).
+    pub(crate) async fn run<T, E, F, Fut>(
+        &self,
+        mut op: F,
+        throttled: impl Fn(&E) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut first_throttle: Option<f64> = None;
+        loop {
+            let at = self.rate.lock().unwrap().admit(self.now());
+            let wait = at - self.now();
+            if wait > 0.0 {
+                tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+            }
+            let res = op().await;
+            let now = self.now();
+            match &res {
+                Err(e) if throttled(e) => {
+                    self.throttles.fetch_add(1, Ordering::Relaxed);
+                    let mut rate = self.rate.lock().unwrap();
+                    if rate.throttled(at, now) {
+                        self.cuts.fetch_add(1, Ordering::Relaxed);
+                        let limit = rate.limit().unwrap_or(MIN_RATE);
+                        drop(rate);
+                        crate::note::wait_note(&format!(
+                            "S3 asks to slow down: requests paced to {limit:.0}/s, \
+                             rising again as S3 allows"
+                        ));
+                    }
+                    let first = *first_throttle.get_or_insert(now);
+                    let last = f64::from_bits(self.last_answer.load(Ordering::Relaxed));
+                    if now - last.max(first) < GIVE_UP {
+                        continue;
+                    }
+                }
+                _ => {
+                    self.answers.fetch_add(1, Ordering::Relaxed);
+                    self.last_answer.store(now.to_bits(), Ordering::Relaxed);
+                    self.rate.lock().unwrap().answered(now);
+                }
+            }
+            return res;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests sent and answered at `rps` from `from` to `to` (seconds).
+    fn answer(r: &mut Rate, rps: f64, from: f64, to: f64) {
+        let mut t = from;
+        while t < to {
+            let at = r.admit(t);
+            r.answered(at);
+            t = at + 1.0 / rps;
+        }
+    }
+
+    #[test]
+    fn no_pacing_until_the_first_throttle() {
+        let mut r = Rate::new();
+        assert_eq!(r.admit(1.0), 1.0);
+        assert_eq!(r.admit(1.0), 1.0);
+        answer(&mut r, 1000.0, 0.0, 2.0);
+        assert_eq!(r.limit(), None);
+        assert_eq!(r.admit(2.0), 2.0);
+    }
+
+    #[test]
+    fn a_throttle_cuts_to_beta_of_the_answered_rate_and_paces_to_it() {
+        let mut r = Rate::new();
+        answer(&mut r, 300.0, 0.0, 2.0);
+        assert!(r.throttled(1.9, 2.0));
+        let limit = r.limit().unwrap();
+        assert!((limit - 0.7 * 300.0).abs() < 10.0, "{limit}");
+        // Requests are spaced 1/limit apart from now on.
+        let a = r.admit(2.0);
+        let b = r.admit(2.0);
+        assert!(a >= 2.0);
+        assert!((b - a - 1.0 / limit).abs() < 1e-9);
+    }
+
+    #[test]
+    fn requests_sent_before_a_cut_do_not_cut_again() {
+        let mut r = Rate::new();
+        answer(&mut r, 300.0, 0.0, 2.0);
+        assert!(r.throttled(1.95, 2.0));
+        let once = r.limit().unwrap();
+        for i in 0..50 {
+            assert!(!r.throttled(1.99, 2.0 + f64::from(i) * 0.001));
+        }
+        assert_eq!(r.limit().unwrap(), once);
+        // One sent after the cut does.
+        assert!(r.throttled(2.1, 2.2));
+        assert!(r.limit().unwrap() < once);
+    }
+
+    #[test]
+    fn the_rate_grows_back_to_the_last_cut_then_above() {
+        let mut r = Rate::new();
+        answer(&mut r, 300.0, 0.0, 2.0);
+        r.throttled(2.0, 2.0);
+        let cut = r.limit().unwrap();
+        // Answers keep coming at the limit; the cubic curve is back near 300 after ~6 s.
+        let mut t = 2.0;
+        let mut seen = vec![];
+        while t < 12.0 {
+            let rate = r.limit().unwrap();
+            answer(&mut r, rate, t, t + 0.5);
+            t += 0.5;
+            seen.push(r.limit().unwrap());
+        }
+        assert!(seen.windows(2).all(|w| w[1] >= w[0] - 1e-9), "{seen:?}");
+        assert!(seen[0] > cut);
+        let at = |s: f64| seen[((s - 2.0) / 0.5) as usize - 1];
+        assert!(at(6.0) > 280.0 && at(6.0) < 300.0, "{seen:?}");
+        assert!(at(12.0) > 300.0, "{seen:?}");
+    }
+
+    #[test]
+    fn the_limit_stays_near_what_is_used() {
+        let mut r = Rate::new();
+        answer(&mut r, 300.0, 0.0, 2.0);
+        r.throttled(2.0, 2.0);
+        // Long quiet spell at 20/s (big parts): the limit follows twice that, not the curve.
+        answer(&mut r, 20.0, 2.0, 60.0);
+        assert!(r.limit().unwrap() <= 2.0 * 20.0 + 1.0, "{:?}", r.limit());
+    }
+
+    #[test]
+    fn an_endpoint_answering_only_throttles_is_paced_at_the_floor() {
+        let mut r = Rate::new();
+        let mut t = 0.0;
+        for _ in 0..100 {
+            let at = r.admit(t);
+            r.throttled(at, at + 0.01);
+            t = at + 0.01;
+        }
+        assert_eq!(r.limit(), Some(MIN_RATE));
+    }
+
+    #[test]
+    fn a_throttle_before_any_answer_cuts_from_the_rate_of_all_answers() {
+        // 64 requests at once; the 503s come back in a millisecond, the rest after 30 ms.
+        let mut r = Rate::new();
+        for _ in 0..64 {
+            r.admit(0.0);
+        }
+        for i in 0..34 {
+            r.throttled(0.0, 0.001 + f64::from(i) * 1e-5);
+        }
+        let limit = r.limit().unwrap();
+        assert!(
+            limit > 200.0,
+            "cut to {limit}/s before a single answer got through"
+        );
+        // Answers arriving in the first moments do not drag it down either.
+        answer(&mut r, 300.0, 0.03, 0.3);
+        assert!(r.limit().unwrap() > 200.0, "{:?}", r.limit());
+    }
+
+    #[test]
+    fn throttle_answers_are_told() {
+        assert!(is_throttle(503, "SlowDown"));
+        assert!(is_throttle(429, ""));
+        assert!(is_throttle(400, "RequestLimitExceeded"));
+        assert!(!is_throttle(500, "InternalError"));
+        assert!(!is_throttle(404, "NoSuchKey"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_request_is_sent_again_while_others_get_through() {
+        let t = Throttle::default();
+        // Progress elsewhere between each of 30 throttles: the request keeps trying.
+        let mut calls = 0;
+        let res: Result<u32, &str> = t
+            .run(
+                || {
+                    calls += 1;
+                    t.last_answer.store(t.now().to_bits(), Ordering::Relaxed);
+                    let n = calls;
+                    async move {
+                        if n <= 30 {
+                            Err("slow down")
+                        } else {
+                            Ok(n)
+                        }
+                    }
+                },
+                |e| *e == "slow down",
+            )
+            .await;
+        assert_eq!(res, Ok(31));
+        assert_eq!(t.throttles.load(Ordering::Relaxed), 30);
+        // No progress anywhere: given up after GIVE_UP seconds (paced at the floor meanwhile).
+        let start = t.now();
+        let mut calls = 0;
+        let res: Result<u32, &str> = t
+            .run(
+                || {
+                    calls += 1;
+                    async { Err("slow down") }
+                },
+                |e| *e == "slow down",
+            )
+            .await;
+        assert_eq!(res, Err("slow down"));
+        assert!(t.now() - start >= GIVE_UP, "{}", t.now() - start);
+        assert!(calls as f64 <= GIVE_UP * MIN_RATE + 2.0, "{calls}");
+        // Other errors are the caller's.
+        let mut calls = 0;
+        let res: Result<u32, &str> = t
+            .run(
+                || {
+                    calls += 1;
+                    async { Err("reset") }
+                },
+                |e| *e == "slow down",
+            )
+            .await;
+        assert_eq!((res, calls), (Err("reset"), 1));
+    }
+}
