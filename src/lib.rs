@@ -13,9 +13,9 @@
 //!   `progress` (what a run shows; the `Reporter` the engine tells), `shard` (plan files read
 //!   as a stream, sharded), `mirror` (a run into the user's bucket), `copy` (its server-side
 //!   copy engine) and `mast_stream` (MAST-only products streamed into it);
-//! - clients: `s3` (its failures classified in `s3_error`), `https` (MAST downloads), `mast`
-//!   (catalog API; its JSON read and written in `mast_rows`, `path_lookup` in
-//!   `mast_lookup`), `bucket` (the user's destination bucket, signed);
+//! - clients: `s3` (its object GETs in `s3_get`, its failures classified in `s3_error`),
+//!   `https` (MAST downloads), `mast` (catalog API; its JSON read and written in `mast_rows`,
+//!   `path_lookup` in `mast_lookup`), `bucket` (the user's destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
 //!   `item_file` (the @file formats), `manifest` (the manifest lines, writer and compaction),
 //!   `index` (every manifest record of a folder, 20 bytes each, read back on demand), `plan`
@@ -68,6 +68,7 @@ pub mod resume;
 pub mod retry;
 pub mod s3;
 pub mod s3_error;
+pub mod s3_get;
 pub mod shard;
 pub mod text;
 pub mod throttle;
