@@ -156,7 +156,7 @@ pub(crate) enum ManifestError {
 
 /// Read one manifest: the last line for a path wins (a crashed run leaves appended lines).
 /// A torn last line (crash mid-write) is ignored; any other bad line is an error. Holds the
-/// whole manifest: for tests (runs read manifests through an [`crate::index::Index`]).
+/// whole manifest: for tests (runs read manifests through the `index` module).
 #[cfg(test)]
 pub(crate) fn read(path: &Path) -> Result<Vec<Entry>, ManifestError> {
     use std::collections::BTreeMap;

@@ -8,48 +8,13 @@
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
-use bytes::Bytes;
 use http_body_util::{BodyDataStream, BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::Ordering;
 
 use crate::checksum::Published;
-use crate::net::{self, parse_content_range, ANSWER_TIMEOUT, CONNECT_TIMEOUT};
-use crate::s3::{normalize_etag, throttled, Body, GetResponse, S3};
+use crate::net::{self, parse_content_range, ANSWER_TIMEOUT};
+use crate::s3::{normalize_etag, throttled, Body, GetResponse, LeanClient, S3};
 use crate::s3_error::{classify_status, Answer, BoxError, Detail, ErrorKind, S3Error};
-
-/// Read buffers of all GET connections together. hyper grows each connection's buffer to
-/// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
-/// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-29 MiB
-/// from 16 to 256 jobs, wall time within run-to-run noise); above 256 jobs each read is 32 KiB,
-/// so that a 100 Gb/s link does not take a syscall per few packets.
-const READ_BUFFER_BUDGET: usize = 8 << 20;
-
-pub(crate) type LeanClient =
-    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// The plain HTTP/1.1 client of anonymous GETs (HTTPS with the system's roots, as the SDK's),
-/// or `None` where no CA roots can be loaded.
-pub(crate) fn lean_client(requests: usize) -> Option<LeanClient> {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .ok()?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let buffer = (READ_BUFFER_BUDGET / requests.max(1)).clamp(32 << 10, 256 << 10);
-    Some(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .http1_read_buf_exact_size(buffer)
-            .pool_max_idle_per_host(requests)
-            .build(https),
-    )
-}
 
 fn sdk_body(body: ByteStream) -> Body {
     Box::pin(futures::stream::unfold(body, |mut b| async move {
