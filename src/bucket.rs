@@ -28,23 +28,15 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
 };
 use futures::{stream, StreamExt, TryStreamExt};
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use percent_encoding::utf8_percent_encode;
 
 use crate::manifest::Entry;
 use crate::retry::RetryPolicy;
-use crate::s3::{ErrorKind, S3Error};
+use crate::s3::{ErrorKind, S3Error, KEY_ESCAPE};
 
 /// A request to the destination that takes longer than this is treated as lost. CopyObject of
 /// a 5 GB object is done by S3 in well under a minute; this only catches black holes.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// `x-amz-copy-source` keys are URL-encoded, `/` kept.
-const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
 
 /// `s3://BUCKET/PREFIX/`: where the copies go. `prefix` is empty or ends with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //!
 //! Owns the decision for each planned file (skip, check with one HEAD, prove, fetch) and the
 //! streamed form of the pass for plan files of millions of rows: the manifests are read
-//! through an [`Index`] (20 bytes a record), the plan file row by row, and a file found
+//! through an [`Index`] (24 bytes a record), the plan file row by row, and a file found
 //! complete is kept as the offset of its row (8 bytes), so a rerun over a million-file mirror
 //! holds tens of megabytes. It does not fetch and does not write the manifest: the caller
 //! records what this returns.

@@ -1,7 +1,7 @@
 //! Where every record of every manifest of a folder is, without holding the records: the
 //! index `verify` and `get`'s skip pass read manifests of millions of files through.
 //!
-//! Owns the index (20 bytes a record: its path's hash, its manifest, its offset), reading a
+//! Owns the index (24 bytes a record: its path's hash, its manifest, its offset), reading a
 //! record back (positional reads through the handles indexed, so a manifest replaced
 //! meanwhile cannot shift offsets), and which unreadable manifests may be passed over. It does
 //! not write manifests or decide what a record means (that is `manifest`, `verify`,
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::manifest::{manifests_in, parse, Entry, ManifestError};
 
-/// Where every record of every manifest of a folder is, without holding the records: 20 bytes
+/// Where every record of every manifest of a folder is, without holding the records: 24 bytes
 /// a record (its path's hash, its file, its offset), so `verify` of millions of files reads each
 /// record when it checks that file. Within one manifest the last line for a path wins, as in
 /// `manifest::read`; a path recorded by several manifests has several records.
@@ -230,35 +230,13 @@ mod tests {
     use std::fs;
 
     use super::*;
-    use crate::manifest::Status;
-    use crate::plan::Source;
-
-    fn entry(path: &str) -> Entry {
-        Entry {
-            uri: format!("mast:JWST/product/{path}"),
-            path: path.into(),
-            source: Source::S3,
-            bucket: Some("stpubdata".into()),
-            key: Some(path.into()),
-            url: "u".into(),
-            size: Some(3),
-            sha256: None,
-            etag: Some("e".into()),
-            checksum: None,
-            verified: None,
-            crc64nvme: None,
-            copy_etag: None,
-            access: Some("PUBLIC".into()),
-            status: Status::Ok,
-            message: None,
-        }
-    }
+    use crate::manifest::{test_entry, Status};
 
     #[test]
     fn an_unreadable_manifest_fails_the_index_unless_it_may_be_passed_over() {
         let dir = tempfile::tempdir().unwrap();
-        let good = serde_json::to_string(&entry("a")).unwrap();
-        let other = serde_json::to_string(&entry("b")).unwrap();
+        let good = serde_json::to_string(&test_entry("a", Status::Ok, None)).unwrap();
+        let other = serde_json::to_string(&test_entry("b", Status::Ok, None)).unwrap();
         fs::write(
             dir.path().join("mastfetch-manifest.jsonl"),
             format!("{good}\n"),

@@ -18,7 +18,7 @@
 //!   `path_lookup` in `mast_lookup`), `bucket` (the user's destination bucket, signed);
 //! - core: `input` (where selection items come from, @files read), `item` (one item),
 //!   `item_file` (the @file formats), `manifest` (the manifest lines, writer and compaction),
-//!   `index` (every manifest record of a folder, 20 bytes each, read back on demand), `plan`
+//!   `index` (every manifest record of a folder, 24 bytes each, read back on demand), `plan`
 //!   (entries, layouts, partition), `formats` (how a plan is printed), `names` (product naming
 //!   rules), `query` (filters), `dest` (DIR: safe destinations, temporary names, the placement
 //!   policy), `checksum` (what a file is proven against), `hashing` (the serial digests, read

@@ -322,7 +322,7 @@ impl Writer {
 
     /// Rewrite both files with one line per file, atomically: the last line for each path,
     /// where it stands among the others (compaction drops superseded lines and never
-    /// reorders). Streams: 24 bytes a line are held (its path's hash and offset), so a
+    /// reorders). Streams: 32 bytes a line are held (its path's 128-bit hash and its offset), so a
     /// manifest of millions of files compacts in tens of megabytes.
     pub(crate) fn finish(&mut self) -> Result<(), ManifestError> {
         let tmp = crate::dest::replacement_path(&self.dir, &manifest_name_of(&self.manifest_path));
@@ -505,6 +505,29 @@ fn trim_torn_tail(path: &Path) -> io::Result<()> {
     f.set_len(len - back + keep)
 }
 
+/// A manifest line for unit tests: an S3 file of 3 bytes at `path`.
+#[cfg(test)]
+pub(crate) fn test_entry(path: &str, status: Status, sha: Option<&str>) -> Entry {
+    Entry {
+        uri: format!("mast:JWST/product/{path}"),
+        path: path.into(),
+        source: Source::S3,
+        bucket: Some("stpubdata".into()),
+        key: Some(path.into()),
+        url: "u".into(),
+        size: Some(3),
+        sha256: sha.map(Into::into),
+        etag: Some("e".into()),
+        checksum: None,
+        verified: None,
+        crc64nvme: None,
+        copy_etag: None,
+        access: Some("PUBLIC".into()),
+        status,
+        message: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,34 +546,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
     }
 
-    fn entry(path: &str, status: Status, sha: Option<&str>) -> Entry {
-        Entry {
-            uri: format!("mast:JWST/product/{path}"),
-            path: path.into(),
-            source: Source::S3,
-            bucket: Some("stpubdata".into()),
-            key: Some(path.into()),
-            url: "u".into(),
-            size: Some(3),
-            sha256: sha.map(Into::into),
-            etag: Some("e".into()),
-            checksum: None,
-            verified: None,
-            crc64nvme: None,
-            copy_etag: None,
-            access: Some("PUBLIC".into()),
-            status,
-            message: None,
-        }
-    }
-
     #[test]
     fn appended_lines_compact_to_the_last_state() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = Writer::open(dir.path(), None, true).unwrap();
-        w.record(entry("a", Status::Failed, None)).unwrap();
-        w.record(entry("b", Status::Ok, Some("bb"))).unwrap();
-        w.record(entry("a", Status::Ok, Some("aa"))).unwrap();
+        w.record(test_entry("a", Status::Failed, None)).unwrap();
+        w.record(test_entry("b", Status::Ok, Some("bb"))).unwrap();
+        w.record(test_entry("a", Status::Ok, Some("aa"))).unwrap();
         // Before finish: a crash would leave three lines; the reader keeps the last for `a`.
         let read_back = read(&dir.path().join("mastfetch-manifest.jsonl")).unwrap();
         assert_eq!(read_back.len(), 2);
@@ -578,7 +580,7 @@ mod tests {
         let e = read(&p).unwrap().remove(0);
         assert_eq!(e.sha256.as_deref(), Some("aa"));
         assert_eq!((e.checksum, e.verified, e.crc64nvme), (None, None, None));
-        let mut new = entry("b", Status::Ok, None);
+        let mut new = test_entry("b", Status::Ok, None);
         new.crc64nvme = Some("AAAAAAAAAAA=".into());
         new.verified = Some("size".into());
         let text = serde_json::to_string(&new).unwrap();
@@ -587,7 +589,7 @@ mod tests {
         // Without --sha256 no SHA256SUMS is written.
         let sums = tempfile::tempdir().unwrap();
         let mut w = Writer::open(sums.path(), None, false).unwrap();
-        w.record(entry("c", Status::Ok, Some("cc"))).unwrap();
+        w.record(test_entry("c", Status::Ok, Some("cc"))).unwrap();
         w.finish().unwrap();
         assert!(!sums.path().join("SHA256SUMS").exists());
     }
@@ -596,7 +598,7 @@ mod tests {
     fn torn_last_line_is_ignored_but_garbage_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("mastfetch-manifest.jsonl");
-        let good = serde_json::to_string(&entry("a", Status::Ok, Some("aa"))).unwrap();
+        let good = serde_json::to_string(&test_entry("a", Status::Ok, Some("aa"))).unwrap();
         fs::write(&p, format!("{good}\n{{\"uri\":\"x")).unwrap();
         assert_eq!(read(&p).unwrap().len(), 1);
         fs::write(&p, format!("nonsense\n{good}\n")).unwrap();

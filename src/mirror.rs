@@ -128,12 +128,7 @@ fn settled(plan: &Plan, records: &BTreeMap<String, Entry>) -> Summary {
     let planned = plan.files.iter().map(|f| &f.dest);
     for dest in planned.chain(plan.duplicates.iter().map(|d| &d.entry.dest)) {
         if let Some(e) = records.get(dest) {
-            let bytes = if e.status == Status::Ok {
-                e.size.unwrap_or(0)
-            } else {
-                0
-            };
-            summary.count(e.status, bytes);
+            summary.count(e.status, e.size.unwrap_or(0));
         }
     }
     summary.plan_problems = !plan.problems.is_empty() || plan.incomplete.is_some();

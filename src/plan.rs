@@ -203,6 +203,19 @@ impl Plan {
         None
     }
 
+    /// [`Plan::admit`] for a plan whose files are streamed, not held: an admitted file is
+    /// counted in `streamed`, what the summary says of the plan.
+    pub(crate) fn admit_streamed(
+        &mut self,
+        entry: PlanEntry,
+        index: &mut PlanIndex,
+        earlier: impl Fn(u32) -> Option<PlanEntry>,
+    ) -> Option<PlanEntry> {
+        let f = self.admit(entry, index, earlier)?;
+        self.streamed.get_or_insert_default().add(&f);
+        Some(f)
+    }
+
     /// Files, bytes and where they come from: counted from the files, or, for a plan whose
     /// files were streamed rather than held, as they were admitted.
     pub(crate) fn tally(&self) -> Tally {
@@ -272,7 +285,7 @@ fn hash(s: &str) -> u64 {
 }
 
 /// Lookup tables used while a plan is being built: hashes of URIs, destinations and the
-/// folders destinations need, to file numbers (about 40 bytes a file, not the strings), so a
+/// folders destinations need, to file numbers (40-70 bytes a file by the maps' layout, not the strings), so a
 /// plan of millions of files can be checked as it streams. A hash hit is confirmed against
 /// the earlier file when the caller can give it back.
 #[derive(Default)]

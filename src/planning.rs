@@ -124,6 +124,34 @@ pub(crate) fn streamable_prefixes(
     Ok(prefixes.then_some(parsed.items))
 }
 
+/// Rows written as a streamed plan admits them. After a failed write (the reader went away,
+/// the disk is full) no more rows are written; the error is reported once, at the end.
+struct Out<'a> {
+    rows: Rows<'a>,
+    written: std::io::Result<()>,
+}
+
+impl Out<'_> {
+    fn row(&mut self, f: &plan::PlanEntry) {
+        if self.written.is_ok() {
+            self.written = self.rows.row(f);
+        }
+    }
+
+    /// The end of a streamed `plan`: the rows flushed, the summary on stderr, the exit code.
+    /// A reader that went away (`plan | head`) ends it quietly.
+    fn finish(self, cfg: &Config, src: &Sources, plan: &Plan) -> Result<u8> {
+        match self.written.and_then(|()| self.rows.finish()) {
+            Err(e) if note::is_broken_pipe(&e) => return Ok(0),
+            res => res.context("cannot write the plan")?,
+        }
+        let mut quiet = cfg.progress;
+        quiet.json = false; // stdout holds the plan itself
+        summarize(plan, src, quiet);
+        Ok(plan_code(plan))
+    }
+}
+
 /// `plan` of S3 prefixes, written as listed.
 pub(crate) async fn stream_prefixes(
     cfg: &Config,
@@ -132,12 +160,16 @@ pub(crate) async fn stream_prefixes(
     format: Format,
 ) -> Result<u8> {
     let resolver = resolver(cfg, src);
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        streamed: Some(plan::Tally::default()),
+        ..Plan::default()
+    };
     let mut index = plan::PlanIndex::default();
-    let mut tally = plan::Tally::default();
     let mut stdout = std::io::stdout().lock();
-    let mut rows = Rows::new(&mut stdout, format).context("cannot write the plan")?;
-    let mut written: std::io::Result<()> = Ok(());
+    let mut out = Out {
+        rows: Rows::new(&mut stdout, format).context("cannot write the plan")?,
+        written: Ok(()),
+    };
     for item in prefixes {
         let input::Item::Prefix {
             bucket,
@@ -149,36 +181,24 @@ pub(crate) async fn stream_prefixes(
         };
         let problem = resolver
             .list_prefix_each(bucket, prefix, origin, false, |e| {
-                if let Some(e) = plan.admit(e, &mut index, |_| None) {
-                    tally.add(&e);
-                    if written.is_ok() {
-                        written = rows.row(&e);
-                    }
+                if let Some(e) = plan.admit_streamed(e, &mut index, |_| None) {
+                    out.row(&e);
                 }
             })
             .await?;
         plan.problems.extend(problem);
-        if written.is_err() {
+        if out.written.is_err() {
             break;
         }
     }
-    let written = written.and_then(|()| rows.finish());
-    match written {
-        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
-        res => res.context("cannot write the plan")?,
-    }
-    plan.streamed = Some(tally);
-    if tally.files == 0 && plan.duplicates.is_empty() && plan.problems.is_empty() {
+    if plan.tally().files == 0 && plan.duplicates.is_empty() && plan.problems.is_empty() {
         plan.problems.push(plan::Problem {
             item: selection_name(cfg),
             message: "the selection matched nothing".into(),
             entry: None,
         });
     }
-    let mut quiet = cfg.progress;
-    quiet.json = false; // stdout holds the plan itself
-    summarize(&plan, src, quiet);
-    Ok(plan_code(&plan))
+    out.finish(cfg, src, &plan)
 }
 
 /// `plan @plan.jsonl` (a shard of it, or all), written row by row as the file is read.
@@ -186,34 +206,25 @@ async fn stream_plan_file(cfg: &Config, src: &Sources, path: &Path, format: Form
     let name = &cfg.items[0][1..];
     let shard = cfg.shard.unwrap_or((0, 1));
     let mut stdout = std::io::stdout().lock();
-    let mut rows = Rows::new(&mut stdout, format).context("cannot write the plan")?;
-    let mut written: std::io::Result<()> = Ok(());
-    let mut admitted = shard::admit_rows(path, name, shard, |_, f| {
-        if written.is_ok() {
-            written = rows.row(&f);
-        }
-    })?;
+    let mut out = Out {
+        rows: Rows::new(&mut stdout, format).context("cannot write the plan")?,
+        written: Ok(()),
+    };
+    let mut admitted = shard::admit_rows(path, name, shard, |_, f| out.row(&f))?;
     let others = std::mem::take(&mut admitted.others);
     if !others.items.is_empty() || !others.problems.is_empty() {
         let more = resolver(cfg, src).resolve(others).await?;
         admitted.plan.problems.extend(more.problems);
         admitted.plan.notes.extend(more.notes);
         for f in more.files {
-            if let (Some(f), true) = (admitted.admit(f), written.is_ok()) {
-                written = rows.row(&f);
+            if let Some(f) = admitted.admit(f) {
+                out.row(&f);
             }
         }
     }
-    match written.and_then(|()| rows.finish()) {
-        Err(e) if note::is_broken_pipe(&e) => return Ok(0),
-        res => res.context("cannot write the plan")?,
-    }
     let mut plan = admitted.plan;
     crate::complete::shard_notes(&mut plan, name, admitted.total, shard);
-    let mut quiet = cfg.progress;
-    quiet.json = false; // stdout holds the plan itself
-    summarize(&plan, src, quiet);
-    Ok(plan_code(&plan))
+    out.finish(cfg, src, &plan)
 }
 
 /// The plan file of `SELECTION = @plan.jsonl` alone (no query), which shards read as a stream.

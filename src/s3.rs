@@ -159,8 +159,9 @@ pub(crate) fn normalize_etag(etag: &str) -> String {
         .to_string()
 }
 
-/// Path segments keep `/`; everything else that is not unreserved is escaped.
-const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+/// Path segments keep `/`; everything else that is not unreserved is escaped (URLs we print,
+/// and `x-amz-copy-source` for copies into the user's bucket).
+pub(crate) const KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/')
     .remove(b'-')
     .remove(b'_')

@@ -51,29 +51,35 @@ impl S3 {
     ) -> Result<GetResponse, S3Error> {
         let started = tokio::time::Instant::now();
         self.hedge.sent();
-        let first = self.get_once(bucket, key, range, if_match);
-        let mut first = std::pin::pin!(first);
+        let res = self.first_answer(bucket, key, range, if_match).await;
+        self.hedge.answered(started.elapsed());
+        res
+    }
+
+    /// The GET's answer, or, when it is late and the hedge budget allows, the first of it and
+    /// one more request for the same bytes.
+    async fn first_answer(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<(u64, u64)>,
+        if_match: Option<&str>,
+    ) -> Result<GetResponse, S3Error> {
+        let mut first = std::pin::pin!(self.get_once(bucket, key, range, if_match));
         let Some(after) = self.hedge.threshold() else {
-            let res = first.await;
-            self.hedge.answered(started.elapsed());
-            return res;
+            return first.await;
         };
         if let Ok(res) = tokio::time::timeout(after, &mut first).await {
-            self.hedge.answered(started.elapsed());
             return res;
         }
         if self.throttle.limited() || !self.hedge.take() {
-            let res = first.await;
-            self.hedge.answered(started.elapsed());
-            return res;
+            return first.await;
         }
         let second = std::pin::pin!(self.get_once(bucket, key, range, if_match));
-        let res = futures::future::select(first, second)
+        futures::future::select(first, second)
             .await
             .factor_first()
-            .0;
-        self.hedge.answered(started.elapsed());
-        res
+            .0
     }
 
     async fn get_once(

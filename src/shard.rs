@@ -2,9 +2,10 @@
 //!
 //! The partition rule is `plan::partition` (largest first, each file to the shard with the
 //! fewest bytes so far), the same in every process that reads the same plan. This module owns
-//! its streaming form for plan files of millions of rows: two passes over the file, keeping 16
-//! bytes a row between them (its size and the hashes of its URI and destination) instead of the
-//! rows, so a shard's memory is that plus its own share.
+//! its streaming form for plan files of millions of rows: two passes over the file, keeping 24
+//! bytes a row in the first (its size and the hashes of its URI and destination) and 5 in the
+//! second (the row it is tied to, whether it is this shard's) instead of the rows; the rows of
+//! the shard are handed over one at a time.
 //! It does not decide what a row means (that is `input` and `plan`).
 
 use std::fs::File;
@@ -227,9 +228,7 @@ pub(crate) struct Admitted {
 impl Admitted {
     /// Admit a file that did not come from a plan row (no earlier row to compare with).
     pub(crate) fn admit(&mut self, f: PlanEntry) -> Option<PlanEntry> {
-        let f = self.plan.admit(f, &mut self.index, |_| None)?;
-        self.plan.streamed.get_or_insert_default().add(&f);
-        Some(f)
+        self.plan.admit_streamed(f, &mut self.index, |_| None)
     }
 }
 
@@ -268,9 +267,8 @@ pub(crate) fn admit_rows(
                 let row = row_at(&mut reader.borrow_mut(), path, at).ok()?;
                 serde_json::from_str(&row).ok()
             };
-            if let Some(f) = plan.admit(f, &mut plan_index, earlier) {
+            if let Some(f) = plan.admit_streamed(f, &mut plan_index, earlier) {
                 admitted.push(offset);
-                plan.streamed.get_or_insert_default().add(&f);
                 each(offset, f);
             }
         }

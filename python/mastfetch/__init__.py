@@ -205,6 +205,17 @@ def _folder(dest: Any, layout: str) -> str:
     return os.path.join(dest, ASTROQUERY_FOLDER) if layout == "nested" else dest
 
 
+def _located(run: Any, folder: str, field: str):
+    """The binary's JSON lines as a table, ``Local Path`` (``folder`` joined with ``field``)
+    first."""
+    rows = []
+    for line in _results.json_lines(run.stdout_lines):
+        row = {"Local Path": _results.local_path(folder, line.get(field))}
+        row.update(line)
+        rows.append(row)
+    return _results.to_table(rows, first=("Local Path",))
+
+
 def download(
     products: Any = None,
     dest: Any = ".",
@@ -288,12 +299,7 @@ def plan(products_or_query: Any = None, *, dest: Any = ".", layout: str = "neste
         args += _common_flags(options, layout=layout, jobs=jobs)
         run = _binary.run(args, token=token)
     _raise_unless_done(run, args, token)
-    rows = []
-    for line in _results.json_lines(run.stdout_lines):
-        row = {"Local Path": _results.local_path(folder, line.get("dest"))}
-        row.update(line)
-        rows.append(row)
-    table = _results.to_table(rows, first=("Local Path",))
+    table = _located(run, folder, "dest")
     if run.returncode == 1:
         _warn("mastfetch: some items could not be planned", run.stderr, token)
     return table
@@ -315,12 +321,7 @@ def verify(dest: Any = ".", remote: bool = False, **options: Any):
     args += _inputs.flags(options)
     run = _binary.run(args)
     _raise_unless_done(run, args, None)
-    rows = []
-    for line in _results.json_lines(run.stdout_lines):
-        row = {"Local Path": _results.local_path(folder, line.get("path"))}
-        row.update(line)
-        rows.append(row)
-    table = _results.to_table(rows, first=("Local Path",))
+    table = _located(run, folder, "path")
     if run.returncode == 1:
         bad = sum(1 for s in table["status"] if s != "ok") if len(table) else 0
         _warn(f"mastfetch verify: {bad} of {len(table)} files did not verify", run.stderr, None)

@@ -11,11 +11,27 @@ use std::time::{Duration, Instant};
 
 use crate::mast_server::{Catalog, MastServer, Observation, Product};
 use crate::s3server::{Fault, TestS3, ACCESS_KEY, SECRET_KEY};
-use crate::util;
+use crate::util::{self, code, show};
 
 const ARCHIVE: &str = "stpubdata";
 const MINE: &str = "mine";
 const DEST: &str = "s3://mine/jwst/";
+/// `get` of the test program into the destination bucket, with sizes small enough that the
+/// 12 MiB product is copied in parts.
+const GET: &[&str] = &[
+    "get",
+    "--program",
+    "1234",
+    "--catalog",
+    "mast",
+    "--dest",
+    DEST,
+    "--copy-threshold",
+    "8MiB",
+    "--copy-part-size",
+    "5MiB",
+    "--no-progress",
+];
 const MIB: usize = 1 << 20;
 const TOKEN: &str = "mtk-bucket-test-token";
 
@@ -95,20 +111,7 @@ impl World {
     }
 
     fn get(&self, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "get",
-            "--program",
-            "1234",
-            "--catalog",
-            "mast",
-            "--dest",
-            DEST,
-            "--copy-threshold",
-            "8MiB",
-            "--copy-part-size",
-            "5MiB",
-            "--no-progress",
-        ];
+        let mut args = GET.to_vec();
         args.extend(extra);
         self.command(&args).output().unwrap()
     }
@@ -155,19 +158,6 @@ impl World {
             .map(|l| format!("{}?{}", l.path, l.query))
             .collect()
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        util::stdout(o),
-        util::stderr(o)
-    )
 }
 
 #[test]
@@ -366,20 +356,7 @@ fn interrupted_copy_leaves_no_multipart_upload() {
     // Every part copy of the big object waits, so the run can be killed in the middle of it.
     w.s3.inject("PUT", &uncal, 100, Fault::Delay(Duration::from_secs(3)));
     let mut child = w
-        .command(&[
-            "get",
-            "--program",
-            "1234",
-            "--catalog",
-            "mast",
-            "--dest",
-            DEST,
-            "--copy-threshold",
-            "8MiB",
-            "--copy-part-size",
-            "5MiB",
-            "--no-progress",
-        ])
+        .command(GET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

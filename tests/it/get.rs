@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::s3server::{Fault, TestS3};
-use crate::util::{self, data, files_under, manifest, run, stderr};
+use crate::util::{self, code, data, files_under, manifest, run, stderr};
 
 const BUCKET: &str = "stpubdata";
 const MIB: usize = 1 << 20;
@@ -47,10 +47,6 @@ fn seeded() -> (TestS3, Vec<(&'static str, Vec<u8>)>) {
 fn nested(file: &str) -> String {
     let p = mastfetch::names::Product::from_filename(file).unwrap();
     format!("{}/{}/{file}", p.collection, p.derive().unwrap().obs_id)
-}
-
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
 }
 
 #[test]

@@ -7,13 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::mast_server::{Catalog, Fault as MastFault, MastServer, Target};
 use crate::s3server::{Fault, TestS3};
-use crate::util::{self, data, files_under, run, stderr};
+use crate::util::{self, code, data, files_under, run, stderr};
 
 const BUCKET: &str = "stpubdata";
-
-fn code(o: &std::process::Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
 
 #[test]
 fn a_key_shaped_like_a_temporary_name_keeps_its_own_bytes() {

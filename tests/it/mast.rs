@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::mast_server::{Catalog, Fault, Kind, MastServer, Observation, Product, Target};
 use crate::s3server::TestS3;
-use crate::util;
+use crate::util::{self, code, show};
 
 const TOKEN: &str = "mtk-7f3a9c0e5b1d42f8a6e2-SECRET";
 const BUCKET: &str = "stpubdata";
@@ -225,19 +225,6 @@ impl World {
     fn s3_heads(&self) -> usize {
         self.s3.log().iter().filter(|l| l.method == "HEAD").count()
     }
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status.code(),
-        util::stdout(o),
-        util::stderr(o)
-    )
 }
 
 fn plan_lines(o: &Output) -> Vec<Value> {

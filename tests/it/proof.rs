@@ -11,15 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::s3server::{crc64nvme_b64, Fault, Meta, TestS3};
-use crate::util::{self, data, run, stderr};
+use crate::util::{self, code, data, run, stderr};
 
 const BUCKET: &str = "stpubdata";
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
 
 fn key(name: &str) -> String {
     format!("proof/{name}")

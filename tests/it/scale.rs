@@ -15,14 +15,10 @@ use mastfetch::plan::{Plan, PlanEntry};
 use serde_json::Value;
 
 use crate::s3server::{Fault, TestS3};
-use crate::util::{self, data, jsonl, stderr, stdout};
+use crate::util::{self, code, data, jsonl, stderr, stdout};
 
 const BUCKET: &str = "stpubdata";
 const SHARDS: u32 = 8;
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
 
 /// `count` objects of 1-32 KiB under `scale/`, in 20 folders; returns (key, bytes). Small, so
 /// that eight debug-build processes hash and move them in seconds on two cores.
