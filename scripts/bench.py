@@ -1061,7 +1061,9 @@ def render(meta, summary, sets_info, commands) -> str:
                  f"{sh['tail_fraction'] * 100:g}% of requests {sh['tail_factor']:g}x slower; "
                  f"{sh['conn_mbps']:g} MB/s per connection, {sh['link_mbps']:g} MB/s for the whole link"
                  + (f"; 503 SlowDown above {sh['max_rps']:g} requests/s" if sh.get("max_rps") else "")
-                 + " (S3 scaled 1/10 in bandwidth; latency not scaled). Server CPU includes the proxy's")
+                 + f" (the link holds {sh['link_mbps'] / sh['conn_mbps']:.0f} connections, as a "
+                 f"{sh['link_mbps'] / sh['conn_mbps'] * 87 * 8 / 1000:.0f} Gb/s instance holds S3's 87 MB/s ones: "
+                 f"S3 scaled 1/{87 / sh['conn_mbps']:.0f} in bandwidth; latency not scaled). Server CPU includes the proxy's")
     L.append(f"- rounds: {meta['rounds']}, tools alternate within a round (order rotated each round); "
              "figures are medians over successful rounds, peak RSS is the max; MB = 10^6 bytes")
     L.append("- client and server share the same cores, so throughput ranks CPU efficiency as much as I/O")

@@ -17,6 +17,11 @@ use crate::planning::show_plan;
 use crate::verify_cmd::{verify_cmd, Repair, Verified};
 
 pub async fn run(cli: Cli) -> Result<u8> {
+    // Each request in flight holds a socket and often an open file: `--jobs auto` keeps up to
+    // 1,000 of them, more than the soft limit of 1,024 that many systems start with leaves
+    // beside the rest. Raised to the hard limit, as Go programs (s5cmd, rclone) do at start;
+    // where it cannot be raised, the run goes on and a refused open names its file.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {
         Command::Plan(args) => plan_cmd(args).await,
         Command::Get(args) => get_cmd(args).await,

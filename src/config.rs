@@ -75,6 +75,10 @@ pub(crate) struct Budgets {
     /// whole-object GETs and MAST downloads share it (`transfer`'s semaphore), and `s3` divides
     /// its read-buffer memory by it.
     pub requests: usize,
+    /// Of those, bulk requests (more than `transfer::LATENCY_BOUND` bytes, or of unknown size)
+    /// in flight, and server-side copies (`mirror`): `--jobs N` gives N, `--jobs auto`
+    /// [`AUTO_BULK`] of [`AUTO_REQUESTS`].
+    pub bulk: usize,
     /// Bucket folder listings in flight while planning (`resolve`, `adopt`): the request budget,
     /// at most [`MAX_LISTINGS`].
     pub listings: usize,
@@ -101,8 +105,22 @@ pub(crate) const CATALOG_REQUESTS: usize = 8;
 impl Budgets {
     /// The budgets for `requests` archive requests and `hash_threads` hashing threads.
     pub(crate) fn new(requests: usize, hash_threads: usize) -> Budgets {
+        Budgets::with_bulk(requests, requests, hash_threads)
+    }
+
+    /// The budgets of `--jobs`: a number is the requests in flight whatever their size; `auto`
+    /// lets latency-bound requests add to the bulk ones.
+    fn of_jobs(jobs: Option<usize>, hash_threads: usize) -> Budgets {
+        match jobs {
+            Some(n) => Budgets::new(n, hash_threads),
+            None => Budgets::with_bulk(AUTO_REQUESTS, AUTO_BULK, hash_threads),
+        }
+    }
+
+    fn with_bulk(requests: usize, bulk: usize, hash_threads: usize) -> Budgets {
         Budgets {
             requests,
+            bulk,
             listings: requests.min(MAX_LISTINGS),
             catalog: CATALOG_REQUESTS,
             hash_threads,
@@ -169,17 +187,25 @@ impl VerifyConfig {
     }
 }
 
-/// Requests in flight by default. Real S3 sustains ~85-90 MB/s per connection, so ~15 requests
-/// fill 10 Gb/s and ~150 fill 100 Gb/s; small files are latency-bound and want more requests
-/// than cores. 64 keeps a 25 Gb/s EC2 link full while memory stays flat (bodies stream to disk).
-pub const DEFAULT_JOBS: usize = 64;
+/// `--jobs auto`: bulk requests in flight. Real S3 sustains ~85-90 MB/s per connection, so ~15
+/// fill 10 Gb/s and ~145 fill 100 Gb/s; 128 of 8 MiB parts give 64 files of 16 MiB two
+/// connections each where a peer's one connection a file stops (README, S3-shaped profile).
+pub const AUTO_BULK: usize = 128;
 
-fn parse_jobs(s: &str) -> Result<usize, ConfigError> {
+/// `--jobs auto`: all requests in flight. A request of a small file waits on S3's 15-60 ms
+/// first byte, not on bandwidth, so files/s grow with requests in flight until the server's
+/// limit: 384 is 1.5x a peer's 256 workers. Each costs ~45 KiB of memory (a read buffer, the
+/// connection, the request's task; measured 34 MiB peak RSS at 64, 50 at 384, 57 at 512) and
+/// two file descriptors (`app` raises the open-file limit).
+pub const AUTO_REQUESTS: usize = 384;
+
+/// `None` for `auto`.
+fn parse_jobs(s: &str) -> Result<Option<usize>, ConfigError> {
     if s == "auto" {
-        return Ok(DEFAULT_JOBS);
+        return Ok(None);
     }
     match s.parse::<usize>() {
-        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        Ok(n) if (1..=4096).contains(&n) => Ok(Some(n)),
         _ => Err(flag(
             "jobs",
             format!("{s:?} is not auto or a number from 1 to 4096"),
@@ -346,7 +372,7 @@ impl Config {
             s3_only: src.s3_only,
             mast_only: src.mast_only,
             layout: run.layout.unwrap_or(Layout::Nested),
-            budgets: Budgets::new(parse_jobs(&run.jobs)?, cores()),
+            budgets: Budgets::of_jobs(parse_jobs(&run.jobs)?, cores()),
             part_size: run.part_size,
             shard: (run.shards > 1).then_some((k, run.shards)),
             verify: !run.no_verify,
@@ -463,8 +489,12 @@ mod tests {
 
     #[test]
     fn jobs() {
-        assert_eq!(parse_jobs("auto").unwrap(), DEFAULT_JOBS);
-        assert_eq!(parse_jobs("8").unwrap(), 8);
+        assert_eq!(parse_jobs("auto").unwrap(), None);
+        assert_eq!(parse_jobs("8").unwrap(), Some(8));
+        let auto = Budgets::of_jobs(None, 2);
+        assert_eq!((auto.requests, auto.bulk), (AUTO_REQUESTS, AUTO_BULK));
+        let eight = Budgets::of_jobs(Some(8), 2);
+        assert_eq!((eight.requests, eight.bulk), (8, 8));
         assert!(parse_jobs("0").is_err());
         assert!(parse_jobs("many").is_err());
     }

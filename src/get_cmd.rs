@@ -72,7 +72,7 @@ async fn get_bucket(cfg: &Config, args: &GetArgs, dest: DestOptions) -> Result<u
         .any(|f| f.source == Source::Mast && f.is_exclusive());
     let mast = mast_downloads(cfg, needs_token).await?;
     let settings = mirror::Settings {
-        requests: cfg.budgets.requests,
+        requests: cfg.budgets.bulk,
         listings: cfg.budgets.listings,
         retry: cfg.retry,
         verify: cfg.verify,
@@ -127,7 +127,7 @@ pub async fn get(args: &GetArgs, report: Option<Arc<dyn Reporter>>) -> Result<Su
         src.s3.clone(),
         mast_https,
         dir.clone(),
-        cfg.budgets.requests,
+        (cfg.budgets.requests, cfg.budgets.bulk),
         cfg.budgets.hash_threads,
         cfg.part_size,
         cfg.retry,

@@ -27,6 +27,7 @@ use crate::verify::{Finding, Verdict};
 
 /// How a bucket run is set up (from the validated flags).
 pub(crate) struct Settings {
+    /// Copies in flight (a server-side copy is a bulk request).
     pub requests: usize,
     pub listings: usize,
     pub retry: crate::retry::RetryPolicy,

@@ -39,8 +39,9 @@ use crate::s3_error::BoxError;
 /// Read buffers of all GET connections together. hyper grows each connection's buffer to
 /// ~400 KiB by default, which made peak RSS grow with `--jobs` (big bench set: 28 MiB at 16
 /// jobs, 55 at 64, 83 at 128). Fixed-size reads from a shared budget keep it flat (24-29 MiB
-/// from 16 to 256 jobs, wall time within run-to-run noise); above 256 jobs each read is 32 KiB,
-/// so that a 100 Gb/s link does not take a syscall per few packets.
+/// from 16 to 256 jobs, wall time within run-to-run noise); `--jobs auto`'s 384 requests read
+/// 21 KiB at a time, and at least 16 KiB (enough for the latency-bound small files that such
+/// numbers serve).
 const READ_BUFFER_BUDGET: usize = 8 << 20;
 
 pub(crate) type LeanClient =
@@ -59,7 +60,7 @@ fn lean_client(requests: usize) -> Option<LeanClient> {
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    let buffer = (READ_BUFFER_BUDGET / requests.max(1)).clamp(32 << 10, 256 << 10);
+    let buffer = (READ_BUFFER_BUDGET / requests.max(1)).clamp(16 << 10, 256 << 10);
     Some(
         hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .http1_read_buf_exact_size(buffer)

@@ -20,8 +20,9 @@
 //! **Scheduling.** [`Engine::run`] takes files largest first. Requeued files (restarts) go
 //! before new ones. For the next [`LOOKAHEAD`] files that will be fetched in parts, the HEAD
 //! that learns their proof starts early, so the scheduler waits no round trip per file. Every
-//! request (a part GET, a whole-object GET, a MAST download) holds one permit of the shared
-//! `--jobs` semaphore until it is answered; a file holds no permit of its own.
+//! request (a part GET, a whole-object GET, a MAST download) holds a place in the shared
+//! `--jobs` budget until it is answered, and a bulk one (over [`LATENCY_BOUND`]) a bulk place
+//! too; a file holds no place of its own.
 //!
 //! **States of a file.** `prepare` -> parts in flight -> `finish` -> recorded, or back to the
 //! queue:
@@ -102,14 +103,54 @@ pub(crate) struct Engine {
     report: Arc<dyn Reporter>,
     /// The manifest, the report of outcomes, the summary.
     ledger: Ledger,
-    /// The one request budget (`--jobs`): a permit a request, held until it is answered.
-    jobs: Arc<Semaphore>,
+    /// The one request budget (`--jobs`): permits held until the request is answered.
+    jobs: Budget,
     /// Turns for hashing MAST downloads (one file each, at its end).
     hashers: Arc<Semaphore>,
 }
 
 /// Files ahead of the scheduler whose HEADs run early (at most this many HEADs at once).
 const LOOKAHEAD: usize = 8;
+
+/// A request for at most this many bytes is latency-bound and does not count against the bulk
+/// budget: at S3's ~85-90 MB/s a connection, 1 MiB arrives in ~12 ms, less than the 15-60 ms
+/// its first byte takes, so more of them in flight add files/s without crowding the link.
+pub(crate) const LATENCY_BOUND: u64 = 1 << 20;
+
+/// The request budget: every request holds a permit of `all`; bulk ones (larger than
+/// [`LATENCY_BOUND`], or of unknown size) one of `bulk` too.
+struct Budget {
+    all: Arc<Semaphore>,
+    bulk: Arc<Semaphore>,
+}
+
+/// One request's place in the budget, given back when dropped.
+pub(crate) struct Permit {
+    _all: OwnedSemaphorePermit,
+    _bulk: Option<OwnedSemaphorePermit>,
+}
+
+impl Budget {
+    fn new(requests: usize, bulk: usize) -> Budget {
+        Budget {
+            all: Arc::new(Semaphore::new(requests)),
+            bulk: Arc::new(Semaphore::new(bulk.min(requests))),
+        }
+    }
+
+    async fn permit(&self, len: Option<u64>) -> Permit {
+        // Bulk first: a bulk request waiting for a bulk slot holds no general one meanwhile,
+        // so small files keep flowing past it.
+        let bulk = match len {
+            Some(n) if n <= LATENCY_BOUND => None,
+            _ => Some(acquire(&self.bulk).await),
+        };
+        Permit {
+            _all: acquire(&self.all).await,
+            _bulk: bulk,
+        }
+    }
+}
 
 pub(crate) enum Msg {
     Requeue(Box<Job>),
@@ -122,7 +163,7 @@ impl Engine {
         s3: S3,
         mast: Option<Arc<MastHttps>>,
         dir: PathBuf,
-        requests: usize,
+        (requests, bulk): (usize, usize),
         hash_threads: usize,
         part_size: u64,
         retry: RetryPolicy,
@@ -151,7 +192,7 @@ impl Engine {
             mast,
             ledger: Ledger::new(manifest, report.clone(), has_token),
             report,
-            jobs: Arc::new(Semaphore::new(requests)),
+            jobs: Budget::new(requests, bulk),
             hashers: Arc::new(Semaphore::new(hash_threads)),
         })
     }
@@ -237,13 +278,10 @@ impl Engine {
         }));
     }
 
-    /// One request's place in the shared budget, held until the request is answered.
-    pub(crate) async fn request_permit(&self) -> OwnedSemaphorePermit {
-        self.jobs
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open")
+    /// One request's place in the shared budget, held until the request is answered: `len` is
+    /// the bytes it asks for (`None`: unknown).
+    pub(crate) async fn request_permit(&self, len: Option<u64>) -> Permit {
+        self.jobs.permit(len).await
     }
 
     /// Set up one file and spawn its requests, each holding a permit of the shared budget.
@@ -254,7 +292,7 @@ impl Engine {
             return;
         }
         if job.entry.source == Source::Mast {
-            let permit = self.request_permit().await;
+            let permit = self.request_permit(job.entry.size).await;
             let this = self.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -283,7 +321,7 @@ impl Engine {
                     .store(pending.len() as u64 + 1, Ordering::SeqCst);
                 self.parts.announce(&ctx);
                 for part in pending {
-                    let permit = self.request_permit().await;
+                    let permit = self.request_permit(Some(ctx.part_len(part))).await;
                     let this = self.clone();
                     let ctx = ctx.clone();
                     let tx = tx.clone();
@@ -303,7 +341,7 @@ impl Engine {
         self: Arc<Self>,
         ctx: Arc<FileCtx>,
         part: u64,
-        permit: OwnedSemaphorePermit,
+        permit: Permit,
         tx: mpsc::UnboundedSender<Msg>,
     ) {
         // A sibling part already found the object changed or failed: don't spend a request.
@@ -458,5 +496,33 @@ impl Engine {
     ) {
         self.ledger.record(entry, res, started);
         let _ = tx.send(Msg::Finished);
+    }
+}
+
+async fn acquire(s: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    s.clone().acquire_owned().await.expect("semaphore open")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn small_requests_pass_a_full_bulk_budget_and_all_keep_to_the_total() {
+        let budget = Budget::new(4, 2);
+        let big = Some(LATENCY_BOUND + 1);
+        let (_a, _b) = (budget.permit(big).await, budget.permit(None).await);
+        // The bulk budget is spent: a third bulk request waits, a small one does not.
+        let third = budget.permit(big);
+        tokio::pin!(third);
+        assert!(futures::poll!(third.as_mut()).is_pending());
+        let _c = budget.permit(Some(LATENCY_BOUND)).await;
+        let _d = budget.permit(Some(1)).await;
+        // Four in flight: even a small one now waits for the total.
+        let fifth = budget.permit(Some(1));
+        tokio::pin!(fifth);
+        assert!(futures::poll!(fifth.as_mut()).is_pending());
+        drop(_c);
+        assert!(futures::poll!(fifth.as_mut()).is_ready());
     }
 }

@@ -931,3 +931,47 @@ fn signed_requests_go_through_the_sdk_with_the_same_checks() {
         .iter()
         .all(|r| !r.headers.iter().any(|h| h.starts_with("authorization"))));
 }
+
+/// Small files wait on the first byte, not on bandwidth: `--jobs auto` keeps more of them in
+/// flight than its bulk budget (128 requests), while `--jobs N` keeps to N whatever the size.
+#[test]
+fn small_files_are_in_flight_beyond_the_bulk_budget() {
+    let s3 = TestS3::start(&[BUCKET]);
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("many/f_{i:03}.fits"), data(300 + i, 2_000)))
+        .collect();
+    for (k, d) in &files {
+        s3.put(BUCKET, k, d);
+    }
+    let fetch = |dest: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "get",
+            "--layout",
+            "mirror",
+            "--dest",
+            dest.to_str().unwrap(),
+        ];
+        let item = format!("s3://{BUCKET}/many/");
+        args.push(&item);
+        args.extend_from_slice(extra);
+        let out = run(&s3.endpoint, &args);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        for (k, d) in &files {
+            assert!(std::fs::read(dest.join(k)).unwrap() == *d, "{k}");
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    s3.delay_gets(Some(Duration::from_secs(1)));
+    fetch(&dir.path().join("auto"), &[]);
+    let auto = s3.most_gets_in_flight();
+    assert!(auto > 128, "at most {auto} GETs in flight with --jobs auto");
+
+    s3.delay_gets(Some(Duration::from_millis(50)));
+    fetch(&dir.path().join("eight"), &["--jobs", "8"]);
+    let eight = s3.most_gets_in_flight();
+    // A GET answered far later than its peers may be sent once more (hedged): at most 2 more.
+    assert!(
+        (8..=10).contains(&eight),
+        "{eight} GETs in flight with --jobs 8"
+    );
+}

@@ -607,7 +607,7 @@ fn hygiene_bom_csv_lines_names_dots_bucket_dest_and_messages() {
     // --help shows defaults; no selection blames no flag that was not given.
     let help = util::mastfetch().args(["help", "get"]).output().unwrap();
     assert!(
-        util::stdout(&help).contains("[default: 16MiB]"),
+        util::stdout(&help).contains("[default: 8MiB]"),
         "{}",
         util::stdout(&help)
     );

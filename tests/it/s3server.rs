@@ -168,6 +168,29 @@ struct State {
     /// Requests/s above which 503 SlowDown answers (a token bucket), and those answers so far.
     rate_limit: Option<RateLimit>,
     slowdowns: usize,
+    /// Every object GET waits this long before its answer (S3's first-byte latency).
+    get_delay: Option<Duration>,
+    /// Object GETs being answered now, and the most at once so far.
+    gets_in_flight: usize,
+    most_gets_in_flight: usize,
+}
+
+/// Counts an object GET as in flight until its answer is ready.
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn start(state: &Arc<Mutex<State>>) -> InFlight {
+        let mut st = state.lock().unwrap();
+        st.gets_in_flight += 1;
+        st.most_gets_in_flight = st.most_gets_in_flight.max(st.gets_in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().gets_in_flight -= 1;
+    }
 }
 
 /// S3's per-prefix request limit, scaled down: a token bucket of `rps` with a burst of `burst`.
@@ -343,6 +366,11 @@ impl Layer {
             return Ok(resp);
         }
         if let (true, Some(d)) = (is_list, list_delay) {
+            tokio::time::sleep(d).await;
+        }
+        let _in_flight = is_get.then(|| InFlight::start(&self.state));
+        let get_delay = self.state.lock().unwrap().get_delay.filter(|_| is_get);
+        if let Some(d) = get_delay {
             tokio::time::sleep(d).await;
         }
         let mut truncate = None;
@@ -1101,6 +1129,19 @@ impl TestS3 {
 
     pub fn delay_listings(&self, d: Option<Duration>) {
         self.state.lock().unwrap().list_delay = d;
+    }
+
+    /// Delay every object GET's answer by `d` (a first-byte latency), and start counting how
+    /// many are answered at once.
+    pub fn delay_gets(&self, d: Option<Duration>) {
+        let mut st = self.state.lock().unwrap();
+        st.get_delay = d;
+        st.most_gets_in_flight = 0;
+    }
+
+    /// The most object GETs in flight at once since [`TestS3::delay_gets`].
+    pub fn most_gets_in_flight(&self) -> usize {
+        self.state.lock().unwrap().most_gets_in_flight
     }
 }
 
