@@ -113,7 +113,12 @@ impl Budgets {
     fn of_jobs(jobs: Option<usize>, hash_threads: usize) -> Budgets {
         match jobs {
             Some(n) => Budgets::new(n, hash_threads),
-            None => Budgets::with_bulk(AUTO_REQUESTS, AUTO_BULK, hash_threads),
+            None => {
+                let open_files =
+                    rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(u64::MAX, |l| l.0);
+                let requests = auto_requests(open_files);
+                Budgets::with_bulk(requests, AUTO_BULK.min(requests), hash_threads)
+            }
         }
     }
 
@@ -195,9 +200,20 @@ pub const AUTO_BULK: usize = 128;
 /// `--jobs auto`: all requests in flight. A request of a small file waits on S3's 15-60 ms
 /// first byte, not on bandwidth, so files/s grow with requests in flight until the server's
 /// limit: 384 is 1.5x a peer's 256 workers. Each costs ~45 KiB of memory (a read buffer, the
-/// connection, the request's task; measured 34 MiB peak RSS at 64, 50 at 384, 57 at 512) and
+/// connection, the request's task; measured 33 MiB peak RSS at 64, 49 at 384, 55 at 512) and
 /// two file descriptors (`app` raises the open-file limit).
 pub const AUTO_REQUESTS: usize = 384;
+
+/// `auto`'s requests in flight under an open-file limit of `open_files`: each holds a socket
+/// and often a file, and the run keeps some dozens of others (manifest, logs, listings). Where
+/// the limit could not be raised (a container's hard limit), fewer requests rather than files
+/// that fail to open.
+fn auto_requests(open_files: u64) -> usize {
+    let room = open_files.saturating_sub(64) / 2;
+    AUTO_REQUESTS
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(16)
+}
 
 /// `None` for `auto`.
 fn parse_jobs(s: &str) -> Result<Option<usize>, ConfigError> {
@@ -491,8 +507,12 @@ mod tests {
     fn jobs() {
         assert_eq!(parse_jobs("auto").unwrap(), None);
         assert_eq!(parse_jobs("8").unwrap(), Some(8));
+        // Under this process's open-file limit: all of them where it is 832 or more.
         let auto = Budgets::of_jobs(None, 2);
-        assert_eq!((auto.requests, auto.bulk), (AUTO_REQUESTS, AUTO_BULK));
+        assert!(auto.requests <= AUTO_REQUESTS && auto.bulk == AUTO_BULK.min(auto.requests));
+        assert_eq!(auto_requests(1024), AUTO_REQUESTS);
+        assert_eq!(auto_requests(320), 128);
+        assert_eq!(auto_requests(20), 16);
         let eight = Budgets::of_jobs(Some(8), 2);
         assert_eq!((eight.requests, eight.bulk), (8, 8));
         assert!(parse_jobs("0").is_err());
