@@ -17,9 +17,8 @@ use crate::planning::show_plan;
 use crate::verify_cmd::{verify_cmd, Repair, Verified};
 
 pub async fn run(cli: Cli) -> Result<u8> {
-    // Each request in flight holds a socket and often an open file: `--jobs auto` keeps up to
-    // 1,000 of them, more than the soft limit of 1,024 that many systems start with leaves
-    // beside the rest. Raised to the hard limit, as Go programs (s5cmd, rclone) do at start;
+    // Each request in flight holds a socket and often an open file: `--jobs auto`'s 384
+    // requests need ~770 of them, most of the soft limit of 1,024 many systems start with. Raised to the hard limit, as Go programs (s5cmd, rclone) do at start;
     // where it cannot be raised, the run goes on and a refused open names its file.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     match cli.command {

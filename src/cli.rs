@@ -12,12 +12,6 @@ use crate::formats::Format;
 use crate::plan::Layout;
 use crate::query::Catalog;
 
-/// Default part size: S3's guidance is 8-16 MiB ranged GETs. At ~85-90 MB/s a connection, an
-/// 8 MiB part takes ~0.1 s after a 15-60 ms first byte; the lower end of the guidance gives a
-/// 16 MiB file two connections (a peer gives it one) and a retried part costs little. With
-/// `--jobs auto`'s 128 bulk requests, 128 parts of 8 MiB (1 GiB) are in flight.
-pub const DEFAULT_PART_SIZE: u64 = 8 << 20;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "mastfetch",
@@ -136,6 +130,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto")]
     pub jobs: String,
     /// Ranged-GET part size (8MiB, 16MiB, ...).
+    // 8 MiB: S3's guidance is 8-16 MiB ranged GETs. At ~85-90 MB/s a connection, an 8 MiB part
+    // takes ~0.1 s after a 15-60 ms first byte; the lower end of the guidance gives a 16 MiB
+    // file two connections (a peer gives it one) and a retried part costs little. With
+    // `--jobs auto`'s 128 bulk requests, 128 parts of 8 MiB (1 GiB) are in flight.
     #[arg(long, value_parser = parse_size, default_value = "8MiB")]
     pub part_size: u64,
     /// Retries per request for transient failures (5xx, SlowDown, timeouts, resets, short

@@ -57,9 +57,9 @@ impl Tail {
         if self.recent.len() < MIN_SAMPLES {
             return None;
         }
-        let mut sorted: Vec<f64> = self.recent.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let p90 = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
+        let mut times: Vec<f64> = self.recent.iter().copied().collect();
+        let at = (times.len() * 9 / 10).min(times.len() - 1);
+        let (_, &mut p90, _) = times.select_nth_unstable_by(at, f64::total_cmp);
         Some((FACTOR * p90).max(FLOOR))
     }
 

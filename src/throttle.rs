@@ -314,11 +314,18 @@ impl Throttle {
         let mut first_throttle: Option<f64> = None;
         loop {
             let at = loop {
-                let turn = self.rate.lock().unwrap().admit(self.now());
-                let wait = turn.at - self.now();
-                if wait > 0.0 {
-                    tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
-                }
+                let now = self.now();
+                let turn = {
+                    let mut rate = self.rate.lock().unwrap();
+                    let turn = rate.admit(now);
+                    // Due now (always, until the first throttle): it starts under the same
+                    // lock, no cut can come between.
+                    if turn.at <= now && rate.start(turn) {
+                        break turn.at;
+                    }
+                    turn
+                };
+                tokio::time::sleep(std::time::Duration::from_secs_f64(turn.at - now)).await;
                 if self.rate.lock().unwrap().start(turn) {
                     break turn.at;
                 }

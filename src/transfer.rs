@@ -134,7 +134,7 @@ impl Budget {
     fn new(requests: usize, bulk: usize) -> Budget {
         Budget {
             all: Arc::new(Semaphore::new(requests)),
-            bulk: Arc::new(Semaphore::new(bulk.min(requests))),
+            bulk: Arc::new(Semaphore::new(bulk)),
         }
     }
 
